@@ -1,0 +1,91 @@
+// Package config holds Sluice's configuration: the YAML structs, their
+// documented defaults, and Load and Validate, which report problems as
+// FILE:LINE: messages.
+//
+// Every field carries two struct tags besides yaml: `default`, the value
+// the field has when the YAML leaves it out (written as YAML), and `doc`,
+// one or two sentences for administrators. The defaults are applied and the
+// config reference in README.md is generated from these tags (see
+// Reference), so the documentation cannot drift from the code.
+//
+// Relative paths in the config are relative to the working directory of the
+// process, except where a field says otherwise.
+package config
+
+// Config is the whole of a sluice.yaml file.
+type Config struct {
+	Hostname string   `yaml:"hostname" doc:"The name Sluice gives itself in its SMTP greeting, in EHLO and in Received headers. Empty means the machine's hostname."`
+	DataDir  string   `yaml:"data_dir" default:"/var/lib/sluice" doc:"Where the queue, the mailboxes, the generated certificate and the admin socket live. Created on first start."`
+	Domains  []string `yaml:"domains" doc:"Local domains that are created at start-up if they do not exist yet. More can be added at run time with 'sluice domain add'."`
+
+	Log   Log   `yaml:"log" doc:"Logging."`
+	TLS   TLS   `yaml:"tls" doc:"The certificate used by STARTTLS and the implicit-TLS listeners."`
+	SMTP  SMTP  `yaml:"smtp" doc:"The SMTP listeners and their limits."`
+	Queue Queue `yaml:"queue" doc:"The durable queue that holds accepted mail until it is delivered."`
+	Store Store `yaml:"store" doc:"Mailboxes and accounts."`
+	Auth  Auth  `yaml:"auth" doc:"Password checks and login throttling for SMTP AUTH (and later IMAP, POP3 and webmail)."`
+
+	file  string              // where the config came from, for messages
+	lines map[string]position // key path -> where it was set
+}
+
+// File returns the name the config was loaded from, or "" for Default.
+func (c *Config) File() string { return c.file }
+
+// Log configures the process log, which goes to stderr.
+type Log struct {
+	Format string `yaml:"format" default:"text" doc:"text (key=value lines) or json (one object per line)."`
+	Level  string `yaml:"level" default:"info" doc:"debug, info, warn or error."`
+}
+
+// TLS configures the server certificate.
+type TLS struct {
+	CertFile   string `yaml:"cert_file" doc:"PEM file with the certificate chain, leaf first."`
+	KeyFile    string `yaml:"key_file" doc:"PEM file with the private key of cert_file."`
+	SelfSigned bool   `yaml:"self_signed" default:"false" doc:"When cert_file and key_file are empty, generate a self-signed certificate for hostname into data_dir/tls on first start. Meant for development and tests: clients will warn about it."`
+	MinVersion string `yaml:"min_version" default:"\"1.2\"" doc:"The oldest TLS version accepted: 1.2 or 1.3."`
+}
+
+// SMTP configures the three SMTP listeners and the limits they share.
+type SMTP struct {
+	MX          Listener `yaml:"mx" doc:"Mail from other servers (port 25). No AUTH; accepts mail only for local domains."`
+	Submission  Listener `yaml:"submission" doc:"Mail from our own users (port 587). Offers STARTTLS and requires AUTH before MAIL."`
+	Submissions Listener `yaml:"submissions" doc:"Mail from our own users over implicit TLS (port 465). Requires AUTH before MAIL."`
+
+	MaxMessageSize      Size     `yaml:"max_message_size" default:"50MiB" doc:"The largest message accepted, advertised with SIZE. Larger messages get 552 5.3.4."`
+	MaxRecipients       int      `yaml:"max_recipients" default:"100" doc:"Recipients per message; further RCPT commands get 452 4.5.3. RFC 5321 requires at least 100."`
+	MaxLineLength       int      `yaml:"max_line_length" default:"4096" doc:"The longest line, command or message line, in octets. A longer line gets 500 5.5.2 and the connection is closed. RFC 5321 allows 512 for commands and 1000 for text; the default leaves room for mailers that exceed the latter."`
+	MaxHops             int      `yaml:"max_hops" default:"50" doc:"A message with more Received headers than this is a mail loop and gets 554 5.4.6."`
+	MaxErrors           int      `yaml:"max_errors" default:"10" doc:"Rejected commands (bad syntax, refused recipients, failed AUTH) tolerated in one connection before it is closed with 421."`
+	ReadTimeout         Duration `yaml:"read_timeout" default:"5m" doc:"How long Sluice waits for the next command, or for more data inside DATA, before closing the connection with 421. RFC 5321 section 4.5.3.2 suggests 5 minutes."`
+	WriteTimeout        Duration `yaml:"write_timeout" default:"1m" doc:"How long a reply may take to be written to the client."`
+	MaxConnections      int      `yaml:"max_connections" default:"1000" doc:"Open SMTP connections across all listeners; more get 421 4.7.0 and are closed."`
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip" default:"20" doc:"Open SMTP connections from one IP address (IPv6: one /64); more get 421 4.7.0 and are closed."`
+	ShutdownGrace       Duration `yaml:"shutdown_grace" default:"30s" doc:"On shutdown, how long messages already in DATA may take to finish before their connections are closed. Idle connections get 421 at once."`
+}
+
+// Listener is one SMTP listener.
+type Listener struct {
+	Listen []string `yaml:"listen" doc:"Addresses to listen on, as host:port. Empty disables the listener."`
+}
+
+// Queue configures the SMTP-IN, local and remote queues.
+type Queue struct {
+	MinFreeDisk  Size     `yaml:"min_free_disk" default:"200MiB" doc:"When the data directory's file system has less free space than this, new mail gets 452 4.3.1 until space is freed."`
+	LocalWorkers int      `yaml:"local_workers" default:"4" doc:"Concurrent local deliveries into mailboxes."`
+	RetryAfter   Duration `yaml:"retry_after" default:"1m" doc:"How long a local delivery that failed temporarily waits before the next try; it doubles with each failure, up to an hour."`
+	HoldAfter    int      `yaml:"hold_after" default:"5" doc:"A message whose local delivery fails this many times in a row is put on hold (see 'sluice queue ls') instead of being tried again."`
+}
+
+// Store configures mailboxes and accounts.
+type Store struct {
+	DefaultQuota       Size   `yaml:"default_quota" default:"1GiB" doc:"The mailbox quota of users created without one. 0 means no quota. Over quota, RCPT gets 452 4.2.2."`
+	RecipientDelimiter string `yaml:"recipient_delimiter" default:"+" doc:"Sub-addressing: mail to user+tag@domain goes to user@domain. Empty turns sub-addressing off."`
+}
+
+// Auth configures authentication.
+type Auth struct {
+	MaxFailuresPerIP   int      `yaml:"max_failures_per_ip" default:"10" doc:"Failed logins from one IP address within failure_window, after which further attempts from that address are refused (454 4.7.0) until the window has passed."`
+	MaxFailuresPerUser int      `yaml:"max_failures_per_user" default:"20" doc:"Failed logins for one account within failure_window, after which further attempts for that account are refused until the window has passed."`
+	FailureWindow      Duration `yaml:"failure_window" default:"15m" doc:"The window over which failed logins are counted."`
+}

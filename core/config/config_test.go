@@ -1,0 +1,209 @@
+package config
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func parse(t *testing.T, yml string) (*Config, error) {
+	t.Helper()
+	return Parse("test.yaml", []byte(yml))
+}
+
+func TestDefaultsParse(t *testing.T) {
+	c := Default()
+	if c.SMTP.MaxRecipients != 100 || c.SMTP.MaxMessageSize != 50<<20 || c.SMTP.ReadTimeout.D() != 5*time.Minute {
+		t.Fatalf("Default() = %+v, defaults not applied", c.SMTP)
+	}
+	if c.Store.RecipientDelimiter != "+" || c.TLS.MinVersion != "1.2" {
+		t.Fatalf("Default() string defaults = %q, %q", c.Store.RecipientDelimiter, c.TLS.MinVersion)
+	}
+}
+
+func TestEveryFieldDocumented(t *testing.T) {
+	var walk func(reflect.Type, string)
+	walk = func(tp reflect.Type, path string) {
+		for i := 0; i < tp.NumField(); i++ {
+			f := tp.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			key := join(path, yamlName(f))
+			if f.Tag.Get("doc") == "" {
+				t.Errorf("config key %s has no doc tag", key)
+			}
+			if f.Type.Kind() == reflect.Struct && !reflect.PointerTo(f.Type).Implements(unmarshalerType) {
+				walk(f.Type, key)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+}
+
+func TestEmptyFileIsDefaults(t *testing.T) {
+	c, err := parse(t, "")
+	if err != nil {
+		t.Fatalf("Parse(empty) = %v", err)
+	}
+	if c.DataDir != "/var/lib/sluice" {
+		t.Errorf("DataDir = %q", c.DataDir)
+	}
+}
+
+func TestReferenceRoundTrip(t *testing.T) {
+	got, err := Parse("reference.yaml", []byte(Reference()))
+	if err != nil {
+		t.Fatalf("Parse(Reference()) = %v", err)
+	}
+	want := Default()
+	if err := want.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got.file, got.lines, want.file, want.lines = "", nil, "", nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Parse(Reference()) =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestParseValues(t *testing.T) {
+	c, err := parse(t, `
+hostname: MX.Example.TEST
+data_dir: ./data
+domains: [Example.TEST, bücher.example]
+smtp:
+  mx:
+    listen: ["127.0.0.1:2525", "[::1]:2525"]
+  max_message_size: 10MB
+  read_timeout: 90s
+  max_recipients: 500
+store:
+  recipient_delimiter: "-"
+  default_quota: 0
+queue:
+  retry_after: 2d
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hostname != "mx.example.test" {
+		t.Errorf("Hostname = %q", c.Hostname)
+	}
+	if want := []string{"example.test", "xn--bcher-kva.example"}; !reflect.DeepEqual(c.Domains, want) {
+		t.Errorf("Domains = %q, want %q", c.Domains, want)
+	}
+	if c.SMTP.MaxMessageSize != 10_000_000 || c.SMTP.ReadTimeout.D() != 90*time.Second || c.SMTP.MaxRecipients != 500 {
+		t.Errorf("SMTP = %+v", c.SMTP)
+	}
+	if c.Queue.RetryAfter.D() != 48*time.Hour {
+		t.Errorf("RetryAfter = %v", c.Queue.RetryAfter)
+	}
+	if c.Store.RecipientDelimiter != "-" || c.Store.DefaultQuota != 0 {
+		t.Errorf("Store = %+v", c.Store)
+	}
+	if c.SMTP.MaxHops != 50 {
+		t.Errorf("unset key lost its default: MaxHops = %d", c.SMTP.MaxHops)
+	}
+}
+
+// Each case is a config with one mistake and the FILE:LINE prefix and
+// words its error must contain.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, yml, want string
+	}{
+		{"unknown top-level key", "hostname: a.test\nbogus: 1\n", "test.yaml:2:1: unknown key \"bogus\""},
+		{"unknown nested key with suggestion", "smtp:\n  max_recipient: 5\n", "test.yaml:2:3: smtp: unknown key \"max_recipient\" (did you mean \"max_recipients\"?)"},
+		{"wrong type int", "smtp:\n  max_recipients: lots\n", "test.yaml:2:19: smtp.max_recipients: expected an integer, got \"lots\""},
+		{"wrong type bool", "tls:\n  self_signed: maybe\n", "test.yaml:2:16: tls.self_signed: expected true or false"},
+		{"wrong type list", "domains: example.test\n", "test.yaml:1:10: domains: expected a list"},
+		{"wrong type mapping", "smtp: 25\n", "test.yaml:1:7: smtp: expected a mapping"},
+		{"bad duration", "smtp:\n  read_timeout: 5 minutes\n", "test.yaml:2:17: smtp.read_timeout: invalid duration"},
+		{"bad size", "smtp:\n  max_message_size: 10XB\n", "test.yaml:2:21: smtp.max_message_size: invalid size"},
+		{"syntax error", "smtp:\n  mx: [\n", "test.yaml:2: YAML syntax"},
+		{"duplicate key", "hostname: a.test\nhostname: b.test\n", "test.yaml:2:1: key \"hostname\" is set twice"},
+		{"bad enum", "log:\n  format: xml\n", "test.yaml:2:3: log.format: \"xml\" is not one of text, json"},
+		{"bad listen", "smtp:\n  mx:\n    listen: [\"localhost\"]\n", "test.yaml:3:14: smtp.mx.listen[0]: \"localhost\" is not host:port"},
+		{"duplicate listen", "smtp:\n  mx:\n    listen: [\"127.0.0.1:25\"]\n  submission:\n    listen: [\"127.0.0.1:25\"]\ntls:\n  self_signed: true\n", "test.yaml:5:14: smtp.submission.listen[0]: 127.0.0.1:25 is also used by smtp.mx"},
+		{"submission without tls", "smtp:\n  submission:\n    listen: [\"127.0.0.1:587\"]\n", "test.yaml:2:3: smtp.submission: needs TLS"},
+		{"bad domain", "domains: [\"not a domain\"]\n", "test.yaml:1:11: domains[0]: \"not a domain\" is not a valid domain"},
+		{"below minimum", "smtp:\n  max_line_length: 100\n", "test.yaml:2:3: smtp.max_line_length: 100 is below the minimum of 1024"},
+		{"bad delimiter", "store:\n  recipient_delimiter: \"@\"\n", "test.yaml:2:3: store.recipient_delimiter"},
+		{"half a certificate", "tls:\n  cert_file: a.pem\n", "test.yaml:1:1: tls: cert_file and key_file must be set together"},
+		{"two documents", "hostname: a.test\n---\nhostname: b.test\n", "test.yaml:2: more than one YAML document"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parse(t, tt.yml)
+			if err == nil {
+				t.Fatalf("Parse(%q) = nil error, want %q", tt.yml, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse(%q) error =\n%v\nwant it to contain\n%s", tt.yml, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseReportsAllErrors(t *testing.T) {
+	_, err := parse(t, "bogus: 1\nsmtp:\n  max_hops: x\n  nope: 2\n")
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 3 {
+		t.Fatalf("Parse = %v, want 3 errors", err)
+	}
+	for i, line := range []int{1, 3, 4} {
+		if es[i].Line != line {
+			t.Errorf("error %d at line %d, want %d: %v", i, es[i].Line, line, es[i])
+		}
+	}
+}
+
+func TestSizeAndDuration(t *testing.T) {
+	sizes := map[string]Size{"0": 0, "1024": 1024, "1KiB": 1024, "10 MiB": 10 << 20, "1GB": 1e9, "2KB": 2000, "7B": 7}
+	for in, want := range sizes {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5MiB", "MiB", "10XB", "99999999999TiB"} {
+		if got, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) = %v, want error", in, got)
+		}
+	}
+	durs := map[string]time.Duration{"0s": 0, "90s": 90 * time.Second, "1h30m": 90 * time.Minute, "5d": 120 * time.Hour}
+	for in, want := range durs {
+		if got, err := ParseDuration(in); err != nil || got.D() != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "5", "-1s", "1.5d", "xd"} {
+		if got, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want error", in, got)
+		}
+	}
+	for _, d := range []time.Duration{30 * time.Second, 5 * time.Minute, 2 * time.Hour, 90 * time.Minute, 48 * time.Hour, 1500 * time.Millisecond} {
+		s := Duration(d).String()
+		if back, err := ParseDuration(s); err != nil || back.D() != d {
+			t.Errorf("Duration(%v).String() = %q, which parses as %v, %v", d, s, back, err)
+		}
+	}
+}
+
+// FuzzParse checks that no input makes the loader panic, and that every
+// error it returns names the file.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(Reference()))
+	f.Add([]byte("smtp:\n  mx:\n    listen: [\"127.0.0.1:25\"]\n"))
+	f.Add([]byte("a: &x [1]\nb: *x\n"))
+	f.Add([]byte("smtp: {max_recipients: !!binary aGVsbG8=}\n"))
+	f.Add([]byte("domains: [[[]]]\n"))
+	f.Add([]byte("\t\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := Parse("fuzz.yaml", data)
+		if err != nil && !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+			t.Fatalf("error does not name the file: %v", err)
+		}
+	})
+}

@@ -1,0 +1,181 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/sluice-mail/sluice/core/address"
+)
+
+// Validate checks the values that the YAML types alone cannot, fills in the
+// values derived from others (hostname, normalised domains), and returns
+// every problem found, each located at the line that set the key.
+func (c *Config) Validate() error {
+	v := validator{c: c}
+
+	if c.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			v.errf("hostname", "empty, and the machine's hostname is unknown: set hostname")
+		}
+		c.Hostname = h
+	}
+	if c.Hostname != "" {
+		h, err := address.ParseDomain(c.Hostname)
+		if err != nil || strings.HasPrefix(h, "[") {
+			v.errf("hostname", "%q is not a valid host name", c.Hostname)
+		} else {
+			c.Hostname = h
+		}
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		v.errf("data_dir", "must not be empty")
+	}
+	seen := map[string]bool{}
+	for i, d := range c.Domains {
+		key := fmt.Sprintf("domains[%d]", i)
+		n, err := address.ParseDomain(d)
+		if err != nil || strings.HasPrefix(n, "[") {
+			v.errf(key, "%q is not a valid domain", d)
+			continue
+		}
+		if seen[n] {
+			v.errf(key, "%q is listed twice", d)
+		}
+		seen[n] = true
+		c.Domains[i] = n
+	}
+
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+
+	v.oneOf("tls.min_version", c.TLS.MinVersion, "1.2", "1.3")
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		v.errf("tls", "cert_file and key_file must be set together")
+	}
+	haveTLS := c.TLS.CertFile != "" || c.TLS.SelfSigned
+	if c.TLS.CertFile != "" && c.TLS.SelfSigned {
+		v.errf("tls.self_signed", "cannot be combined with cert_file and key_file")
+	}
+
+	listeners := map[string]string{}
+	for _, l := range []struct {
+		key      string
+		l        Listener
+		needsTLS bool
+	}{
+		{"smtp.mx", c.SMTP.MX, false},
+		{"smtp.submission", c.SMTP.Submission, true},
+		{"smtp.submissions", c.SMTP.Submissions, true},
+	} {
+		for i, addr := range l.l.Listen {
+			key := fmt.Sprintf("%s.listen[%d]", l.key, i)
+			if err := checkHostPort(addr); err != nil {
+				v.errf(key, "%v", err)
+				continue
+			}
+			if other, dup := listeners[addr]; dup {
+				v.errf(key, "%s is also used by %s", addr, other)
+			}
+			listeners[addr] = l.key
+		}
+		if l.needsTLS && len(l.l.Listen) > 0 && !haveTLS {
+			v.errf(l.key, "needs TLS: set tls.cert_file and tls.key_file (or tls.self_signed for development)")
+		}
+	}
+
+	v.positive("smtp.max_message_size", int64(c.SMTP.MaxMessageSize))
+	v.atLeast("smtp.max_recipients", c.SMTP.MaxRecipients, 1)
+	v.atLeast("smtp.max_line_length", c.SMTP.MaxLineLength, 1024)
+	v.atLeast("smtp.max_hops", c.SMTP.MaxHops, 1)
+	v.atLeast("smtp.max_errors", c.SMTP.MaxErrors, 1)
+	v.positive("smtp.read_timeout", int64(c.SMTP.ReadTimeout))
+	v.positive("smtp.write_timeout", int64(c.SMTP.WriteTimeout))
+	v.atLeast("smtp.max_connections", c.SMTP.MaxConnections, 1)
+	v.atLeast("smtp.max_connections_per_ip", c.SMTP.MaxConnectionsPerIP, 1)
+
+	v.atLeast("queue.local_workers", c.Queue.LocalWorkers, 1)
+	v.positive("queue.retry_after", int64(c.Queue.RetryAfter))
+	v.atLeast("queue.hold_after", c.Queue.HoldAfter, 1)
+
+	if d := c.Store.RecipientDelimiter; d != "" {
+		if len(d) != 1 || strings.ContainsAny(d, "@\" \t.") || d[0] < 0x21 || d[0] > 0x7e {
+			v.errf("store.recipient_delimiter", "%q must be one printable character other than @, \" and .", d)
+		}
+	}
+
+	v.atLeast("auth.max_failures_per_ip", c.Auth.MaxFailuresPerIP, 1)
+	v.atLeast("auth.max_failures_per_user", c.Auth.MaxFailuresPerUser, 1)
+	v.positive("auth.failure_window", int64(c.Auth.FailureWindow))
+
+	if len(v.errs) > 0 {
+		return v.errs
+	}
+	return nil
+}
+
+type validator struct {
+	c    *Config
+	errs Errors
+}
+
+func (v *validator) errf(key, format string, args ...any) {
+	p := v.c.lines[key]
+	if p.line == 0 {
+		// Point at the nearest enclosing key that was written.
+		for k := key; k != "" && p.line == 0; {
+			i := strings.LastIndexAny(k, ".[")
+			if i < 0 {
+				break
+			}
+			k = k[:i]
+			p = v.c.lines[k]
+		}
+	}
+	file := v.c.file
+	if file == "" {
+		file = "(defaults)"
+	}
+	v.errs = append(v.errs, &Error{File: file, Line: p.line, Col: p.col, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) oneOf(key, val string, allowed ...string) {
+	for _, a := range allowed {
+		if val == a {
+			return
+		}
+	}
+	v.errf(key, "%q is not one of %s", val, strings.Join(allowed, ", "))
+}
+
+func (v *validator) atLeast(key string, val, min int) {
+	if val < min {
+		v.errf(key, "%d is below the minimum of %d", val, min)
+	}
+}
+
+func (v *validator) positive(key string, val int64) {
+	if val <= 0 {
+		v.errf(key, "must be greater than zero")
+	}
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: bad port", addr)
+	}
+	if host != "" && net.ParseIP(host) == nil {
+		if _, err := address.ParseDomain(host); err != nil {
+			return fmt.Errorf("%q: bad host", addr)
+		}
+	}
+	return nil
+}

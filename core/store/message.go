@@ -1,0 +1,428 @@
+package store
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sluice-mail/sluice/core/durable"
+)
+
+// Message is one message in a mailbox.
+type Message struct {
+	UID          uint32    `json:"uid"`
+	Blob         string    `json:"blob"` // file name under blobs/
+	Size         int64     `json:"size"`
+	InternalDate time.Time `json:"internal_date"`
+	Flags        []string  `json:"flags,omitempty"`
+	ModSeq       uint64    `json:"modseq"`
+	Summary
+}
+
+// Summary is what listings show of a message, taken from its header when
+// it is stored so that listings never reread message files.
+type Summary struct {
+	From      string    `json:"from,omitempty"`
+	To        string    `json:"to,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	Date      time.Time `json:"date,omitzero"`
+	MessageID string    `json:"message_id,omitempty"`
+}
+
+// FlagSeen is the IMAP \Seen flag.
+const FlagSeen = `\Seen`
+
+func decodeMessage(v []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(v, &m); err != nil {
+		return Message{}, fmt.Errorf("store: corrupt message record: %w", err)
+	}
+	return m, nil
+}
+
+// maxSummaryHeader bounds how much of a message's header ParseSummary
+// reads.
+const maxSummaryHeader = 256 << 10
+
+// ParseSummary reads the header of a message and returns its summary.
+// Malformed headers give an empty or partial summary, never an error:
+// what was received is stored whatever it looks like.
+func ParseSummary(r io.Reader) Summary {
+	br := bufio.NewReader(io.LimitReader(r, maxSummaryHeader))
+	msg, err := mail.ReadMessage(br)
+	if err != nil {
+		return Summary{}
+	}
+	h := msg.Header
+	dec := mime.WordDecoder{CharsetReader: func(charset string, input io.Reader) (io.Reader, error) {
+		// Only UTF-8, US-ASCII and ISO-8859-1 are decoded (the standard
+		// library's set); other charsets stay encoded.
+		return nil, fmt.Errorf("unsupported charset %s", charset)
+	}}
+	decode := func(s string) string {
+		if d, err := dec.DecodeHeader(s); err == nil {
+			s = d
+		}
+		return clean(s)
+	}
+	s := Summary{
+		From:      decode(h.Get("From")),
+		To:        decode(h.Get("To")),
+		Subject:   decode(h.Get("Subject")),
+		MessageID: clean(h.Get("Message-Id")),
+	}
+	if d, err := mail.ParseDate(h.Get("Date")); err == nil {
+		s.Date = d.UTC()
+	}
+	return s
+}
+
+// clean removes control characters and bounds the length of a header value
+// kept for display.
+func clean(s string) string {
+	const max = 998
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if len(s) > max {
+		s = s[:max]
+		for len(s) > 0 && !isRuneStart(s[len(s)-1]) {
+			s = s[:len(s)-1]
+		}
+	}
+	return s
+}
+
+func isRuneStart(b byte) bool { return b&0xc0 != 0x80 }
+
+// newBlobID returns a random file name for a message body.
+func newBlobID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func (s *Store) blobDir(id string) string { return filepath.Join(s.blobs, id[:2]) }
+
+// BlobPath returns the file that holds a message's body.
+func (s *Store) BlobPath(m Message) string { return filepath.Join(s.blobDir(m.Blob), m.Blob) }
+
+// OpenMessage opens a message's body for reading.
+func (s *Store) OpenMessage(m Message) (*os.File, error) {
+	f, err := os.Open(s.BlobPath(m))
+	if err != nil {
+		return nil, fmt.Errorf("store: message %d: %w", m.UID, err)
+	}
+	return f, nil
+}
+
+func (s *Store) dirSyncer(dir string) *durable.DirSyncer {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	ds := s.syncers[dir]
+	if ds == nil {
+		ds = durable.NewDirSyncer(dir)
+		s.syncers[dir] = ds
+	}
+	return ds
+}
+
+// linkBlob makes a new durable blob with the content of the file at src:
+// a hard link when the file system allows it, otherwise a copy. src must
+// already be durable and must never change afterwards.
+func (s *Store) linkBlob(src string) (string, error) {
+	id := newBlobID()
+	dir := s.blobDir(id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	dst := filepath.Join(dir, id)
+	if err := os.Link(src, dst); err != nil {
+		in, err := os.Open(src)
+		if err != nil {
+			return "", fmt.Errorf("store: %w", err)
+		}
+		defer in.Close()
+		return s.writeBlob(in)
+	}
+	if err := s.dirSyncer(dir).Sync(); err != nil {
+		os.Remove(dst)
+		return "", err
+	}
+	return id, nil
+}
+
+// writeBlob writes r into a new durable blob.
+func (s *Store) writeBlob(r io.Reader) (string, error) {
+	id := newBlobID()
+	dir := s.blobDir(id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	dst := filepath.Join(dir, id)
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.dirSyncer(dir).Sync()
+	}
+	if err != nil {
+		os.Remove(dst)
+		return "", fmt.Errorf("store: writing message: %w", err)
+	}
+	return id, nil
+}
+
+func (s *Store) removeBlobs(ids []string) {
+	for _, id := range ids {
+		if err := os.Remove(filepath.Join(s.blobDir(id), id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("store: removing message file", "blob", id, "err", err)
+		}
+	}
+}
+
+// Delivery is a message to put into a mailbox.
+type Delivery struct {
+	UserID uint64
+	// Mailbox is the target mailbox; "" means INBOX. When the user has no
+	// mailbox of that name (they deleted Junk, say), INBOX is used.
+	Mailbox string
+	// Source is the path of a durable file holding the message, which
+	// Deliver hard-links (or copies). Set either Source or Body.
+	Source string
+	// Body is read to the end when Source is empty.
+	Body io.Reader
+	// Size is the message size in bytes; when 0 it is taken from the file.
+	Size         int64
+	InternalDate time.Time // zero means now
+	Flags        []string
+	Summary      Summary
+}
+
+// Deliver stores a message in a user's mailbox and returns the mailbox and
+// the message's UID. When it returns nil, the message is durable.
+func (s *Store) Deliver(d Delivery) (Mailbox, Message, error) {
+	var blob string
+	var err error
+	if d.Source != "" {
+		blob, err = s.linkBlob(d.Source)
+	} else {
+		blob, err = s.writeBlob(d.Body)
+	}
+	if err != nil {
+		return Mailbox{}, Message{}, err
+	}
+	if d.Size == 0 {
+		fi, err := os.Stat(filepath.Join(s.blobDir(blob), blob))
+		if err != nil {
+			s.removeBlobs([]string{blob})
+			return Mailbox{}, Message{}, fmt.Errorf("store: %w", err)
+		}
+		d.Size = fi.Size()
+	}
+	if d.InternalDate.IsZero() {
+		d.InternalDate = time.Now()
+	}
+	flags := normFlags(d.Flags)
+	var mb Mailbox
+	var msg Message
+	err = s.batch.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bUserIDs).Get(u64(d.UserID)) == nil {
+			return fmt.Errorf("%w: user id %d", ErrNotFound, d.UserID)
+		}
+		name := d.Mailbox
+		if name == "" {
+			name = "INBOX"
+		}
+		var err error
+		mb, err = mailboxByName(tx, d.UserID, name)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+			mb, err = mailboxByName(tx, d.UserID, "INBOX")
+		}
+		if err != nil {
+			return err
+		}
+		msg = Message{UID: mb.UIDNext, Blob: blob, Size: d.Size, InternalDate: d.InternalDate.UTC().Truncate(time.Second), Flags: flags, ModSeq: mb.HighestModSeq + 1, Summary: d.Summary}
+		data, err := json.Marshal(msg)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bMsgs).Bucket(u64(mb.ID)).Put(u32(msg.UID), data); err != nil {
+			return err
+		}
+		mb.UIDNext++
+		mb.HighestModSeq = msg.ModSeq
+		mb.Messages++
+		if !slices.Contains(flags, FlagSeen) {
+			mb.Unseen++
+		}
+		mb.Size += d.Size
+		if err := putJSON(tx.Bucket(bMbox), u64(mb.ID), mb); err != nil {
+			return err
+		}
+		return addUsage(tx, d.UserID, d.Size)
+	})
+	if err != nil {
+		s.removeBlobs([]string{blob})
+		return Mailbox{}, Message{}, err
+	}
+	return mb, msg, nil
+}
+
+// normFlags deduplicates flags; system flags keep their RFC 9051 spelling.
+func normFlags(flags []string) []string {
+	var out []string
+	for _, f := range flags {
+		for _, sys := range []string{`\Seen`, `\Answered`, `\Flagged`, `\Deleted`, `\Draft`} {
+			if strings.EqualFold(f, sys) {
+				f = sys
+			}
+		}
+		if f != "" && !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// VerifyReport says what Verify found and repaired.
+type VerifyReport struct {
+	Messages       int      `json:"messages"`
+	Files          int      `json:"files"`
+	OrphanFiles    []string `json:"orphan_files,omitempty"`    // removed
+	MissingFiles   []string `json:"missing_files,omitempty"`   // records removed
+	TemporaryFiles int      `json:"temporary_files,omitempty"` // removed
+}
+
+// Verify reconciles the message records with the message files: a file no
+// record refers to, older than minAge, is removed (it is what a crash
+// between writing a file and committing its record leaves behind); a record
+// whose file is missing is removed and reported, since nothing can bring
+// the message back. minAge protects deliveries in flight when Verify runs
+// beside a live server.
+func (s *Store) Verify(minAge time.Duration) (VerifyReport, error) {
+	var rep VerifyReport
+	refs := map[string]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bMsgs).ForEach(func(mbID, _ []byte) error {
+			return tx.Bucket(bMsgs).Bucket(mbID).ForEach(func(_, v []byte) error {
+				m, err := decodeMessage(v)
+				if err != nil {
+					return err
+				}
+				refs[m.Blob] = true
+				rep.Messages++
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return rep, err
+	}
+	seen := map[string]bool{}
+	dirs, err := os.ReadDir(s.blobs)
+	if err != nil {
+		return rep, fmt.Errorf("store: %w", err)
+	}
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(s.blobs, d.Name()))
+		if err != nil {
+			return rep, fmt.Errorf("store: %w", err)
+		}
+		for _, f := range files {
+			rep.Files++
+			seen[f.Name()] = true
+			if refs[f.Name()] {
+				continue
+			}
+			info, err := f.Info()
+			if err != nil || time.Since(info.ModTime()) < minAge {
+				continue
+			}
+			p := filepath.Join(s.blobs, d.Name(), f.Name())
+			s.log.Warn("store: removing message file without a record", "file", p)
+			if err := os.Remove(p); err == nil {
+				rep.OrphanFiles = append(rep.OrphanFiles, f.Name())
+			}
+		}
+	}
+	for id := range refs {
+		if !seen[id] {
+			rep.MissingFiles = append(rep.MissingFiles, id)
+		}
+	}
+	if len(rep.MissingFiles) == 0 {
+		return rep, nil
+	}
+	missing := map[string]bool{}
+	for _, id := range rep.MissingFiles {
+		missing[id] = true
+		s.log.Error("store: message record without its file; removing the record", "blob", id)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bMsgs).ForEach(func(mbID, _ []byte) error {
+			b := tx.Bucket(bMsgs).Bucket(mbID)
+			var drop []Message
+			err := b.ForEach(func(_, v []byte) error {
+				m, err := decodeMessage(v)
+				if err == nil && missing[m.Blob] {
+					drop = append(drop, m)
+				}
+				return err
+			})
+			if err != nil || len(drop) == 0 {
+				return err
+			}
+			var mb Mailbox
+			if err := getJSON(tx.Bucket(bMbox), mbID, &mb); err != nil {
+				return err
+			}
+			for _, m := range drop {
+				if err := b.Delete(u32(m.UID)); err != nil {
+					return err
+				}
+				mb.Messages--
+				if !slices.Contains(m.Flags, FlagSeen) && mb.Unseen > 0 {
+					mb.Unseen--
+				}
+				mb.Size -= m.Size
+				mb.HighestModSeq++
+				if err := addUsage(tx, mb.UserID, -m.Size); err != nil {
+					return err
+				}
+			}
+			return putJSON(tx.Bucket(bMbox), mbID, mb)
+		})
+	})
+	return rep, err
+}

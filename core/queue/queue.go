@@ -1,0 +1,618 @@
+// Package queue is Sluice's durable mail queue: the SMTP-IN queue that a
+// message enters when it is accepted, and the local and remote queues its
+// recipients wait in until they are delivered.
+//
+// A message is a spool file, which holds the body exactly as it will be
+// delivered (our Received header first, then the bytes the client sent),
+// and a record in a bbolt database, which holds the envelope and the state
+// of each recipient.
+//
+// The durability contract (see ARCHITECTURE.md): the spool file is written
+// and fsynced, its directory is fsynced, and the record is committed, all
+// before the SMTP server replies 250. Records are committed in shared
+// transactions (durable.Batcher), so concurrent sessions share fsyncs.
+// After each delivery attempt the recipients' states are committed, so a
+// crash re-sends only what was not delivered. A spool file without a record
+// is a message that never got its 250; Open removes it. A record without a
+// spool file cannot be delivered; Open logs it as an error and removes it.
+package queue
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sluice-mail/sluice/core/durable"
+)
+
+// Errors returned by the queue.
+var (
+	ErrNotFound  = errors.New("queue: message not found")
+	ErrLocked    = errors.New("queue: database is in use by another process")
+	ErrNoSpace   = errors.New("queue: not enough free disk space")
+	ErrBadState  = errors.New("queue: message is not in a state that allows this")
+	ErrBadFilter = errors.New("queue: bad filter")
+)
+
+var bMsgs = []byte("msgs")
+
+// Route says which queue a recipient waits in.
+type Route string
+
+const (
+	RouteLocal  Route = "local"  // a mailbox in the store
+	RouteRemote Route = "remote" // another server
+)
+
+// State is the state of one recipient.
+type State string
+
+const (
+	StatePending   State = "pending"   // not delivered yet
+	StateDelivered State = "delivered" // final
+	StateFailed    State = "failed"    // final: permanently undeliverable
+)
+
+// Status is the state of a whole message.
+type Status string
+
+const (
+	StatusActive Status = "active" // being delivered
+	StatusHold   Status = "hold"   // kept until released by an administrator
+)
+
+// Recipient is one envelope recipient after routing. A RCPT TO that an
+// alias expands into several targets gives several Recipients with the same
+// Orig.
+type Recipient struct {
+	Orig        string    `json:"orig"`              // the address given in RCPT TO
+	Addr        string    `json:"addr"`              // where it goes: a local user or a remote address
+	Route       Route     `json:"route"`             // local or remote
+	UserID      uint64    `json:"user_id,omitempty"` // the local user
+	Mailbox     string    `json:"mailbox,omitempty"` // local folder; "" is INBOX
+	State       State     `json:"state"`
+	Attempts    int       `json:"attempts,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	Updated     time.Time `json:"updated,omitzero"`
+}
+
+// Final reports whether nothing more will be done for r.
+func (r Recipient) Final() bool { return r.State == StateDelivered || r.State == StateFailed }
+
+// Client describes where a message came from.
+type Client struct {
+	IP       string `json:"ip"`
+	HELO     string `json:"helo,omitempty"`
+	TLS      string `json:"tls,omitempty"`  // e.g. "TLS1.3 TLS_AES_128_GCM_SHA256"
+	AuthUser string `json:"auth,omitempty"` // authenticated user, if any
+	Listener string `json:"listener"`       // mx, submission or submissions
+}
+
+// Message is a queue record.
+type Message struct {
+	ID         string      `json:"id"`
+	Received   time.Time   `json:"received"`
+	From       string      `json:"from"` // reverse-path; "" is the null sender
+	Rcpts      []Recipient `json:"rcpts"`
+	Size       int64       `json:"size"` // of the spool file
+	Client     Client      `json:"client"`
+	SMTPUTF8   bool        `json:"smtputf8,omitempty"`
+	Body8Bit   bool        `json:"body_8bit,omitempty"`
+	Status     Status      `json:"status"`
+	HoldReason string      `json:"hold_reason,omitempty"`
+}
+
+// Done reports whether every recipient is final.
+func (m *Message) Done() bool {
+	for _, r := range m.Rcpts {
+		if !r.Final() {
+			return false
+		}
+	}
+	return true
+}
+
+// Pending reports whether some recipient on route is not final.
+func (m *Message) Pending(route Route) bool {
+	for _, r := range m.Rcpts {
+		if r.Route == route && !r.Final() {
+			return true
+		}
+	}
+	return false
+}
+
+// Options configures Open.
+type Options struct {
+	// Dir holds queue.db and spool/. Required.
+	Dir string
+	// MinFreeDisk is the free space below which CheckSpace fails.
+	MinFreeDisk int64
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// LockTimeout is how long Open waits for another process to release
+	// the database; zero means one second.
+	LockTimeout time.Duration
+}
+
+// Queue is an open queue. It is safe for concurrent use.
+type Queue struct {
+	opts   Options
+	db     *bolt.DB
+	batch  *durable.Batcher
+	spool  string
+	syncer *durable.DirSyncer
+	log    *slog.Logger
+	local  *readyList
+
+	recovered RecoveryReport
+}
+
+// Open opens the queue in opts.Dir, creating it if needed, and recovers
+// from whatever a crash left behind.
+func Open(opts Options) (*Queue, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("queue: no directory")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = time.Second
+	}
+	spool := filepath.Join(opts.Dir, "spool")
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	db, err := bolt.Open(filepath.Join(opts.Dir, "queue.db"), 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, ErrLocked
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bMsgs)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	q := &Queue{opts: opts, db: db, batch: durable.NewBatcher(db), spool: spool, syncer: durable.NewDirSyncer(spool), log: opts.Logger, local: newReadyList()}
+	rep, err := q.recover()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	q.recovered = rep
+	return q, nil
+}
+
+// Close closes the database. Pending work stays in the queue.
+func (q *Queue) Close() error {
+	q.local.close()
+	return q.db.Close()
+}
+
+// Recovered returns what Open found and repaired.
+func (q *Queue) Recovered() RecoveryReport { return q.recovered }
+
+// Dir returns the queue's directory.
+func (q *Queue) Dir() string { return q.opts.Dir }
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// NewID returns a new queue ID: 16 characters that sort by time of
+// creation, then 24 random bits.
+func NewID() string {
+	var b [10]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMicro())<<8)
+	if _, err := rand.Read(b[7:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return idEncoding.EncodeToString(b[:])
+}
+
+// ValidID reports whether s has the form of a queue ID, so that it can be
+// used in a file name.
+func ValidID(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	_, err := idEncoding.DecodeString(s)
+	return err == nil
+}
+
+// SpoolPath returns the spool file of a message.
+func (q *Queue) SpoolPath(id string) string { return filepath.Join(q.spool, id) }
+
+// CheckSpace returns ErrNoSpace when the queue's file system has less free
+// space than Options.MinFreeDisk.
+func (q *Queue) CheckSpace() error {
+	if q.opts.MinFreeDisk <= 0 {
+		return nil
+	}
+	free, err := durable.FreeSpace(q.spool)
+	if err != nil {
+		return err
+	}
+	if free < uint64(q.opts.MinFreeDisk) {
+		return ErrNoSpace
+	}
+	return nil
+}
+
+// SpoolWriter writes one message's spool file. The caller writes the body,
+// then calls Sync, and then Commit with the record; or Abort.
+type SpoolWriter struct {
+	q    *Queue
+	id   string
+	f    *os.File
+	n    int64
+	done bool
+}
+
+// Create starts the spool file of a new message.
+func (q *Queue) Create() (*SpoolWriter, error) {
+	for range 3 {
+		id := NewID()
+		f, err := os.OpenFile(q.SpoolPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+		return &SpoolWriter{q: q, id: id, f: f}, nil
+	}
+	return nil, errors.New("queue: could not pick a unique ID")
+}
+
+// ID returns the new message's queue ID.
+func (w *SpoolWriter) ID() string { return w.id }
+
+// Size returns the bytes written so far.
+func (w *SpoolWriter) Size() int64 { return w.n }
+
+// Write implements io.Writer.
+func (w *SpoolWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Sync makes the spool file durable: it fsyncs and closes the file, then
+// fsyncs the spool directory (shared with concurrent writers).
+func (w *SpoolWriter) Sync() error {
+	err := w.f.Sync()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("queue: spool %s: %w", w.id, err)
+	}
+	return w.q.syncer.Sync()
+}
+
+// Abort removes the spool file. It is safe to call after Sync and after
+// Commit has failed; after a successful Commit it does nothing.
+func (w *SpoolWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.q.SpoolPath(w.id))
+}
+
+// Commit commits the record of a message whose spool file has been
+// synced. When it returns nil the message is accepted: the SMTP server may
+// reply 250. m.ID and m.Size are set from the writer.
+func (w *SpoolWriter) Commit(m *Message) error {
+	m.ID, m.Size = w.id, w.n
+	if m.Status == "" {
+		m.Status = StatusActive
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	err = w.q.batch.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bMsgs).Put([]byte(m.ID), data)
+	})
+	if err != nil {
+		return fmt.Errorf("queue: commit %s: %w", m.ID, err)
+	}
+	w.done = true
+	if m.Pending(RouteLocal) {
+		w.q.local.push(m.ID)
+	}
+	return nil
+}
+
+// Get returns a message's record.
+func (q *Queue) Get(id string) (*Message, error) {
+	var m *Message
+	err := q.db.View(func(tx *bolt.Tx) error {
+		var err error
+		m, err = get(tx, id)
+		return err
+	})
+	return m, err
+}
+
+func get(tx *bolt.Tx, id string) (*Message, error) {
+	data := tx.Bucket(bMsgs).Get([]byte(id))
+	if data == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	m := &Message{}
+	if err := json.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("queue: corrupt record %s: %w", id, err)
+	}
+	return m, nil
+}
+
+func put(tx *bolt.Tx, m *Message) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bMsgs).Put([]byte(m.ID), data)
+}
+
+// Update applies fn to a message's record and commits the result, in a
+// transaction shared with concurrent callers. fn may be called more than
+// once and must only change the Message it is given. When every recipient
+// is final afterwards, the record is deleted and the spool file removed;
+// done reports that.
+func (q *Queue) Update(id string, fn func(*Message) error) (done bool, err error) {
+	err = q.batch.Update(func(tx *bolt.Tx) error {
+		m, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+		done = m.Done()
+		if done {
+			return tx.Bucket(bMsgs).Delete([]byte(id))
+		}
+		return put(tx, m)
+	})
+	if err == nil && done {
+		q.removeSpool(id)
+	}
+	return done, err
+}
+
+func (q *Queue) removeSpool(id string) {
+	if err := os.Remove(q.SpoolPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		q.log.Warn("queue: removing spool file", "queue_id", id, "err", err)
+	}
+}
+
+// Remove deletes a message from the queue, delivered or not.
+func (q *Queue) Remove(id string) error {
+	err := q.batch.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bMsgs).Get([]byte(id)) == nil {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return tx.Bucket(bMsgs).Delete([]byte(id))
+	})
+	if err == nil {
+		q.removeSpool(id)
+	}
+	return err
+}
+
+// Hold puts a message on hold with a reason; held messages are not
+// delivered until Release.
+func (q *Queue) Hold(id, reason string) error {
+	_, err := q.Update(id, func(m *Message) error {
+		m.Status, m.HoldReason = StatusHold, reason
+		return nil
+	})
+	return err
+}
+
+// Release takes a message off hold and makes it due for delivery now.
+func (q *Queue) Release(id string) error {
+	var local bool
+	_, err := q.Update(id, func(m *Message) error {
+		if m.Status != StatusHold {
+			return fmt.Errorf("%w: %s is not on hold", ErrBadState, id)
+		}
+		m.Status, m.HoldReason = StatusActive, ""
+		for i := range m.Rcpts {
+			if !m.Rcpts[i].Final() {
+				m.Rcpts[i].NextAttempt = time.Time{}
+				m.Rcpts[i].Attempts = 0
+			}
+		}
+		local = m.Pending(RouteLocal)
+		return nil
+	})
+	if err == nil && local {
+		q.local.push(id)
+	}
+	return err
+}
+
+// Filter selects messages for List. The zero Filter selects all.
+type Filter struct {
+	Status Status        // "" for any
+	Route  Route         // "" for any; otherwise messages with a pending recipient on it
+	Domain string        // "" for any; otherwise a recipient in this domain
+	MinAge time.Duration // 0 for any; otherwise received at least this long ago
+}
+
+func (f Filter) match(m *Message, now time.Time) bool {
+	if f.Status != "" && m.Status != f.Status {
+		return false
+	}
+	if f.Route != "" && !m.Pending(f.Route) {
+		return false
+	}
+	if f.MinAge > 0 && now.Sub(m.Received) < f.MinAge {
+		return false
+	}
+	if f.Domain != "" {
+		found := false
+		for _, r := range m.Rcpts {
+			if strings.EqualFold(r.Addr[strings.LastIndexByte(r.Addr, '@')+1:], f.Domain) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// List returns the messages that match f, oldest first.
+func (q *Queue) List(f Filter) ([]*Message, error) {
+	now := time.Now()
+	var out []*Message
+	err := q.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bMsgs).ForEach(func(k, v []byte) error {
+			m := &Message{}
+			if err := json.Unmarshal(v, m); err != nil {
+				q.log.Error("queue: corrupt record", "queue_id", string(k), "err", err)
+				return nil
+			}
+			if f.match(m, now) {
+				out = append(out, m)
+			}
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, err
+}
+
+// NextLocal blocks until a message with pending local recipients is
+// ready, and returns its ID. It returns "" when the queue is closed or
+// stop is closed. The caller owns the message until it calls DoneLocal: no
+// other caller of NextLocal gets the same ID meanwhile.
+func (q *Queue) NextLocal(stop <-chan struct{}) string { return q.local.pop(stop) }
+
+// DoneLocal ends the delivery attempt started by NextLocal.
+func (q *Queue) DoneLocal(id string) { q.local.finish(id) }
+
+// RetryLocal makes a message due for local delivery again after d.
+func (q *Queue) RetryLocal(id string, d time.Duration) {
+	time.AfterFunc(d, func() { q.local.push(id) })
+}
+
+// readyList is an unbounded FIFO of message IDs with a blocking pop, so
+// that Commit never waits for deliveries. An ID is never handed out twice
+// at once: one pushed while it is being worked on is queued again when the
+// work finishes.
+type readyList struct {
+	mu     sync.Mutex
+	ids    []string
+	state  map[string]uint8
+	wake   chan struct{}
+	done   chan struct{}
+	closed bool
+}
+
+const (
+	stateQueued = 1 + iota
+	stateBusy
+	stateBusyAgain
+)
+
+func newReadyList() *readyList {
+	return &readyList{state: map[string]uint8{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (l *readyList) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *readyList) push(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	switch l.state[id] {
+	case 0:
+		l.state[id] = stateQueued
+		l.ids = append(l.ids, id)
+		l.signal()
+	case stateBusy:
+		l.state[id] = stateBusyAgain
+	}
+}
+
+func (l *readyList) pop(stop <-chan struct{}) string {
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return ""
+		}
+		if len(l.ids) > 0 {
+			id := l.ids[0]
+			l.ids[0] = ""
+			l.ids = l.ids[1:]
+			l.state[id] = stateBusy
+			if len(l.ids) > 0 {
+				l.signal() // pass the wake-up on to another worker
+			}
+			l.mu.Unlock()
+			return id
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.wake:
+		case <-stop:
+			return ""
+		case <-l.done:
+			return ""
+		}
+	}
+}
+
+func (l *readyList) finish(id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state[id] == stateBusyAgain && !l.closed {
+		l.state[id] = stateQueued
+		l.ids = append(l.ids, id)
+		l.signal()
+		return
+	}
+	delete(l.state, id)
+}
+
+func (l *readyList) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+}

@@ -1,0 +1,226 @@
+// Package local delivers the local queue into mailboxes.
+//
+// Workers take messages with pending local recipients from the queue, put
+// one copy into each recipient's mailbox (a hard link of the spool file, so
+// delivering to many users costs no copying), and commit each recipient's
+// new state. A crash between the mailbox commit and the queue commit
+// delivers that copy again at restart: a duplicate, never a loss.
+//
+// A delivery that fails for a reason that may pass (a full disk, a database
+// error) is retried with exponential backoff; a message that fails
+// Options.HoldAfter times in a row is put on hold for an administrator. A
+// recipient whose account was removed after the message was accepted fails
+// permanently.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sluice-mail/sluice/core/queue"
+	"github.com/sluice-mail/sluice/core/store"
+)
+
+// Mailboxes is what local delivery needs of the store; *store.Store
+// implements it.
+type Mailboxes interface {
+	Deliver(store.Delivery) (store.Mailbox, store.Message, error)
+}
+
+// Options configures a Deliverer.
+type Options struct {
+	Queue *queue.Queue
+	Store Mailboxes
+	// Workers is the number of concurrent deliveries; 0 means 4.
+	Workers int
+	// RetryAfter is the first retry delay after a temporary failure; it
+	// doubles each time up to MaxRetryAfter. 0 means one minute.
+	RetryAfter time.Duration
+	// MaxRetryAfter caps the delay; 0 means one hour.
+	MaxRetryAfter time.Duration
+	// HoldAfter is the number of failed attempts after which a message is
+	// put on hold; 0 means 5.
+	HoldAfter int
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Deliverer runs local delivery.
+type Deliverer struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns a Deliverer; call Run to start it.
+func New(opts Options) *Deliverer {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = time.Minute
+	}
+	if opts.MaxRetryAfter <= 0 {
+		opts.MaxRetryAfter = time.Hour
+	}
+	if opts.HoldAfter <= 0 {
+		opts.HoldAfter = 5
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Deliverer{opts: opts, log: opts.Logger}
+}
+
+// Run delivers until ctx is done, then waits for deliveries in progress to
+// finish.
+func (d *Deliverer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range d.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				id := d.opts.Queue.NextLocal(ctx.Done())
+				if id == "" {
+					return
+				}
+				d.deliver(id)
+				d.opts.Queue.DoneLocal(id)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+type result struct {
+	err       error
+	permanent bool
+	mailbox   string
+	uid       uint32
+}
+
+// deliver makes one attempt at every pending local recipient of a message.
+func (d *Deliverer) deliver(id string) {
+	q := d.opts.Queue
+	m, err := q.Get(id)
+	if errors.Is(err, queue.ErrNotFound) {
+		return // removed by an administrator meanwhile
+	}
+	if err != nil {
+		d.log.Error("local delivery: reading queue record", "queue_id", id, "err", err)
+		q.RetryLocal(id, d.opts.RetryAfter)
+		return
+	}
+	if m.Status != queue.StatusActive {
+		return
+	}
+	now := time.Now()
+	var summary store.Summary
+	if f, err := os.Open(q.SpoolPath(id)); err == nil {
+		summary = store.ParseSummary(f)
+		f.Close()
+	}
+	results := map[int]result{}
+	var wait time.Duration
+	for i, r := range m.Rcpts {
+		if r.Route != queue.RouteLocal || r.Final() {
+			continue
+		}
+		if r.NextAttempt.After(now) {
+			if w := r.NextAttempt.Sub(now); wait == 0 || w < wait {
+				wait = w
+			}
+			continue
+		}
+		mb, msg, err := d.opts.Store.Deliver(store.Delivery{
+			UserID:       r.UserID,
+			Mailbox:      r.Mailbox,
+			Source:       q.SpoolPath(id),
+			Size:         m.Size,
+			InternalDate: m.Received,
+			Summary:      summary,
+		})
+		res := result{err: err, mailbox: mb.Name, uid: msg.UID}
+		if errors.Is(err, store.ErrNotFound) {
+			res.permanent = true
+		}
+		results[i] = res
+	}
+	if len(results) == 0 {
+		if wait > 0 {
+			q.RetryLocal(id, wait)
+		}
+		return
+	}
+	var retry time.Duration
+	var hold bool
+	_, err = q.Update(id, func(m *queue.Message) error {
+		retry, hold = wait, false
+		for i, res := range results {
+			r := &m.Rcpts[i]
+			r.Attempts++
+			r.Updated = now
+			switch {
+			case res.err == nil:
+				r.State, r.LastError, r.NextAttempt = queue.StateDelivered, "", time.Time{}
+			case res.permanent:
+				r.State, r.LastError = queue.StateFailed, "5.1.1 mailbox no longer exists"
+			default:
+				r.LastError = "4.3.0 " + res.err.Error()
+				delay := d.backoff(r.Attempts)
+				r.NextAttempt = now.Add(delay)
+				if retry == 0 || delay < retry {
+					retry = delay
+				}
+				if r.Attempts >= d.opts.HoldAfter {
+					hold = true
+				}
+			}
+		}
+		if hold {
+			m.Status = queue.StatusHold
+			m.HoldReason = fmt.Sprintf("local delivery failed %d times", d.opts.HoldAfter)
+		}
+		return nil
+	})
+	for i, res := range results {
+		r := m.Rcpts[i]
+		switch {
+		case res.err == nil:
+			d.log.Info("delivered", "queue_id", id, "rcpt", r.Addr, "orig", r.Orig, "mailbox", res.mailbox, "uid", res.uid)
+		case res.permanent:
+			d.log.Warn("delivery failed permanently", "queue_id", id, "rcpt", r.Addr, "err", res.err)
+		default:
+			d.log.Warn("delivery deferred", "queue_id", id, "rcpt", r.Addr, "attempt", r.Attempts+1, "err", res.err)
+		}
+	}
+	if err != nil {
+		// The mailbox copies are committed but their state is not: the
+		// next attempt delivers them again (a duplicate, not a loss).
+		d.log.Error("local delivery: committing recipient state", "queue_id", id, "err", err)
+		q.RetryLocal(id, d.opts.RetryAfter)
+		return
+	}
+	if hold {
+		d.log.Error("message put on hold", "queue_id", id, "reason", "local delivery keeps failing")
+		return
+	}
+	if retry > 0 {
+		q.RetryLocal(id, retry)
+	}
+}
+
+func (d *Deliverer) backoff(attempts int) time.Duration {
+	delay := d.opts.RetryAfter
+	for i := 1; i < attempts && delay < d.opts.MaxRetryAfter; i++ {
+		delay *= 2
+	}
+	return min(delay, d.opts.MaxRetryAfter)
+}
+
+var _ Mailboxes = (*store.Store)(nil)

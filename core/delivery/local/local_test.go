@@ -1,0 +1,177 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-mail/sluice/core/queue"
+	"github.com/sluice-mail/sluice/core/store"
+)
+
+type env struct {
+	q     *queue.Queue
+	s     *store.Store
+	alice store.User
+	bob   store.User
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	q, err := queue.Open(queue.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close(); s.Close() })
+	s.AddDomain("example.test")
+	e := &env{q: q, s: s}
+	e.alice, _ = s.AddUser(store.NewUser{Address: "alice@example.test", PasswordHash: "x"})
+	e.bob, _ = s.AddUser(store.NewUser{Address: "bob@example.test", PasswordHash: "x"})
+	return e
+}
+
+func (e *env) enqueue(t *testing.T, rcpts ...queue.Recipient) string {
+	t.Helper()
+	w, err := e.q.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Subject: test\r\n\r\nhello\r\n"))
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	m := &queue.Message{Received: time.Now(), From: "x@remote.test", Rcpts: rcpts}
+	if err := w.Commit(m); err != nil {
+		t.Fatal(err)
+	}
+	return m.ID
+}
+
+func rcpt(u store.User, mailbox string) queue.Recipient {
+	return queue.Recipient{Orig: u.Address, Addr: u.Address, Route: queue.RouteLocal, UserID: u.ID, Mailbox: mailbox, State: queue.StatePending}
+}
+
+func run(t *testing.T, d *Deliverer) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); d.Run(ctx) }()
+	return func() { cancel(); wg.Wait() }
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func count(t *testing.T, s *store.Store, u store.User, box string) uint32 {
+	mb, err := s.MailboxByName(u.ID, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mb.Messages
+}
+
+func TestDeliver(t *testing.T) {
+	e := newEnv(t)
+	stop := run(t, New(Options{Queue: e.q, Store: e.s}))
+	defer stop()
+	remote := queue.Recipient{Orig: "r@remote.test", Addr: "r@remote.test", Route: queue.RouteRemote, State: queue.StatePending}
+	id := e.enqueue(t, rcpt(e.alice, ""), rcpt(e.bob, "Junk"), remote)
+	only := e.enqueue(t, rcpt(e.alice, ""))
+	waitFor(t, "local delivery", func() bool {
+		m, err := e.q.Get(id)
+		_, err2 := e.q.Get(only)
+		return err == nil && !m.Pending(queue.RouteLocal) && errors.Is(err2, queue.ErrNotFound)
+	})
+	if n := count(t, e.s, e.alice, "INBOX"); n != 2 {
+		t.Errorf("alice INBOX = %d messages, want 2", n)
+	}
+	if n := count(t, e.s, e.bob, "Junk"); n != 1 {
+		t.Errorf("bob Junk = %d messages, want 1", n)
+	}
+	m, _ := e.q.Get(id)
+	if m.Rcpts[2].State != queue.StatePending {
+		t.Errorf("remote recipient state = %s", m.Rcpts[2].State)
+	}
+	box, _ := e.s.MailboxByName(e.alice.ID, "INBOX")
+	msgs, _ := e.s.Messages(box.ID)
+	if msgs[0].Subject != "test" {
+		t.Errorf("summary subject = %q", msgs[0].Subject)
+	}
+}
+
+func TestRemovedUserFails(t *testing.T) {
+	e := newEnv(t)
+	id := e.enqueue(t, rcpt(e.alice, ""), rcpt(e.bob, ""))
+	e.s.RemoveUser("bob@example.test")
+	stop := run(t, New(Options{Queue: e.q, Store: e.s}))
+	defer stop()
+	waitFor(t, "message done", func() bool {
+		_, err := e.q.Get(id)
+		return errors.Is(err, queue.ErrNotFound)
+	})
+	if n := count(t, e.s, e.alice, "INBOX"); n != 1 {
+		t.Errorf("alice INBOX = %d", n)
+	}
+}
+
+// flaky fails every delivery until told otherwise.
+type flaky struct {
+	mu    sync.Mutex
+	fail  bool
+	calls int
+	real  *store.Store
+}
+
+func (f *flaky) Deliver(d store.Delivery) (store.Mailbox, store.Message, error) {
+	f.mu.Lock()
+	f.calls++
+	fail := f.fail
+	f.mu.Unlock()
+	if fail {
+		return store.Mailbox{}, store.Message{}, errors.New("disk on fire")
+	}
+	return f.real.Deliver(d)
+}
+
+func TestRetryThenHold(t *testing.T) {
+	e := newEnv(t)
+	f := &flaky{fail: true, real: e.s}
+	stop := run(t, New(Options{Queue: e.q, Store: f, RetryAfter: 10 * time.Millisecond, HoldAfter: 3}))
+	defer stop()
+	id := e.enqueue(t, rcpt(e.alice, ""))
+	waitFor(t, "hold", func() bool {
+		m, err := e.q.Get(id)
+		return err == nil && m.Status == queue.StatusHold
+	})
+	m, _ := e.q.Get(id)
+	if m.Rcpts[0].Attempts != 3 || !strings.Contains(m.Rcpts[0].LastError, "disk on fire") {
+		t.Errorf("recipient after hold = %+v", m.Rcpts[0])
+	}
+	f.mu.Lock()
+	f.fail = false
+	f.mu.Unlock()
+	if err := e.q.Release(id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery after release", func() bool {
+		_, err := e.q.Get(id)
+		return errors.Is(err, queue.ErrNotFound)
+	})
+	if n := count(t, e.s, e.alice, "INBOX"); n != 1 {
+		t.Errorf("alice INBOX = %d", n)
+	}
+}

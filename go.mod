@@ -11,3 +11,5 @@ require (
 	golang.org/x/sys v0.50.0
 	golang.org/x/text v0.44.0
 )
+
+require github.com/emersion/go-smtp v0.25.1 // indirect

@@ -1,0 +1,88 @@
+package smtpd
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func readAll(s string, maxHops int) (string, int, error) {
+	d := newDataReader(iotest.OneByteReader(strings.NewReader(s)), maxHops)
+	var buf bytes.Buffer
+	_, err := io.Copy(&buf, d)
+	return buf.String(), d.hops, err
+}
+
+func TestDataReaderValid(t *testing.T) {
+	tests := []struct {
+		in   string
+		hops int
+	}{
+		{"", 0},
+		{"Subject: x\r\n\r\nbody\r\n", 0},
+		{"Received: a\r\nRECEIVED: b\r\nX: y\r\n\r\nReceived: in the body\r\n", 2},
+		{"Received:\r\n\tfolded\r\n\r\n", 1},
+		{"Receive: no\r\nReceivedX: no\r\n\r\n", 0},
+		{"no header at all\r\n", 0},
+		{"a\x00b\r\n", 0}, // NUL is stored as sent
+	}
+	for _, tt := range tests {
+		out, hops, err := readAll(tt.in, 10)
+		if err != nil || out != tt.in || hops != tt.hops {
+			t.Errorf("read(%q) = %q, hops %d, %v; want the same bytes, hops %d", tt.in, out, hops, err, tt.hops)
+		}
+	}
+}
+
+func TestDataReaderInvalid(t *testing.T) {
+	tests := []struct {
+		in   string
+		want error
+	}{
+		{"Subject: x\n\r\nbody\r\n", errBareLF},
+		{"Subject: x\r\n\r\nbody\nmore\r\n", errBareLF},
+		{"body\r more\r\n", errBareLF},
+		{"body\r", errBareLF},
+		{"\n.\nMAIL FROM:<x@y>\r\n", errBareLF},
+		{"\r\n.\rMAIL FROM:<x@y>\r\n", errBareLF},
+		{strings.Repeat("Received: x\r\n", 4) + "\r\n", errTooManyHops},
+	}
+	for _, tt := range tests {
+		if _, _, err := readAll(tt.in, 3); !errors.Is(err, tt.want) {
+			t.Errorf("read(%q) error = %v, want %v", tt.in, err, tt.want)
+		}
+	}
+}
+
+// FuzzDataReader checks that the DATA checker never panics, passes valid
+// data through unchanged and, whatever the input, never lets a bare CR or
+// LF through.
+func FuzzDataReader(f *testing.F) {
+	for _, s := range []string{
+		"", "Subject: x\r\n\r\nbody\r\n", "a\nb", "a\rb", "Received: x\r\nReceived: y\r\n\r\n",
+		"\r\n.\r\n", "x\r\n\n.\n", "\r\r\n", strings.Repeat("Received: z\r\n", 60),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d := newDataReader(bytes.NewReader(data), 50)
+		out, err := io.ReadAll(d)
+		if err != nil {
+			if !errors.Is(err, errBareLF) && !errors.Is(err, errTooManyHops) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(out, data) {
+			t.Fatalf("data changed: %q -> %q", data, out)
+		}
+		for i, c := range out {
+			if c == '\n' && (i == 0 || out[i-1] != '\r') || c == '\r' && (i+1 == len(out) || out[i+1] != '\n') {
+				t.Fatalf("bare CR or LF at %d passed: %q", i, out)
+			}
+		}
+	})
+}

@@ -1,0 +1,275 @@
+// Package smtpd is Sluice's SMTP server, on github.com/emersion/go-smtp:
+// the MX listener (port 25, RFC 5321), submission (587, RFC 6409, with
+// STARTTLS, RFC 3207) and submissions (465, implicit TLS, RFC 8314), with
+// SASL AUTH (RFC 4954) on the last two.
+//
+// It enforces the limits of ../shared/SECURITY.md: line length, message
+// size (SIZE, RFC 1870), recipients, Received-header hops, read and write
+// timeouts, connections per IP and in total, errors per connection, bare
+// CR and LF in DATA, AUTH only over TLS and only with a matching
+// authorisation identity, and no relaying without AUTH.
+//
+// A message is accepted only once it is durable (see package queue): the
+// reply to DATA is 250 with the queue ID after the spool file and the
+// queue record are committed, 451 or 452 if anything failed.
+//
+// Replies to clients are short and generic; the details go to the log.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/queue"
+	"github.com/sluice-mail/sluice/core/store"
+)
+
+// Kind is one of the three SMTP services.
+type Kind string
+
+const (
+	KindMX          Kind = "mx"          // port 25: no AUTH, local domains only
+	KindSubmission  Kind = "submission"  // port 587: STARTTLS, AUTH required
+	KindSubmissions Kind = "submissions" // port 465: implicit TLS, AUTH required
+)
+
+// Options configures a Server.
+type Options struct {
+	Config *config.Config
+	Store  *store.Store
+	Queue  *queue.Queue
+	Auth   *auth.Authenticator
+	// TLS is the server certificate configuration; nil means no TLS,
+	// which disables STARTTLS and refuses the submission listeners.
+	TLS *tls.Config
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server runs the SMTP listeners.
+type Server struct {
+	opts     Options
+	cfg      *config.Config
+	log      *slog.Logger
+	lim      *connLimiter
+	closing  atomic.Bool
+	servers  map[Kind]*smtp.Server
+	mu       sync.Mutex
+	listener map[Kind][]net.Listener
+	wg       sync.WaitGroup
+}
+
+// New returns a Server; Listen and Serve start it.
+func New(opts Options) (*Server, error) {
+	if opts.Config == nil || opts.Store == nil || opts.Queue == nil || opts.Auth == nil {
+		return nil, errors.New("smtpd: missing config, store, queue or authenticator")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	cfg := opts.Config
+	s := &Server{
+		opts:     opts,
+		cfg:      cfg,
+		log:      opts.Logger,
+		lim:      newConnLimiter(cfg.SMTP.MaxConnections, cfg.SMTP.MaxConnectionsPerIP),
+		servers:  map[Kind]*smtp.Server{},
+		listener: map[Kind][]net.Listener{},
+	}
+	for _, k := range []Kind{KindMX, KindSubmission, KindSubmissions} {
+		s.servers[k] = s.newSMTPServer(k)
+	}
+	return s, nil
+}
+
+func (s *Server) newSMTPServer(kind Kind) *smtp.Server {
+	cfg := s.cfg.SMTP
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return s.newSession(kind, c)
+	}))
+	srv.Domain = s.cfg.Hostname
+	srv.MaxMessageBytes = int64(cfg.MaxMessageSize)
+	srv.MaxRecipients = cfg.MaxRecipients
+	srv.MaxLineLength = cfg.MaxLineLength
+	srv.ReadTimeout = cfg.ReadTimeout.D()
+	srv.WriteTimeout = cfg.WriteTimeout.D()
+	srv.EnableSMTPUTF8 = true
+	// AUTH is offered only where AuthMechanisms returns mechanisms, which
+	// it does only over TLS; go-smtp's own check is thereby redundant.
+	srv.AllowInsecureAuth = false
+	srv.ErrorLog = errorLog{s.log.With("listener", string(kind))}
+	if kind != KindSubmissions {
+		// STARTTLS is offered when a certificate is configured; the
+		// submissions listener is TLS from the first byte instead.
+		srv.TLSConfig = s.opts.TLS
+	}
+	return srv
+}
+
+// errorLog adapts go-smtp's logger, which reports connection-level
+// failures (a client that hangs up mid-command, a failed handshake), to
+// slog at debug level: they are the client's problem, not ours.
+type errorLog struct{ l *slog.Logger }
+
+func (e errorLog) Printf(format string, v ...any) { e.l.Debug(fmt.Sprintf(format, v...)) }
+func (e errorLog) Println(v ...any)               { e.l.Debug(fmt.Sprint(v...)) }
+
+// Listen binds every configured listener, so that a port already in use
+// is reported before anything is served.
+func (s *Server) Listen() error {
+	for _, l := range []struct {
+		kind  Kind
+		addrs []string
+	}{
+		{KindMX, s.cfg.SMTP.MX.Listen},
+		{KindSubmission, s.cfg.SMTP.Submission.Listen},
+		{KindSubmissions, s.cfg.SMTP.Submissions.Listen},
+	} {
+		for _, addr := range l.addrs {
+			if err := s.ListenOn(l.kind, addr); err != nil {
+				s.closeListeners()
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ListenOn binds one more listener of the given kind; tests use it with
+// "127.0.0.1:0".
+func (s *Server) ListenOn(kind Kind, addr string) error {
+	if kind != KindMX && s.opts.TLS == nil {
+		return fmt.Errorf("smtpd: %s listener %s needs a TLS certificate", kind, addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("smtpd: %s: %w", kind, err)
+	}
+	var l net.Listener = &limitListener{
+		Listener: ln,
+		lim:      s.lim,
+		hostname: s.cfg.Hostname,
+		plain:    kind != KindSubmissions,
+		timeout:  s.cfg.SMTP.ReadTimeout.D(),
+		onRefuse: func(ip netip.Addr, reason string) {
+			s.log.Warn("connection refused", "listener", string(kind), "remote", ip.String(), "reason", reason)
+		},
+	}
+	if kind == KindSubmissions {
+		l = tls.NewListener(l, s.opts.TLS)
+	}
+	s.mu.Lock()
+	s.listener[kind] = append(s.listener[kind], l)
+	s.mu.Unlock()
+	return nil
+}
+
+// Addrs returns the bound addresses of a kind of listener.
+func (s *Server) Addrs(kind Kind) []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	for _, l := range s.listener[kind] {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// Serve starts serving every bound listener and returns at once.
+func (s *Server) Serve() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for kind, ls := range s.listener {
+		for _, l := range ls {
+			s.log.Info("listening", "listener", string(kind), "addr", l.Addr().String())
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				if err := s.servers[kind].Serve(l); err != nil && !s.closing.Load() {
+					s.log.Error("smtp listener stopped", "listener", string(kind), "err", err)
+				}
+			}()
+		}
+	}
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ls := range s.listener {
+		for _, l := range ls {
+			l.Close()
+		}
+	}
+}
+
+// Shutdown stops accepting connections, says 421 to idle sessions and
+// closes them, waits until ctx is done for messages being received to be
+// committed, then closes whatever is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.closeListeners()
+	for _, c := range s.lim.snapshot() {
+		if !c.inData.Load() {
+			s.say421(c)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		for _, srv := range s.servers {
+			srv.Shutdown(context.Background())
+		}
+		close(done)
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			s.wg.Wait()
+			return nil
+		case <-tick.C:
+			// Sessions that finished their message meanwhile are idle now.
+			for _, c := range s.lim.snapshot() {
+				if !c.inData.Load() {
+					s.say421(c)
+				}
+			}
+		case <-ctx.Done():
+			for _, srv := range s.servers {
+				srv.Close()
+			}
+			<-done
+			s.wg.Wait()
+			return ctx.Err()
+		}
+	}
+}
+
+// say421 tells an idle client that the service is going away and closes
+// its connection (RFC 5321 section 3.8).
+func (s *Server) say421(c *trackedConn) {
+	w := net.Conn(c)
+	if sess := c.session.Load(); sess != nil {
+		w = sess.conn.Conn() // the TLS connection after STARTTLS
+	} else if c.implicitTLS {
+		w = nil // nothing readable can be said before the handshake
+	}
+	if w != nil {
+		w.SetWriteDeadline(time.Now().Add(time.Second))
+		fmt.Fprintf(w, "421 4.3.2 %s Service shutting down\r\n", s.cfg.Hostname)
+	}
+	c.Close()
+}

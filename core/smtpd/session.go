@@ -1,0 +1,527 @@
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/sluice-mail/sluice/core/address"
+	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/durable"
+	"github.com/sluice-mail/sluice/core/queue"
+	"github.com/sluice-mail/sluice/core/store"
+)
+
+func reply(code, c1, c2, c3 int, msg string) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{c1, c2, c3}, Message: msg}
+}
+
+// Replies. The texts are generic on purpose: the log has the details.
+var (
+	replyAuthRequired  = reply(530, 5, 7, 0, "Authentication required")
+	replyRelayDenied   = reply(550, 5, 7, 1, "Relaying denied")
+	replyUnknownUser   = reply(550, 5, 1, 1, "No such user here")
+	replyMailboxFull   = reply(452, 4, 2, 2, "Mailbox full, try again later")
+	replyBadSender     = reply(553, 5, 1, 7, "Bad sender address syntax")
+	replyBadRcpt       = reply(501, 5, 1, 3, "Bad recipient address syntax")
+	replyNeedUTF8      = reply(553, 5, 6, 7, "Non-ASCII address requires SMTPUTF8")
+	replyTempFail      = reply(451, 4, 3, 0, "Temporary local problem, try again later")
+	replyNoSpace       = reply(452, 4, 3, 1, "Insufficient system storage, try again later")
+	replyTooManyHops   = reply(554, 5, 4, 6, "Too many hops, possible mail loop")
+	replyConnProblem   = reply(451, 4, 4, 2, "Connection problem during transfer")
+	replyShuttingDown  = reply(421, 4, 3, 2, "Service shutting down, try again later")
+	replyBadHelo       = reply(501, 5, 5, 2, "Invalid HELO argument")
+	replyAuthInvalid   = reply(535, 5, 7, 8, "Authentication credentials invalid")
+	replyAuthThrottled = reply(454, 4, 7, 0, "Too many failed attempts, try again later")
+	replyAuthTemp      = reply(454, 4, 7, 0, "Temporary authentication failure")
+	replyAuthInTx      = reply(503, 5, 5, 1, "AUTH not allowed during a mail transaction")
+	replyAuthNotHere   = reply(503, 5, 5, 1, "AUTH not available on this port")
+	replyNeedTLS       = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
+)
+
+// Lines written straight to the client before the connection is closed.
+const (
+	lineBareLF       = "554 5.6.0 Bare CR or LF in message, closing connection"
+	lineTooManyErrs  = "421 4.7.0 Too many errors, closing connection"
+	maxHeloLength    = 255
+	transactionField = "smtp"
+)
+
+// session is one client connection's SMTP state. go-smtp calls its methods
+// from the connection's goroutine, except Data under BDAT, which it calls
+// from another goroutine while the connection's goroutine waits.
+type session struct {
+	srv    *Server
+	kind   Kind
+	conn   *smtp.Conn
+	remote netip.Addr
+	tc     *trackedConn // nil when the connection is not ours (tests)
+	tlsOn  bool
+	tlsStr string
+	user   string // authenticated user
+	errs   int    // rejected commands so far
+
+	// The current transaction; tx is nil outside one.
+	tx *transaction
+}
+
+type transaction struct {
+	started  time.Time
+	from     address.Address
+	utf8     bool
+	body8    bool
+	rcpts    []acceptedRcpt
+	rejected []string
+}
+
+type acceptedRcpt struct {
+	addr    address.Address
+	targets []store.Target
+}
+
+func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
+	sess := &session{srv: s, kind: kind, conn: c}
+	nc := c.Conn()
+	if tc, ok := nc.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		sess.tlsOn = true
+		sess.tlsStr = tls.VersionName(st.Version) + " " + tls.CipherSuiteName(st.CipherSuite)
+		nc = tc.NetConn()
+	}
+	if t, ok := nc.(*trackedConn); ok {
+		sess.tc = t
+		sess.remote = t.ip
+	} else {
+		sess.remote = remoteIP(nc.RemoteAddr())
+	}
+	if s.closing.Load() {
+		return nil, replyShuttingDown
+	}
+	if !validHelo(c.Hostname()) {
+		s.log.Info("bad HELO", "listener", string(kind), "remote", sess.remote.String(), "helo", c.Hostname())
+		return nil, replyBadHelo
+	}
+	if sess.tc != nil {
+		sess.tc.session.Store(sess)
+	}
+	return sess, nil
+}
+
+// validHelo accepts any printable ASCII name (clients send all sorts, and
+// RFC 5321 section 4.1.4 forbids refusing mail for a wrong one) but not
+// control characters, spaces or overlong names, which could end up in
+// headers and logs.
+func validHelo(h string) bool {
+	if h == "" || len(h) > maxHeloLength {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if h[i] <= ' ' || h[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// closeWith writes one reply line and closes the connection. go-smtp's
+// reply to the same command is then lost, which is the point.
+func (s *session) closeWith(line string) {
+	c := s.conn.Conn()
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, line+"\r\n")
+	c.Close()
+}
+
+// fail counts a rejected command and passes its reply on; past the limit
+// it closes the connection.
+func (s *session) fail(r *smtp.SMTPError) error {
+	s.errs++
+	if s.errs > s.srv.cfg.SMTP.MaxErrors {
+		s.srv.log.Info("closing connection after too many errors", "listener", string(s.kind), "remote", s.remote.String(), "errors", s.errs)
+		s.closeWith(lineTooManyErrs)
+	}
+	return r
+}
+
+func (s *session) AuthMechanisms() []string {
+	if s.kind == KindMX || !s.tlsOn {
+		return nil
+	}
+	return []string{auth.MechPlain, auth.MechLogin}
+}
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	switch {
+	case s.kind == KindMX:
+		return nil, s.fail(replyAuthNotHere)
+	case !s.tlsOn:
+		return nil, s.fail(replyNeedTLS)
+	case s.tx != nil:
+		return nil, s.fail(replyAuthInTx)
+	}
+	check := func(username, password string) error {
+		user, err := s.srv.opts.Auth.Authenticate(context.Background(), s.remote, username, password)
+		switch {
+		case err == nil:
+			s.user = user
+			s.srv.log.Info("authenticated", "listener", string(s.kind), "remote", s.remote.String(), "user", user, "mech", mech)
+			return nil
+		case errors.Is(err, auth.ErrInvalidCredentials):
+			s.srv.log.Info("authentication failed", "listener", string(s.kind), "remote", s.remote.String(), "user", username, "mech", mech)
+			return s.fail(replyAuthInvalid)
+		case errors.Is(err, auth.ErrThrottled):
+			s.srv.log.Warn("authentication throttled", "listener", string(s.kind), "remote", s.remote.String(), "user", username)
+			return s.fail(replyAuthThrottled)
+		default:
+			s.srv.log.Error("authentication error", "listener", string(s.kind), "remote", s.remote.String(), "user", username, "err", err)
+			return replyAuthTemp
+		}
+	}
+	var srv sasl.Server
+	switch strings.ToUpper(mech) {
+	case auth.MechPlain:
+		srv = auth.NewPlainServer(check)
+	case auth.MechLogin:
+		srv = auth.NewLoginServer(check)
+	default:
+		return nil, s.fail(reply(504, 5, 5, 4, "Unrecognized authentication mechanism"))
+	}
+	return saslReplies{srv, s}, nil
+}
+
+// saslReplies turns errors from the SASL exchange that are not already SMTP
+// replies (a malformed PLAIN message, a mismatched authorisation identity)
+// into 535, so that go-smtp does not send their text to the client.
+type saslReplies struct {
+	sasl.Server
+	s *session
+}
+
+func (r saslReplies) Next(resp []byte) ([]byte, bool, error) {
+	ch, done, err := r.Server.Next(resp)
+	var se *smtp.SMTPError
+	if err != nil && !errors.As(err, &se) {
+		r.s.srv.log.Info("authentication failed", "listener", string(r.s.kind), "remote", r.s.remote.String(), "err", err)
+		r.s.srv.opts.Auth.Throttle.Failed(r.s.remote, "")
+		err = r.s.fail(replyAuthInvalid)
+	}
+	return ch, done, err
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.srv.closing.Load() {
+		s.closeWith("421 4.3.2 " + s.srv.cfg.Hostname + " Service shutting down")
+		return replyShuttingDown
+	}
+	if s.tx != nil {
+		// RFC 5321 section 4.1.4: MAIL inside a transaction is out of
+		// sequence; RSET first.
+		return s.fail(reply(503, 5, 5, 1, "Nested MAIL command"))
+	}
+	if s.kind != KindMX && s.user == "" {
+		return s.fail(replyAuthRequired)
+	}
+	a, err := address.Parse(from)
+	if err != nil {
+		s.logRejected("MAIL", from, err)
+		return s.fail(replyBadSender)
+	}
+	if !opts.UTF8 && !isASCII(a.String()) {
+		return s.fail(replyNeedUTF8)
+	}
+	if err := s.srv.opts.Queue.CheckSpace(); err != nil {
+		s.srv.log.Error("refusing mail: disk space", "err", err)
+		if errors.Is(err, queue.ErrNoSpace) {
+			return replyNoSpace
+		}
+		return replyTempFail
+	}
+	s.tx = &transaction{started: time.Now(), from: a, utf8: opts.UTF8, body8: opts.Body == smtp.Body8BitMIME}
+	return nil
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.tx == nil {
+		return reply(503, 5, 5, 1, "MAIL first")
+	}
+	a, err := address.Parse(to)
+	if err != nil || a.IsNull() {
+		s.tx.rejected = append(s.tx.rejected, to+" (501 bad syntax)")
+		return s.fail(replyBadRcpt)
+	}
+	if !s.tx.utf8 && !isASCII(a.String()) {
+		s.tx.rejected = append(s.tx.rejected, to+" (553 needs SMTPUTF8)")
+		return s.fail(replyNeedUTF8)
+	}
+	targets, err := s.srv.opts.Store.Resolve(a)
+	switch {
+	case errors.Is(err, store.ErrNotLocal):
+		if s.user == "" {
+			// RFC 5321 section 3.6.2: never relay for strangers.
+			s.tx.rejected = append(s.tx.rejected, a.String()+" (550 relaying denied)")
+			return s.fail(replyRelayDenied)
+		}
+		targets = []store.Target{{Address: a.String()}}
+	case errors.Is(err, store.ErrUnknownUser):
+		s.tx.rejected = append(s.tx.rejected, a.String()+" (550 unknown)")
+		return s.fail(replyUnknownUser)
+	case err != nil:
+		s.srv.log.Error("resolving recipient", "rcpt", a.String(), "err", err)
+		s.tx.rejected = append(s.tx.rejected, a.String()+" (451 lookup failed)")
+		return replyTempFail
+	}
+	if full, err := s.allOverQuota(targets); err != nil {
+		s.srv.log.Error("checking quota", "rcpt", a.String(), "err", err)
+		return replyTempFail
+	} else if full {
+		s.tx.rejected = append(s.tx.rejected, a.String()+" (452 over quota)")
+		return replyMailboxFull
+	}
+	s.tx.rcpts = append(s.tx.rcpts, acceptedRcpt{addr: a, targets: targets})
+	return nil
+}
+
+// allOverQuota reports whether every target is a local user over quota.
+// One full mailbox in an alias does not hold up mail for the others.
+func (s *session) allOverQuota(targets []store.Target) (bool, error) {
+	for _, t := range targets {
+		if !t.Local() {
+			return false, nil
+		}
+		over, err := s.srv.opts.Store.OverQuota(t.UserID)
+		if err != nil {
+			return false, err
+		}
+		if !over {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// errWriter remembers whether a write failed, to tell a disk problem from
+// a client problem after io.Copy.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
+func storageReply(err error) *smtp.SMTPError {
+	if durable.IsNoSpace(err) {
+		return replyNoSpace
+	}
+	return replyTempFail
+}
+
+func (s *session) Data(r io.Reader) error {
+	if s.tc != nil {
+		s.tc.inData.Store(true)
+		defer s.tc.inData.Store(false)
+	}
+	tx := s.tx
+	if tx == nil || len(tx.rcpts) == 0 {
+		return reply(503, 5, 5, 1, "No valid recipients")
+	}
+	q := s.srv.opts.Queue
+	w, err := q.Create()
+	if err != nil {
+		s.srv.log.Error("creating spool file", "err", err)
+		s.finish("451 spool: " + err.Error())
+		return storageReply(err)
+	}
+	defer w.Abort() // does nothing once committed
+	ew := &errWriter{w: w}
+	if _, err := io.WriteString(ew, s.receivedHeader(w.ID())); err != nil {
+		return s.spoolFailed(w.ID(), err)
+	}
+	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops)
+	if _, err := io.Copy(ew, dr); err != nil {
+		switch {
+		case errors.Is(err, errBareLF):
+			s.finish("554 bare CR or LF; connection closed")
+			s.closeWith(lineBareLF)
+			return reply(554, 5, 6, 0, "Bare CR or LF in message")
+		case errors.Is(err, errTooManyHops):
+			s.finish("554 5.4.6 too many hops")
+			return replyTooManyHops
+		case errors.Is(err, smtp.ErrDataTooLarge):
+			s.finish("552 5.3.4 message too big")
+			return smtp.ErrDataTooLarge
+		case ew.err != nil:
+			return s.spoolFailed(w.ID(), ew.err)
+		default:
+			s.finish("451 client: " + err.Error())
+			return replyConnProblem
+		}
+	}
+	if err := w.Sync(); err != nil {
+		return s.spoolFailed(w.ID(), err)
+	}
+	m := &queue.Message{
+		Received: tx.started,
+		From:     tx.from.String(),
+		Rcpts:    s.route(tx),
+		Client: queue.Client{
+			IP:       s.remote.String(),
+			HELO:     s.conn.Hostname(),
+			TLS:      s.tlsStr,
+			AuthUser: s.user,
+			Listener: string(s.kind),
+		},
+		SMTPUTF8: tx.utf8,
+		Body8Bit: tx.body8,
+	}
+	if err := w.Commit(m); err != nil {
+		return s.spoolFailed(w.ID(), err)
+	}
+	s.finishAccepted(m)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
+}
+
+func (s *session) spoolFailed(id string, err error) error {
+	s.srv.log.Error("spooling message", "queue_id", id, "err", err)
+	s.finish("451 spool: " + err.Error())
+	return storageReply(err)
+}
+
+// route turns the accepted recipients into queue recipients, one per
+// distinct target: a user reached both directly and through an alias gets
+// one copy.
+func (s *session) route(tx *transaction) []queue.Recipient {
+	var out []queue.Recipient
+	seen := map[string]bool{}
+	for _, r := range tx.rcpts {
+		for _, t := range r.targets {
+			route := queue.RouteRemote
+			if t.Local() {
+				route = queue.RouteLocal
+			}
+			key := string(route) + ":" + strings.ToLower(t.Address)
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			out = append(out, queue.Recipient{Orig: r.addr.String(), Addr: t.Address, Route: route, UserID: t.UserID, State: queue.StatePending})
+		}
+	}
+	return out
+}
+
+func (s *session) rcptStrings(tx *transaction) []string {
+	out := make([]string, len(tx.rcpts))
+	for i, r := range tx.rcpts {
+		out[i] = r.addr.String()
+	}
+	return out
+}
+
+func (s *session) finishAccepted(m *queue.Message) {
+	tx := s.tx
+	s.tx = nil
+	s.srv.log.Info("message accepted",
+		"queue_id", m.ID, "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(),
+		"user", s.user, "from", tx.from.String(), "rcpts", s.rcptStrings(tx), "rejected", tx.rejected,
+		"size", m.Size, "tls", s.tlsStr, "result", "250", "ms", time.Since(tx.started).Milliseconds())
+}
+
+// finish logs the end of a transaction that did not end in acceptance.
+func (s *session) finish(result string) {
+	tx := s.tx
+	if tx == nil {
+		return
+	}
+	s.tx = nil
+	if len(tx.rcpts) == 0 && len(tx.rejected) == 0 && !strings.HasPrefix(result, "4") && !strings.HasPrefix(result, "5") {
+		return // MAIL then nothing: not worth a line
+	}
+	s.srv.log.Info("message not accepted",
+		"listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(),
+		"user", s.user, "from", tx.from.String(), "rcpts", s.rcptStrings(tx), "rejected", tx.rejected,
+		"tls", s.tlsStr, "result", result)
+}
+
+func (s *session) logRejected(cmd, arg string, err error) {
+	s.srv.log.Info("command rejected", "listener", string(s.kind), "remote", s.remote.String(), "cmd", cmd, "arg", sanitize(arg), "err", err)
+}
+
+func (s *session) Reset() { s.finish("reset") }
+
+func (s *session) Logout() error {
+	s.finish("disconnected")
+	if s.tc != nil {
+		s.tc.session.CompareAndSwap(s, nil)
+	}
+	return nil
+}
+
+// receivedHeader returns the trace header for a message (RFC 5321 section
+// 4.4, with the protocol names of RFC 3848 and RFC 6531).
+func (s *session) receivedHeader(id string) string {
+	proto := "ESMTP"
+	if s.tx.utf8 {
+		proto = "UTF8SMTP"
+	}
+	if s.tlsOn {
+		proto += "S"
+	}
+	if s.user != "" {
+		proto += "A"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n", sanitize(s.conn.Hostname()), s.remote)
+	if s.tlsOn {
+		fmt.Fprintf(&b, "\t(using %s)\r\n", s.tlsStr)
+	}
+	fmt.Fprintf(&b, "\tby %s (Sluice) with %s id %s", s.srv.cfg.Hostname, proto, id)
+	if len(s.tx.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", s.tx.rcpts[0].addr.Quoted())
+	}
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", time.Now().Format(time.RFC1123Z))
+	return b.String()
+}
+
+// sanitize makes a client-supplied string safe for a header or a log line.
+func sanitize(s string) string {
+	if len(s) > maxHeloLength {
+		s = s[:maxHeloLength]
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r >= 0x7f || slices.Contains([]rune("()<>;\\\""), r) {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+var (
+	_ smtp.Session     = (*session)(nil)
+	_ smtp.AuthSession = (*session)(nil)
+	_ net.Conn         = (*trackedConn)(nil)
+)

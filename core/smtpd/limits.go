@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -87,6 +88,8 @@ type trackedConn struct {
 	// this cannot be done above it.
 	readTimeout time.Duration
 	extended    time.Time
+
+	sawInput bool // the client has sent something
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -96,7 +99,32 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 			c.extended = now
 		}
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if !c.sawInput && n > 0 {
+		c.sawInput = true
+		if !c.implicitTLS && isHTTPRequest(p[:n]) {
+			// A browser or proxy talking to us, or a cross-protocol
+			// attack hiding SMTP commands in an HTTP body: hang up at
+			// once, as Postfix does, instead of parsing header lines as
+			// commands.
+			c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c.Conn, "554 5.7.0 This is an SMTP server, not an HTTP server\r\n")
+			c.Close()
+			return 0, io.EOF
+		}
+	}
+	return n, err
+}
+
+var httpMethods = []string{"GET ", "POST ", "HEAD ", "PUT ", "DELETE ", "CONNECT ", "OPTIONS ", "PATCH ", "TRACE "}
+
+func isHTTPRequest(b []byte) bool {
+	for _, m := range httpMethods {
+		if len(b) >= len(m) && string(b[:len(m)]) == m {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *trackedConn) Close() error {

@@ -204,6 +204,17 @@ func (c *rawConn) cmd(line, want string) string {
 func (c *rawConn) startTLS(cfg *tls.Config) {
 	c.t.Helper()
 	c.cmd("STARTTLS", "220")
+	c.startTLSAfterReply(cfg)
+}
+
+// startTLSAfterReply starts TLS once the 220 to STARTTLS has been read.
+// Anything the server sent in plain text after the 220 would be lost, as
+// it should be.
+func (c *rawConn) startTLSAfterReply(cfg *tls.Config) {
+	c.t.Helper()
+	if c.r.Buffered() > 0 {
+		c.t.Fatalf("server sent %d bytes after the 220 to STARTTLS", c.r.Buffered())
+	}
 	tc := tls.Client(c.conn, cfg)
 	if err := tc.Handshake(); err != nil {
 		c.t.Fatalf("TLS handshake: %v", err)

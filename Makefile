@@ -1,0 +1,48 @@
+# Sluice. 'make run' serves configs/dev.yaml; 'make test' runs every test,
+# installing what the tests need first.
+
+GO        ?= go
+BIN       := bin
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+PLUGINS   := $(notdir $(wildcard plugins/*))
+FUZZTIME  ?= 30s
+
+.PHONY: all build run test test-deps lint fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/sluice ./cmd/sluice
+	@for p in $(PLUGINS); do \
+		if [ -f plugins/$$p/main.go ]; then $(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; fi; \
+	done
+
+run: build
+	$(BIN)/sluice serve -c configs/dev.yaml
+
+# The tests drive real clients (swaks, Python's smtplib) and need a few
+# Debian packages; test-deps installs the missing ones.
+test: test-deps build
+	$(GO) vet ./...
+	$(GO) test -race -timeout 30m ./...
+
+test-deps:
+	@.ci/deps.sh
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Each fuzz target runs for FUZZTIME.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./core/address
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./core/config
+	$(GO) test -run '^$$' -fuzz '^FuzzDataReader$$' -fuzztime $(FUZZTIME) ./core/smtpd
+
+bench: build
+	@.ci/deps.sh bench
+	$(GO) run ./cmd/sluice-bench
+
+clean:
+	rm -rf $(BIN)

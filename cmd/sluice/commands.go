@@ -1,0 +1,434 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sluice-mail/sluice/configs"
+	"github.com/sluice-mail/sluice/core/admin"
+	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/queue"
+	"github.com/sluice-mail/sluice/core/server"
+)
+
+var commands = map[string]command{
+	"serve": {
+		args: "serve",
+		help: "Run the mail server in the foreground until SIGINT or SIGTERM.",
+		exec: serve, max: 0,
+	},
+	"version": {
+		args: "version",
+		help: "Print the version.",
+		exec: func(c *ctx) error { fmt.Fprintln(c.stdout, "sluice", version); return nil },
+		max:  0,
+	},
+	"status": {
+		args: "status",
+		help: "Say whether a server is running on the data directory, and how full the queue is.",
+		exec: status, max: 0,
+	},
+	"verify": {
+		args: "verify",
+		help: "Reconcile the mailbox index with the message files: remove files no message refers to,\nand report messages whose file is missing.",
+		exec: verify, max: 0,
+	},
+}
+
+var groups = map[string]map[string]command{
+	"config": {
+		"check": {args: "config check", help: "Validate a config file without starting anything.", exec: configCheck, max: 0},
+		"example": {args: "config example NAME", help: "Print a shipped example config: dev, standalone or gateway.",
+			exec: configExample, min: 1, max: 1},
+		"defaults": {args: "config defaults", help: "Print every config key with its documentation and default value.",
+			exec: func(c *ctx) error { fmt.Fprint(c.stdout, config.Reference()); return nil }, max: 0},
+	},
+	"domain": {
+		"add": {args: "domain add DOMAIN", help: "Add a local domain.", exec: domainAdd, min: 1, max: 1},
+		"ls":  {args: "domain ls", help: "List the local domains.", exec: domainList, max: 0},
+		"rm":  {args: "domain rm DOMAIN", help: "Remove a local domain that has no users or aliases left.", exec: domainRemove, min: 1, max: 1},
+	},
+	"user": {
+		"add": {args: "user add ADDRESS", help: "Add a user; the password is read from the terminal, or with --password-stdin from stdin.",
+			setup: func(fs *flag.FlagSet) {
+				fs.Bool("password-stdin", false, "read the password from the first line of stdin")
+				fs.String("alternate", "", "alternate `address` for password recovery")
+				fs.String("quota", "", "mailbox quota, such as 2GiB; 0 for none (default: store.default_quota)")
+			},
+			exec: userAdd, min: 1, max: 1},
+		"ls": {args: "user ls", help: "List the users.",
+			setup: func(fs *flag.FlagSet) { fs.String("domain", "", "only users of this `domain`") },
+			exec:  userList, max: 0},
+		"passwd": {args: "user passwd ADDRESS", help: "Set a user's password (from the terminal, or stdin with --password-stdin).",
+			setup: func(fs *flag.FlagSet) {
+				fs.Bool("password-stdin", false, "read the password from the first line of stdin")
+			},
+			exec: userPasswd, min: 1, max: 1},
+		"rm":            {args: "user rm ADDRESS", help: "Remove a user with all their mail.", exec: userRemove, min: 1, max: 1},
+		"set-alternate": {args: "user set-alternate ADDRESS ALTERNATE", help: "Set the alternate address used for password recovery (\"\" clears it).", exec: userSetAlternate, min: 2, max: 2},
+		"set-quota":     {args: "user set-quota ADDRESS SIZE", help: "Set a user's quota, such as 2GiB (0 for none).", exec: userSetQuota, min: 2, max: 2},
+	},
+	"alias": {
+		"add": {args: "alias add ADDRESS TARGET...", help: "Make ADDRESS deliver to the targets (local or remote). @domain is the domain's catch-all.\nAdding to an existing alias adds targets.", exec: aliasAdd, min: 2, max: -1},
+		"ls":  {args: "alias ls", help: "List the aliases.", exec: aliasList, max: 0},
+		"rm":  {args: "alias rm ADDRESS [TARGET...]", help: "Remove an alias, or only some of its targets.", exec: aliasRemove, min: 1, max: -1},
+	},
+	"mailbox": {
+		"ls":   {args: "mailbox ls USER", help: "List a user's folders with message counts.", exec: mailboxList, min: 1, max: 1},
+		"msgs": {args: "mailbox msgs USER [FOLDER]", help: "List the messages in a folder (INBOX by default).", exec: mailboxMessages, min: 1, max: 2},
+	},
+	"queue": {
+		"ls": {args: "queue ls", help: "List the queued messages.",
+			setup: func(fs *flag.FlagSet) {
+				fs.String("status", "", "only messages in this `state`: active or hold")
+				fs.String("route", "", "only messages waiting for `route`: local or remote")
+				fs.String("domain", "", "only messages with a recipient in this `domain`")
+				fs.String("older", "", "only messages received at least this `long` ago, such as 1h")
+			},
+			exec: queueList, max: 0},
+		"show":    {args: "queue show ID", help: "Show a queued message: envelope, recipients with their state, and header.", exec: queueShow, min: 1, max: 1},
+		"rm":      {args: "queue rm ID", help: "Delete a queued message without delivering it.", exec: queueOp("queue.rm", "removed"), min: 1, max: 1},
+		"hold":    {args: "queue hold ID", help: "Put a message on hold: it is kept but not delivered.", exec: queueOp("queue.hold", "held"), min: 1, max: 1},
+		"release": {args: "queue release ID", help: "Take a message off hold; it is delivered now.", exec: queueOp("queue.release", "released"), min: 1, max: 1},
+	},
+}
+
+func serve(c *ctx) error {
+	cfg, err := c.loadConfig()
+	if err != nil {
+		return err
+	}
+	log := server.NewLogger(cfg.Log, c.stderr)
+	srv, err := server.Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			log.Info("SIGHUP: nothing to reload yet; restart to apply config changes (the certificate files are re-read on their own)")
+			continue
+		}
+		break
+	}
+	signal.Reset()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.SMTP.ShutdownGrace.D()+30*time.Second)
+	defer cancel()
+	return srv.Shutdown(ctx)
+}
+
+func configCheck(c *ctx) error {
+	cfg, err := config.Load(c.configPath)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%s: OK (hostname %s, data in %s)\n", c.configPath, cfg.Hostname, cfg.DataDir)
+	return nil
+}
+
+func configExample(c *ctx) error {
+	b := configs.Get(c.args[0])
+	if b == nil {
+		return fmt.Errorf("no example config %q (there are: %s)", c.args[0], strings.Join(configs.Names(), ", "))
+	}
+	_, err := c.stdout.Write(b)
+	return err
+}
+
+func status(c *ctx) error {
+	var st admin.Status
+	if err := c.call("status", nil, &st); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(st)
+	}
+	if st.Running {
+		fmt.Fprintf(c.stdout, "running (pid %d, since %s)\n", st.PID, st.Started.Format(time.RFC3339))
+	} else {
+		fmt.Fprintln(c.stdout, "not running")
+	}
+	fmt.Fprintf(c.stdout, "queue: %d messages, %d on hold\n", st.Queue, st.QueueHold)
+	return nil
+}
+
+func verify(c *ctx) error {
+	var r admin.VerifyResult
+	if err := c.call("verify", nil, &r); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(r)
+	}
+	fmt.Fprintf(c.stdout, "%d messages, %d files; removed %d files without a message; %d messages had lost their file\n",
+		r.Store.Messages, r.Store.Files, len(r.Store.OrphanFiles), len(r.Store.MissingFiles))
+	return nil
+}
+
+func domainAdd(c *ctx) error {
+	return c.call("domain.add", admin.DomainParams{Name: c.args[0]}, nil)
+}
+
+func domainRemove(c *ctx) error {
+	return c.call("domain.rm", admin.DomainParams{Name: c.args[0]}, nil)
+}
+
+func domainList(c *ctx) error {
+	var ds []struct {
+		Name    string    `json:"name"`
+		Created time.Time `json:"created"`
+	}
+	if err := c.call("domain.ls", nil, &ds); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(ds)
+	}
+	var rows [][]string
+	for _, d := range ds {
+		rows = append(rows, []string{d.Name, d.Created.Format(time.DateOnly)})
+	}
+	c.table("DOMAIN\tADDED", rows)
+	return nil
+}
+
+func (c *ctx) str(name string) string { return c.fs.Lookup(name).Value.String() }
+
+func (c *ctx) boolFlag(name string) bool { return c.fs.Lookup(name).Value.String() == "true" }
+
+func userAdd(c *ctx) error {
+	p := admin.UserAddParams{Address: c.args[0], Alternate: c.str("alternate")}
+	if q := c.str("quota"); q != "" {
+		size, err := config.ParseSize(q)
+		if err != nil {
+			return err
+		}
+		v := int64(size)
+		p.Quota = &v
+	}
+	// Check the address before asking for a password.
+	if !strings.Contains(p.Address, "@") {
+		return fmt.Errorf("%q is not an email address", p.Address)
+	}
+	pw, err := c.readPassword(c.boolFlag("password-stdin"))
+	if err != nil {
+		return err
+	}
+	p.Password = pw
+	var u admin.UserView
+	if err := c.call("user.add", p, &u); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(u)
+	}
+	fmt.Fprintf(c.stdout, "added %s\n", u.Address)
+	return nil
+}
+
+func userPasswd(c *ctx) error {
+	pw, err := c.readPassword(c.boolFlag("password-stdin"))
+	if err != nil {
+		return err
+	}
+	return c.call("user.passwd", admin.UserParams{Address: c.args[0], Password: pw}, nil)
+}
+
+func userRemove(c *ctx) error {
+	return c.call("user.rm", admin.UserParams{Address: c.args[0]}, nil)
+}
+
+func userSetAlternate(c *ctx) error {
+	return c.call("user.set-alternate", admin.UserParams{Address: c.args[0], Alternate: c.args[1]}, nil)
+}
+
+func userSetQuota(c *ctx) error {
+	size, err := config.ParseSize(c.args[1])
+	if err != nil {
+		return err
+	}
+	return c.call("user.set-quota", admin.UserParams{Address: c.args[0], Quota: int64(size)}, nil)
+}
+
+func userList(c *ctx) error {
+	var us []admin.UserView
+	if err := c.call("user.ls", admin.UserListParams{Domain: c.str("domain")}, &us); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(us)
+	}
+	var rows [][]string
+	for _, u := range us {
+		quota := "none"
+		if u.Quota > 0 {
+			quota = config.Size(u.Quota).String()
+		}
+		rows = append(rows, []string{u.Address, humanSize(u.Used), quota, u.Alternate})
+	}
+	c.table("USER\tUSED\tQUOTA\tALTERNATE", rows)
+	return nil
+}
+
+func aliasAdd(c *ctx) error {
+	return c.call("alias.add", admin.AliasParams{Address: c.args[0], Targets: c.args[1:]}, nil)
+}
+
+func aliasRemove(c *ctx) error {
+	return c.call("alias.rm", admin.AliasParams{Address: c.args[0], Targets: c.args[1:]}, nil)
+}
+
+func aliasList(c *ctx) error {
+	var as []struct {
+		Address string   `json:"address"`
+		Targets []string `json:"targets"`
+	}
+	if err := c.call("alias.ls", nil, &as); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(as)
+	}
+	var rows [][]string
+	for _, a := range as {
+		rows = append(rows, []string{a.Address, strings.Join(a.Targets, ", ")})
+	}
+	c.table("ALIAS\tTARGETS", rows)
+	return nil
+}
+
+func mailboxList(c *ctx) error {
+	var mbs []admin.MailboxView
+	if err := c.call("mailbox.ls", admin.MailboxParams{User: c.args[0]}, &mbs); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(mbs)
+	}
+	var rows [][]string
+	for _, mb := range mbs {
+		rows = append(rows, []string{mb.Name, strconv.Itoa(int(mb.Messages)), strconv.Itoa(int(mb.Unseen)), humanSize(mb.Size)})
+	}
+	c.table("FOLDER\tMESSAGES\tUNSEEN\tSIZE", rows)
+	return nil
+}
+
+func mailboxMessages(c *ctx) error {
+	p := admin.MailboxParams{User: c.args[0]}
+	if len(c.args) > 1 {
+		p.Folder = c.args[1]
+	}
+	var ms []admin.MessageView
+	if err := c.call("mailbox.msgs", p, &ms); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(ms)
+	}
+	var rows [][]string
+	for _, m := range ms {
+		rows = append(rows, []string{strconv.FormatUint(uint64(m.UID), 10), m.Date.Local().Format("2006-01-02 15:04"), humanSize(m.Size), clip(m.From, 30), clip(m.Subject, 50), strings.Join(m.Flags, " ")})
+	}
+	c.table("UID\tDATE\tSIZE\tFROM\tSUBJECT\tFLAGS", rows)
+	return nil
+}
+
+func queueList(c *ctx) error {
+	p := admin.QueueListParams{Status: c.str("status"), Route: c.str("route"), Domain: c.str("domain")}
+	if o := c.str("older"); o != "" {
+		d, err := config.ParseDuration(o)
+		if err != nil {
+			return err
+		}
+		p.MinAge = d.D().String()
+	}
+	var ms []*queue.Message
+	if err := c.call("queue.ls", p, &ms); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(ms)
+	}
+	var rows [][]string
+	for _, m := range ms {
+		pending := 0
+		for _, r := range m.Rcpts {
+			if !r.Final() {
+				pending++
+			}
+		}
+		from := m.From
+		if from == "" {
+			from = "<>"
+		}
+		rows = append(rows, []string{m.ID, m.Received.Local().Format("2006-01-02 15:04:05"), humanSize(m.Size), string(m.Status), clip(from, 40), fmt.Sprintf("%d/%d", pending, len(m.Rcpts))})
+	}
+	c.table("ID\tRECEIVED\tSIZE\tSTATUS\tFROM\tPENDING", rows)
+	return nil
+}
+
+func queueShow(c *ctx) error {
+	var m admin.QueueMessageView
+	if err := c.call("queue.show", admin.QueueParams{ID: c.args[0]}, &m); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(m)
+	}
+	from := m.From
+	if from == "" {
+		from = "<>"
+	}
+	fmt.Fprintf(c.stdout, "id:        %s\nreceived:  %s\nstatus:    %s %s\nsize:      %d\nfrom:      %s\nclient:    [%s] helo=%s listener=%s tls=%q user=%q\n",
+		m.ID, m.Received.Format(time.RFC3339), m.Status, m.HoldReason, m.Size, from, m.Client.IP, m.Client.HELO, m.Client.Listener, m.Client.TLS, m.Client.AuthUser)
+	fmt.Fprintln(c.stdout, "recipients:")
+	var rows [][]string
+	for _, r := range m.Rcpts {
+		next := ""
+		if !r.NextAttempt.IsZero() {
+			next = r.NextAttempt.Local().Format("15:04:05")
+		}
+		rows = append(rows, []string{"  " + r.Addr, r.Orig, string(r.Route), string(r.State), strconv.Itoa(r.Attempts), next, r.LastError})
+	}
+	c.table("  ADDRESS\tRCPT TO\tROUTE\tSTATE\tTRIES\tNEXT\tLAST ERROR", rows)
+	fmt.Fprintf(c.stdout, "header:\n%s", m.Header)
+	return nil
+}
+
+func queueOp(method, done string) func(c *ctx) error {
+	return func(c *ctx) error {
+		if err := c.call(method, admin.QueueParams{ID: c.args[0]}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "%s %s\n", done, c.args[0])
+		return nil
+	}
+}
+
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fG", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,49 @@
+// Command sluice is the Sluice mail server and its administration tool.
+//
+//	sluice serve -c /etc/sluice/sluice.yaml
+//	sluice user add alice@example.com
+//
+// Run 'sluice help' for the list of commands.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes one command line and returns the process exit status: 0
+// for success, 1 for a failure, 2 for a usage error.
+func run(args []string) int {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
+	}
+	name, rest := args[0], args[1:]
+	if c, ok := commands[name]; ok {
+		return c.run(rest)
+	}
+	if g, ok := groups[name]; ok {
+		if len(rest) == 0 || rest[0] == "help" || rest[0] == "-h" || rest[0] == "--help" {
+			groupUsage(os.Stderr, name, g)
+			return 2
+		}
+		if c, ok := g[rest[0]]; ok {
+			return c.run(rest[1:])
+		}
+		fmt.Fprintf(os.Stderr, "sluice %s: unknown command %q\n\n", name, rest[0])
+		groupUsage(os.Stderr, name, g)
+		return 2
+	}
+	switch name {
+	case "help", "-h", "--help":
+		usage(os.Stdout)
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "sluice: unknown command %q\n\n", name)
+	usage(os.Stderr)
+	return 2
+}

@@ -1,0 +1,578 @@
+// Package admin is the administration API: the operations behind the
+// 'sluice' subcommands, served on a unix socket in the data directory
+// while the server runs, and called directly on the data directory when it
+// does not. Both paths run the same Service code, so a command behaves the
+// same whether the server is up or not.
+//
+// The socket speaks JSON over HTTP: POST /v1/call with {"method": ...,
+// "params": {...}}, answered with {"result": ...} or {"error": {"code":
+// ..., "message": ...}}. It is created mode 0600 inside the 0700 data
+// directory, and a connection from another user than the server's (or
+// root) is closed at once.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/queue"
+	"github.com/sluice-mail/sluice/core/store"
+)
+
+// Caller runs an admin method: *Client over the socket, or *Service
+// directly.
+type Caller interface {
+	Call(ctx context.Context, method string, params, result any) error
+}
+
+// Error is an admin failure with a stable code, which survives the trip
+// through the socket.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Error codes.
+const (
+	CodeNotFound  = "not_found"
+	CodeExists    = "exists"
+	CodeInvalid   = "invalid"
+	CodeNotLocal  = "not_local"
+	CodeNotEmpty  = "not_empty"
+	CodeBadState  = "bad_state"
+	CodeNoMethod  = "no_method"
+	CodeInternal  = "internal"
+	CodeForbidden = "forbidden"
+)
+
+func toError(err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	code := CodeInternal
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, queue.ErrNotFound):
+		code = CodeNotFound
+	case errors.Is(err, store.ErrExists):
+		code = CodeExists
+	case errors.Is(err, store.ErrInvalid):
+		code = CodeInvalid
+	case errors.Is(err, store.ErrNotLocal):
+		code = CodeNotLocal
+	case errors.Is(err, store.ErrDomainNotEmpty):
+		code = CodeNotEmpty
+	case errors.Is(err, queue.ErrBadState):
+		code = CodeBadState
+	}
+	return &Error{Code: code, Message: err.Error()}
+}
+
+// Service implements the admin methods on an open store and queue.
+type Service struct {
+	Store *store.Store
+	Queue *queue.Queue
+	// Started is when the server started; zero when there is no server.
+	Started time.Time
+}
+
+// method is one admin operation: it decodes its params from JSON.
+type method func(s *Service, ctx context.Context, params json.RawMessage) (any, error)
+
+var methods = map[string]method{
+	"status":             (*Service).status,
+	"domain.add":         (*Service).domainAdd,
+	"domain.ls":          (*Service).domainList,
+	"domain.rm":          (*Service).domainRemove,
+	"user.add":           (*Service).userAdd,
+	"user.ls":            (*Service).userList,
+	"user.passwd":        (*Service).userPasswd,
+	"user.rm":            (*Service).userRemove,
+	"user.set-alternate": (*Service).userSetAlternate,
+	"user.set-quota":     (*Service).userSetQuota,
+	"alias.add":          (*Service).aliasAdd,
+	"alias.ls":           (*Service).aliasList,
+	"alias.rm":           (*Service).aliasRemove,
+	"mailbox.ls":         (*Service).mailboxList,
+	"mailbox.msgs":       (*Service).mailboxMessages,
+	"queue.ls":           (*Service).queueList,
+	"queue.show":         (*Service).queueShow,
+	"queue.rm":           (*Service).queueRemove,
+	"queue.hold":         (*Service).queueHold,
+	"queue.release":      (*Service).queueRelease,
+	"verify":             (*Service).verify,
+}
+
+// Methods lists the method names.
+func Methods() []string {
+	var out []string
+	for m := range methods {
+		out = append(out, m)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Call implements Caller by running the method in this process. params is
+// marshalled to JSON and the result unmarshalled into result, exactly as
+// over the socket, so both paths see the same types.
+func (s *Service) Call(ctx context.Context, name string, params, result any) error {
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	out, aerr := s.call(ctx, name, raw)
+	if aerr != nil {
+		return aerr
+	}
+	if result == nil {
+		return nil
+	}
+	data, err := json.Marshal(out)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	return json.Unmarshal(data, result)
+}
+
+func (s *Service) call(ctx context.Context, name string, raw json.RawMessage) (any, *Error) {
+	m, ok := methods[name]
+	if !ok {
+		return nil, &Error{Code: CodeNoMethod, Message: fmt.Sprintf("admin: unknown method %q", name)}
+	}
+	out, err := m(s, ctx, raw)
+	if err != nil {
+		return nil, toError(err)
+	}
+	return out, nil
+}
+
+func decode[T any](raw json.RawMessage) (T, error) {
+	var v T
+	if len(raw) == 0 || string(raw) == "null" {
+		return v, nil
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return v, &Error{Code: CodeInvalid, Message: "admin: bad parameters: " + err.Error()}
+	}
+	return v, nil
+}
+
+// Status is what "status" returns.
+type Status struct {
+	Running   bool      `json:"running"` // answered by a running server
+	Started   time.Time `json:"started,omitzero"`
+	PID       int       `json:"pid"`
+	Queue     int       `json:"queue"`      // messages in the queue
+	QueueHold int       `json:"queue_hold"` // of which on hold
+}
+
+func (s *Service) status(ctx context.Context, _ json.RawMessage) (any, error) {
+	all, err := s.Queue.List(queue.Filter{})
+	if err != nil {
+		return nil, err
+	}
+	st := Status{Running: !s.Started.IsZero(), Started: s.Started, PID: os.Getpid(), Queue: len(all)}
+	for _, m := range all {
+		if m.Status == queue.StatusHold {
+			st.QueueHold++
+		}
+	}
+	return st, nil
+}
+
+// DomainParams names a domain.
+type DomainParams struct {
+	Name string `json:"name"`
+}
+
+func (s *Service) domainAdd(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[DomainParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return s.Store.AddDomain(p.Name)
+}
+
+func (s *Service) domainList(ctx context.Context, _ json.RawMessage) (any, error) {
+	ds, err := s.Store.Domains()
+	if ds == nil {
+		ds = []store.Domain{}
+	}
+	return ds, err
+}
+
+func (s *Service) domainRemove(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[DomainParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Store.RemoveDomain(p.Name)
+}
+
+// UserAddParams describes a new user. The password is hashed by the
+// server; it never reaches the disk.
+type UserAddParams struct {
+	Address   string `json:"address"`
+	Password  string `json:"password"`
+	Alternate string `json:"alternate,omitempty"`
+	// Quota in bytes; nil means the configured default, 0 none.
+	Quota *int64 `json:"quota,omitempty"`
+}
+
+// UserView is a user as listings show it: without the password hash.
+type UserView struct {
+	ID        uint64    `json:"id"`
+	Address   string    `json:"address"`
+	Alternate string    `json:"alternate,omitempty"`
+	Quota     int64     `json:"quota"`
+	Used      int64     `json:"used"`
+	Created   time.Time `json:"created"`
+}
+
+func viewUser(u store.User, used int64) UserView {
+	return UserView{ID: u.ID, Address: u.Address, Alternate: u.Alternate, Quota: u.Quota, Used: used, Created: u.Created}
+}
+
+func (s *Service) userAdd(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserAddParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	if p.Password == "" {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: a password is required"}
+	}
+	hash, err := auth.HashPassword(p.Password)
+	if err != nil {
+		return nil, &Error{Code: CodeInvalid, Message: err.Error()}
+	}
+	quota := int64(-1)
+	if p.Quota != nil {
+		quota = *p.Quota
+	}
+	u, err := s.Store.AddUser(store.NewUser{Address: p.Address, PasswordHash: hash, Alternate: p.Alternate, Quota: quota})
+	if err != nil {
+		return nil, err
+	}
+	return viewUser(u, 0), nil
+}
+
+// UserListParams filters user.ls.
+type UserListParams struct {
+	Domain string `json:"domain,omitempty"`
+}
+
+func (s *Service) userList(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserListParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	us, err := s.Store.Users(strings.ToLower(p.Domain))
+	if err != nil {
+		return nil, err
+	}
+	out := []UserView{}
+	for _, u := range us {
+		out = append(out, viewUser(u.User, u.Used))
+	}
+	return out, nil
+}
+
+// UserParams names a user, with a new password, alternate address or
+// quota where the method takes one.
+type UserParams struct {
+	Address   string `json:"address"`
+	Password  string `json:"password,omitempty"`
+	Alternate string `json:"alternate,omitempty"`
+	Quota     int64  `json:"quota,omitempty"`
+}
+
+func (s *Service) userPasswd(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	if p.Password == "" {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: a password is required"}
+	}
+	hash, err := auth.HashPassword(p.Password)
+	if err != nil {
+		return nil, &Error{Code: CodeInvalid, Message: err.Error()}
+	}
+	return nil, s.Store.SetPasswordHash(p.Address, hash)
+}
+
+func (s *Service) userRemove(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Store.RemoveUser(p.Address)
+}
+
+func (s *Service) userSetAlternate(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Store.SetAlternate(p.Address, p.Alternate)
+}
+
+func (s *Service) userSetQuota(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Store.SetQuota(p.Address, p.Quota)
+}
+
+// AliasParams names an alias and, for alias.add and alias.rm, targets.
+type AliasParams struct {
+	Address string   `json:"address"`
+	Targets []string `json:"targets,omitempty"`
+}
+
+func (s *Service) aliasAdd(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[AliasParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return s.Store.AddAlias(p.Address, p.Targets)
+}
+
+func (s *Service) aliasList(ctx context.Context, _ json.RawMessage) (any, error) {
+	as, err := s.Store.Aliases()
+	if as == nil {
+		as = []store.Alias{}
+	}
+	return as, err
+}
+
+func (s *Service) aliasRemove(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[AliasParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Store.RemoveAlias(p.Address, p.Targets)
+}
+
+// MailboxParams names a user and, for mailbox.msgs, a folder.
+type MailboxParams struct {
+	User   string `json:"user"`
+	Folder string `json:"folder,omitempty"` // "" is INBOX
+}
+
+// MailboxView is a folder in mailbox.ls.
+type MailboxView struct {
+	Name        string `json:"name"`
+	SpecialUse  string `json:"special_use,omitempty"`
+	Messages    uint32 `json:"messages"`
+	Unseen      uint32 `json:"unseen"`
+	Size        int64  `json:"size"`
+	UIDValidity uint32 `json:"uid_validity"`
+	UIDNext     uint32 `json:"uid_next"`
+}
+
+func (s *Service) mailboxList(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[MailboxParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.Store.User(p.User)
+	if err != nil {
+		return nil, err
+	}
+	mbs, err := s.Store.Mailboxes(u.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := []MailboxView{}
+	for _, mb := range mbs {
+		out = append(out, MailboxView{Name: mb.Name, SpecialUse: mb.SpecialUse, Messages: mb.Messages, Unseen: mb.Unseen, Size: mb.Size, UIDValidity: mb.UIDValidity, UIDNext: mb.UIDNext})
+	}
+	return out, nil
+}
+
+// MessageView is a message in mailbox.msgs.
+type MessageView struct {
+	UID          uint32    `json:"uid"`
+	From         string    `json:"from"`
+	To           string    `json:"to"`
+	Subject      string    `json:"subject"`
+	Size         int64     `json:"size"`
+	Date         time.Time `json:"date"` // the Date header, or the arrival time if it has none
+	InternalDate time.Time `json:"internal_date"`
+	Flags        []string  `json:"flags"`
+	MessageID    string    `json:"message_id,omitempty"`
+}
+
+func (s *Service) mailboxMessages(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[MailboxParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.Store.User(p.User)
+	if err != nil {
+		return nil, err
+	}
+	folder := p.Folder
+	if folder == "" {
+		folder = "INBOX"
+	}
+	mb, err := s.Store.MailboxByName(u.ID, folder)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := s.Store.Messages(mb.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := []MessageView{}
+	for _, m := range msgs {
+		date := m.Date
+		if date.IsZero() {
+			date = m.InternalDate
+		}
+		flags := m.Flags
+		if flags == nil {
+			flags = []string{}
+		}
+		out = append(out, MessageView{UID: m.UID, From: m.From, To: m.To, Subject: m.Subject, Size: m.Size, Date: date, InternalDate: m.InternalDate, Flags: flags, MessageID: m.MessageID})
+	}
+	return out, nil
+}
+
+// QueueListParams filters queue.ls.
+type QueueListParams struct {
+	Status string `json:"status,omitempty"` // active or hold
+	Route  string `json:"route,omitempty"`  // local or remote
+	Domain string `json:"domain,omitempty"`
+	MinAge string `json:"min_age,omitempty"` // a Go duration
+}
+
+func (s *Service) queueList(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[QueueListParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	f := queue.Filter{Status: queue.Status(p.Status), Route: queue.Route(p.Route), Domain: strings.ToLower(p.Domain)}
+	switch f.Status {
+	case "", queue.StatusActive, queue.StatusHold:
+	default:
+		return nil, &Error{Code: CodeInvalid, Message: fmt.Sprintf("admin: unknown status %q (active or hold)", p.Status)}
+	}
+	switch f.Route {
+	case "", queue.RouteLocal, queue.RouteRemote:
+	default:
+		return nil, &Error{Code: CodeInvalid, Message: fmt.Sprintf("admin: unknown route %q (local or remote)", p.Route)}
+	}
+	if p.MinAge != "" {
+		d, err := time.ParseDuration(p.MinAge)
+		if err != nil {
+			return nil, &Error{Code: CodeInvalid, Message: "admin: bad age: " + err.Error()}
+		}
+		f.MinAge = d
+	}
+	ms, err := s.Queue.List(f)
+	if ms == nil {
+		ms = []*queue.Message{}
+	}
+	return ms, err
+}
+
+// QueueParams names a queued message.
+type QueueParams struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// QueueMessageView is queue.show: the record and the message's header.
+type QueueMessageView struct {
+	*queue.Message
+	Header string `json:"header"`
+}
+
+func (s *Service) queueShow(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[QueueParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.Queue.Get(p.ID)
+	if err != nil {
+		return nil, err
+	}
+	return QueueMessageView{Message: m, Header: readHeader(s.Queue.SpoolPath(p.ID))}, nil
+}
+
+// readHeader returns the header section of a spool file, up to 64 KiB.
+func readHeader(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	n, _ := f.Read(buf)
+	h := string(buf[:n])
+	if i := strings.Index(h, "\r\n\r\n"); i >= 0 {
+		h = h[:i+2]
+	}
+	return h
+}
+
+func (s *Service) queueRemove(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[QueueParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Queue.Remove(p.ID)
+}
+
+func (s *Service) queueHold(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[QueueParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	reason := p.Reason
+	if reason == "" {
+		reason = "held by an administrator"
+	}
+	return nil, s.Queue.Hold(p.ID, reason)
+}
+
+func (s *Service) queueRelease(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[QueueParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Queue.Release(p.ID)
+}
+
+// VerifyResult is what verify returns.
+type VerifyResult struct {
+	Store store.VerifyReport `json:"store"`
+}
+
+func (s *Service) verify(ctx context.Context, _ json.RawMessage) (any, error) {
+	// Beside a running server, leave files young enough to belong to a
+	// delivery in flight.
+	minAge := time.Duration(0)
+	if !s.Started.IsZero() {
+		minAge = 10 * time.Minute
+	}
+	rep, err := s.Store.Verify(minAge)
+	return VerifyResult{Store: rep}, err
+}
+
+var _ Caller = (*Service)(nil)

@@ -1,0 +1,198 @@
+// Package server wires Sluice together: it opens the data directory, starts
+// the SMTP listeners, local delivery and the admin socket, and stops them
+// in order. cmd/sluice's serve command is a thin wrapper around it.
+//
+// Layout of the data directory:
+//
+//	store/       accounts and mailboxes (store.db, blobs/)
+//	queue/       the mail queue (queue.db, spool/)
+//	tls/         the generated self-signed certificate, if any
+//	admin.sock   the admin socket while the server runs
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sluice-mail/sluice/core/admin"
+	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/delivery/local"
+	"github.com/sluice-mail/sluice/core/queue"
+	"github.com/sluice-mail/sluice/core/smtpd"
+	"github.com/sluice-mail/sluice/core/store"
+	"github.com/sluice-mail/sluice/core/tlscert"
+)
+
+// NewLogger returns the process logger the config asks for, writing to w.
+func NewLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Data is the opened data directory.
+type Data struct {
+	Store *store.Store
+	Queue *queue.Queue
+}
+
+// ErrInUse is returned by OpenData when another process holds the data
+// directory.
+var ErrInUse = errors.New("server: the data directory is in use by another sluice process")
+
+// OpenData opens (creating if needed) the store and the queue in the
+// config's data directory. The queue recovers from a crash as it opens.
+func OpenData(cfg *config.Config, log *slog.Logger) (*Data, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	st, err := store.Open(store.Options{
+		Dir:                filepath.Join(cfg.DataDir, "store"),
+		RecipientDelimiter: cfg.Store.RecipientDelimiter,
+		DefaultQuota:       int64(cfg.Store.DefaultQuota),
+		Logger:             log,
+	})
+	if errors.Is(err, store.ErrLocked) {
+		return nil, ErrInUse
+	}
+	if err != nil {
+		return nil, err
+	}
+	q, err := queue.Open(queue.Options{
+		Dir:         filepath.Join(cfg.DataDir, "queue"),
+		MinFreeDisk: int64(cfg.Queue.MinFreeDisk),
+		Logger:      log,
+	})
+	if err != nil {
+		st.Close()
+		if errors.Is(err, queue.ErrLocked) {
+			return nil, ErrInUse
+		}
+		return nil, err
+	}
+	return &Data{Store: st, Queue: q}, nil
+}
+
+// Close closes the store and the queue.
+func (d *Data) Close() error {
+	return errors.Join(d.Queue.Close(), d.Store.Close())
+}
+
+// SocketPath returns where the admin socket of a data directory lives.
+func SocketPath(cfg *config.Config) string { return filepath.Join(cfg.DataDir, admin.SocketName) }
+
+// Server is a running Sluice.
+type Server struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	data  *Data
+	smtp  *smtpd.Server
+	admin *admin.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start opens the data directory and starts everything. It returns once
+// every listener is bound, or with the first error.
+func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
+	started := time.Now()
+	data, err := OpenData(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			data.Close()
+		}
+	}()
+	for _, d := range cfg.Domains {
+		if err := data.Store.EnsureDomain(d); err != nil {
+			return nil, err
+		}
+	}
+	// Nothing delivers yet, so every message file without a record is
+	// left over from a crash.
+	if rep, err := data.Store.Verify(0); err != nil {
+		return nil, err
+	} else if len(rep.OrphanFiles)+len(rep.MissingFiles) > 0 {
+		log.Warn("store: repaired at start-up", "orphan_files", len(rep.OrphanFiles), "missing_files", len(rep.MissingFiles))
+	}
+	tlsConf, err := tlscert.Load(cfg)
+	if err != nil {
+		return nil, err
+	}
+	authn := &auth.Authenticator{
+		Users: data.Store,
+		Throttle: &auth.Throttle{
+			MaxPerIP:   cfg.Auth.MaxFailuresPerIP,
+			MaxPerUser: cfg.Auth.MaxFailuresPerUser,
+			Window:     cfg.Auth.FailureWindow.D(),
+		},
+	}
+	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Auth: authn, TLS: tlsConf, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := smtp.Listen(); err != nil {
+		return nil, err
+	}
+	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Started: started}, log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, admin: adm, cancel: cancel}
+	deliverer := local.New(local.Options{
+		Queue:      data.Queue,
+		Store:      data.Store,
+		Workers:    cfg.Queue.LocalWorkers,
+		RetryAfter: cfg.Queue.RetryAfter.D(),
+		HoldAfter:  cfg.Queue.HoldAfter,
+		Logger:     log,
+	})
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
+	go func() { defer s.wg.Done(); adm.Serve() }()
+	smtp.Serve()
+	log.Info("sluice started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "tls", tlsConf != nil, "recovered_messages", data.Queue.Recovered().Messages)
+	return s, nil
+}
+
+// SMTP returns the SMTP server, for tests that need its addresses.
+func (s *Server) SMTP() *smtpd.Server { return s.smtp }
+
+// Shutdown stops accepting mail, lets messages being received finish for
+// up to smtp.shutdown_grace, stops local delivery after the messages in
+// hand, and closes the databases. Nothing accepted is lost: what is not
+// delivered stays queued for the next start.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.log.Info("shutting down")
+	graceCtx, cancel := context.WithTimeout(ctx, s.cfg.SMTP.ShutdownGrace.D())
+	defer cancel()
+	err := s.smtp.Shutdown(graceCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("closed connections still receiving messages after the grace period")
+		err = nil
+	}
+	s.cancel()
+	adminCtx, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	s.admin.Close(adminCtx)
+	s.wg.Wait()
+	err = errors.Join(err, s.data.Close())
+	s.log.Info("stopped")
+	return err
+}

@@ -53,7 +53,8 @@ type Data struct {
 var ErrInUse = errors.New("server: the data directory is in use by another sluice process")
 
 // OpenData opens (creating if needed) the store and the queue in the
-// config's data directory. The queue recovers from a crash as it opens.
+// config's data directory, and adds the config's domains to the store if
+// they are missing. The queue recovers from a crash as it opens.
 func OpenData(cfg *config.Config, log *slog.Logger) (*Data, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -81,6 +82,13 @@ func OpenData(cfg *config.Config, log *slog.Logger) (*Data, error) {
 			return nil, ErrInUse
 		}
 		return nil, err
+	}
+	for _, d := range cfg.Domains {
+		if err := st.EnsureDomain(d); err != nil {
+			q.Close()
+			st.Close()
+			return nil, err
+		}
 	}
 	return &Data{Store: st, Queue: q}, nil
 }
@@ -118,11 +126,6 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			data.Close()
 		}
 	}()
-	for _, d := range cfg.Domains {
-		if err := data.Store.EnsureDomain(d); err != nil {
-			return nil, err
-		}
-	}
 	// Nothing delivers yet, so every message file without a record is
 	// left over from a crash.
 	if rep, err := data.Store.Verify(0); err != nil {

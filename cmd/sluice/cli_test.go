@@ -31,3 +31,18 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestMoveLeadingFlags(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"-c x.yaml user add a@b", "user add -c x.yaml a@b"},
+		{"--data-dir d --json queue ls", "queue ls --data-dir d --json"},
+		{"serve -c x", "serve -c x"},
+		{"-c x.yaml serve", "serve -c x.yaml"},
+		{"-c", "-c"},
+	}
+	for _, tt := range tests {
+		if got := strings.Join(moveLeadingFlags(strings.Fields(tt.in)), " "); got != tt.want {
+			t.Errorf("moveLeadingFlags(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

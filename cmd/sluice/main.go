@@ -18,6 +18,7 @@ func main() {
 // run executes one command line and returns the process exit status: 0
 // for success, 1 for a failure, 2 for a usage error.
 func run(args []string) int {
+	args = moveLeadingFlags(args)
 	if len(args) == 0 {
 		usage(os.Stderr)
 		return 2
@@ -46,4 +47,31 @@ func run(args []string) int {
 	fmt.Fprintf(os.Stderr, "sluice: unknown command %q\n\n", name)
 	usage(os.Stderr)
 	return 2
+}
+
+// moveLeadingFlags lets the common flags come before the command, as in
+// "sluice -c FILE user ls", by moving them after it.
+func moveLeadingFlags(args []string) []string {
+	var lead []string
+	for len(args) > 0 && len(args[0]) > 1 && args[0][0] == '-' && args[0] != "-h" && args[0] != "--help" {
+		n := 1
+		switch args[0] {
+		case "-c", "--c", "-config", "--config", "-data-dir", "--data-dir":
+			n = 2
+		}
+		n = min(n, len(args))
+		lead = append(lead, args[:n]...)
+		args = args[n:]
+	}
+	if len(lead) == 0 || len(args) == 0 {
+		return append(lead, args...)
+	}
+	// The command and, for a group, its subcommand come first.
+	cut := 1
+	if _, ok := groups[args[0]]; ok && len(args) > 1 {
+		cut = 2
+	}
+	out := append([]string{}, args[:cut]...)
+	out = append(out, lead...)
+	return append(out, args[cut:]...)
 }

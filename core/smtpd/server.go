@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,11 +121,28 @@ func (s *Server) newSMTPServer(kind Kind) *smtp.Server {
 
 // errorLog adapts go-smtp's logger, which reports connection-level
 // failures (a client that hangs up mid-command, a failed handshake), to
-// slog at debug level: they are the client's problem, not ours.
+// slog at debug level: they are the client's problem, not ours. A panic
+// that go-smtp recovered in a session is ours: it is logged as an error and
+// counted (see Panics).
 type errorLog struct{ l *slog.Logger }
 
-func (e errorLog) Printf(format string, v ...any) { e.l.Debug(fmt.Sprintf(format, v...)) }
-func (e errorLog) Println(v ...any)               { e.l.Debug(fmt.Sprint(v...)) }
+func (e errorLog) Printf(format string, v ...any) { e.log(fmt.Sprintf(format, v...)) }
+func (e errorLog) Println(v ...any)               { e.log(fmt.Sprint(v...)) }
+
+func (e errorLog) log(msg string) {
+	if strings.HasPrefix(msg, "panic") {
+		panics.Add(1)
+		e.l.Error("recovered panic in an SMTP session", "err", msg)
+		return
+	}
+	e.l.Debug(msg)
+}
+
+var panics atomic.Int64
+
+// Panics returns how many panics were recovered in SMTP sessions since the
+// process started. Tests fail when it is not zero.
+func Panics() int64 { return panics.Load() }
 
 // Listen binds every configured listener, so that a port already in use
 // is reported before anything is served.

@@ -58,7 +58,12 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if n := Panics(); n > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d panics were recovered in SMTP sessions during the tests\n", n)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // testConfig is the configuration of newServer, with limits small enough
@@ -94,7 +99,7 @@ func newServer(t *testing.T, tweak ...func(*config.Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Logger: log})
+	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Logger: log, MinFreeDisk: int64(cfg.Queue.MinFreeDisk)})
 	if err != nil {
 		t.Fatal(err)
 	}

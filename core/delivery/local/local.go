@@ -19,7 +19,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-mail/sluice/core/queue"
@@ -106,6 +108,11 @@ type result struct {
 
 // deliver makes one attempt at every pending local recipient of a message.
 func (d *Deliverer) deliver(id string) {
+	defer func() {
+		if r := recover(); r != nil {
+			d.recovered(id, r)
+		}
+	}()
 	q := d.opts.Queue
 	m, err := q.Get(id)
 	if errors.Is(err, queue.ErrNotFound) {
@@ -214,6 +221,46 @@ func (d *Deliverer) deliver(id string) {
 		q.RetryLocal(id, retry)
 	}
 }
+
+// recovered handles a panic while delivering a message: a bug, most likely
+// triggered by this message. The attempt counts as a failure for every
+// pending local recipient, so a message that keeps doing it goes on hold
+// instead of bringing the deliverer down again and again.
+func (d *Deliverer) recovered(id string, r any) {
+	panics.Add(1)
+	d.log.Error("local delivery: recovered panic", "queue_id", id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	now := time.Now()
+	var hold bool
+	_, err := d.opts.Queue.Update(id, func(m *queue.Message) error {
+		hold = false
+		for i := range m.Rcpts {
+			r := &m.Rcpts[i]
+			if r.Route != queue.RouteLocal || r.Final() {
+				continue
+			}
+			r.Attempts++
+			r.Updated = now
+			r.LastError = "4.3.0 internal error"
+			r.NextAttempt = now.Add(d.backoff(r.Attempts))
+			if r.Attempts >= d.opts.HoldAfter {
+				hold = true
+			}
+		}
+		if hold {
+			m.Status, m.HoldReason = queue.StatusHold, "local delivery crashed repeatedly"
+		}
+		return nil
+	})
+	if err == nil && !hold {
+		d.opts.Queue.RetryLocal(id, d.backoff(1))
+	}
+}
+
+var panics atomic.Int64
+
+// Panics returns how many panics local delivery recovered since the
+// process started. Tests fail when it is not zero, unless they cause them.
+func Panics() int64 { return panics.Load() }
 
 func (d *Deliverer) backoff(attempts int) time.Duration {
 	delay := d.opts.RetryAfter

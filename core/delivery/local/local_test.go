@@ -147,6 +147,28 @@ func (f *flaky) Deliver(d store.Delivery) (store.Mailbox, store.Message, error) 
 	return f.real.Deliver(d)
 }
 
+// panicky panics on every delivery, as a bug triggered by one message would.
+type panicky struct{}
+
+func (panicky) Deliver(store.Delivery) (store.Mailbox, store.Message, error) {
+	panic("a bug that this message triggers")
+}
+
+func TestPanicGoesToHold(t *testing.T) {
+	e := newEnv(t)
+	before := Panics()
+	stop := run(t, New(Options{Queue: e.q, Store: panicky{}, RetryAfter: 10 * time.Millisecond, HoldAfter: 2}))
+	defer stop()
+	id := e.enqueue(t, rcpt(e.alice, ""))
+	waitFor(t, "hold after panics", func() bool {
+		m, err := e.q.Get(id)
+		return err == nil && m.Status == queue.StatusHold
+	})
+	if n := Panics() - before; n != 2 {
+		t.Errorf("recovered %d panics, want 2", n)
+	}
+}
+
 func TestRetryThenHold(t *testing.T) {
 	e := newEnv(t)
 	f := &flaky{fail: true, real: e.s}

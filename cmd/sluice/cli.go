@@ -149,6 +149,11 @@ func (c *ctx) connect() (caller admin.Caller, close func(), err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if _, err := os.Stat(cfg.DataDir); errors.Is(err, os.ErrNotExist) && !strings.HasSuffix(c.name, ".add") {
+		// Only commands that add something set up a new data directory;
+		// the others would only create an empty one at a mistyped path.
+		return nil, nil, fmt.Errorf("no data directory at %s: nothing has been set up there yet", cfg.DataDir)
+	}
 	sock := server.SocketPath(cfg)
 	cl, dialErr := admin.Dial(context.Background(), sock)
 	if dialErr == nil {
@@ -167,6 +172,7 @@ func (c *ctx) connect() (caller admin.Caller, close func(), err error) {
 
 // call runs one admin method.
 func (c *ctx) call(method string, params, result any) error {
+	c.name = method
 	caller, closeFn, err := c.connect()
 	if err != nil {
 		return err
@@ -198,7 +204,10 @@ func (c *ctx) table(header string, rows [][]string) {
 func (c *ctx) readPassword(fromStdin bool) (string, error) {
 	if fromStdin {
 		line, err := bufio.NewReader(c.stdin).ReadString('\n')
-		if err != nil && (err != io.EOF || line == "") {
+		if err == io.EOF && line == "" {
+			return "", errors.New("no password on stdin")
+		}
+		if err != nil && err != io.EOF {
 			return "", fmt.Errorf("reading the password from stdin: %w", err)
 		}
 		pw := strings.TrimRight(line, "\r\n")

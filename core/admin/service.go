@@ -173,9 +173,9 @@ func decode[T any](raw json.RawMessage) (T, error) {
 type Status struct {
 	Running   bool      `json:"running"` // answered by a running server
 	Started   time.Time `json:"started,omitzero"`
-	PID       int       `json:"pid"`
-	Queue     int       `json:"queue"`      // messages in the queue
-	QueueHold int       `json:"queue_hold"` // of which on hold
+	PID       int       `json:"pid,omitempty"` // of the running server
+	Queue     int       `json:"queue"`         // messages in the queue
+	QueueHold int       `json:"queue_hold"`    // of which on hold
 }
 
 func (s *Service) status(ctx context.Context, _ json.RawMessage) (any, error) {
@@ -183,7 +183,10 @@ func (s *Service) status(ctx context.Context, _ json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := Status{Running: !s.Started.IsZero(), Started: s.Started, PID: os.Getpid(), Queue: len(all)}
+	st := Status{Running: !s.Started.IsZero(), Started: s.Started, Queue: len(all)}
+	if st.Running {
+		st.PID = os.Getpid()
+	}
 	for _, m := range all {
 		if m.Status == queue.StatusHold {
 			st.QueueHold++

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -112,6 +113,13 @@ func (c *Config) Validate() error {
 	v.positive("auth.failure_window", int64(c.Auth.FailureWindow))
 
 	if len(v.errs) > 0 {
+		// Report in file order, as parse errors are.
+		slices.SortStableFunc(v.errs, func(a, b *Error) int {
+			if a.Line != b.Line {
+				return a.Line - b.Line
+			}
+			return a.Col - b.Col
+		})
 		return v.errs
 	}
 	return nil

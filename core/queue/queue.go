@@ -457,7 +457,7 @@ func (q *Queue) Release(id string) error {
 type Filter struct {
 	Status Status        // "" for any
 	Route  Route         // "" for any; otherwise messages with a pending recipient on it
-	Domain string        // "" for any; otherwise a recipient in this domain
+	Domain string        // "" for any; otherwise a pending recipient in this domain
 	MinAge time.Duration // 0 for any; otherwise received at least this long ago
 }
 
@@ -474,7 +474,7 @@ func (f Filter) match(m *Message, now time.Time) bool {
 	if f.Domain != "" {
 		found := false
 		for _, r := range m.Rcpts {
-			if strings.EqualFold(r.Addr[strings.LastIndexByte(r.Addr, '@')+1:], f.Domain) {
+			if !r.Final() && strings.EqualFold(r.Addr[strings.LastIndexByte(r.Addr, '@')+1:], f.Domain) {
 				found = true
 				break
 			}

@@ -266,8 +266,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				}
 			}
 		case <-ctx.Done():
-			for _, srv := range s.servers {
-				srv.Close()
+			// go-smtp's Close does nothing once Shutdown has begun, so
+			// the connections still receiving are closed here. Their
+			// messages were never acknowledged; the clients will retry.
+			for _, c := range s.lim.snapshot() {
+				c.Close()
 			}
 			<-done
 			s.wg.Wait()

@@ -41,6 +41,12 @@
 // Postfix's runs, because reading smaps_rollup of 100-200 processes is not
 // free and would otherwise slow the server under test.
 //
+// CPU ms/msg is the whole machine's busy CPU time (user and system, all
+// processes, from /proc/stat) from the start of the run until the queue was
+// empty, divided by the messages: the work each server causes per message,
+// the load generator's and the kernel's share included, measured the same
+// way for both.
+//
 // After each run the harness checks that the messages arrived: Sluice's
 // mailbox must have grown by exactly the number accepted, Postfix's log
 // must show exactly that many discards. It exits non-zero when any run had
@@ -113,6 +119,7 @@ type result struct {
 	ranOK      bool // got as far as measuring
 	direct     bool // without the proxy
 	throughput float64
+	cpuMS      float64 // machine CPU (all processes, user+system) per message, ms
 }
 
 func (r *result) failed() bool { return r.errors > 0 || len(r.problems) > 0 || !r.ranOK }
@@ -336,6 +343,7 @@ func runLevel(ctx context.Context, s server, p *proxy, sessions, count int, drai
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	busy0 := machineBusy()
 	start := time.Now()
 	runErr := cmd.Run()
 	r.wall = time.Since(start)
@@ -394,6 +402,9 @@ func runLevel(ctx context.Context, s server, p *proxy, sessions, count int, drai
 		r.problems = append(r.problems, "waiting for the queue to empty: "+err.Error())
 	} else {
 		r.drained = drainedAt.Sub(start)
+		if st.ok > 0 {
+			r.cpuMS = (machineBusy() - busy0).Seconds() * 1000 / float64(st.ok)
+		}
 	}
 	r.peakKB, r.peakProcs = s.sampler().peak()
 	if err != nil {
@@ -502,13 +513,17 @@ func report(w io.Writer, results []*result, levels []int, base string, sl *sluic
 	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tsessions\tmsgs\tmsgs/s\tp50 ms\tp99 ms\terrors\tdelivered/s\tpeak RSS MB\t")
+	fmt.Fprintln(tw, "server\tsessions\tmsgs\tmsgs/s\tp50 ms\tp99 ms\terrors\tdelivered/s\tCPU ms/msg\tpeak RSS MB\t")
 	for _, r := range results {
 		delivered := "-"
 		if r.drained > 0 {
 			delivered = fmt.Sprintf("%.0f", float64(r.ok)/r.drained.Seconds())
 		}
-		row := []string{r.server, strconv.Itoa(r.sessions), strconv.Itoa(r.count), "-", "-", "-", strconv.Itoa(r.errors), delivered, "-"}
+		cpu := "-"
+		if r.cpuMS > 0 {
+			cpu = fmt.Sprintf("%.2f", r.cpuMS)
+		}
+		row := []string{r.server, strconv.Itoa(r.sessions), strconv.Itoa(r.count), "-", "-", "-", strconv.Itoa(r.errors), delivered, cpu, "-"}
 		if r.ranOK {
 			row[3] = fmt.Sprintf("%.0f", r.throughput)
 		}
@@ -517,9 +532,9 @@ func report(w io.Writer, results []*result, levels []int, base string, sl *sluic
 			row[5] = fmt.Sprintf("%.2f", float64(r.p99)/1e6)
 		}
 		if r.peakKB > 0 {
-			row[8] = fmt.Sprintf("%.1f", float64(r.peakKB)/1024)
+			row[9] = fmt.Sprintf("%.1f", float64(r.peakKB)/1024)
 			if r.server == "postfix" {
-				row[8] += fmt.Sprintf(" (%d procs)", r.peakProcs)
+				row[9] += fmt.Sprintf(" (%d procs)", r.peakProcs)
 			}
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")

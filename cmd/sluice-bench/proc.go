@@ -275,3 +275,33 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// machineBusy returns the CPU time all processors have spent on anything
+// but idling (user, nice, system, irq, softirq, steal) since boot, from
+// /proc/stat. The difference over a run, divided by the messages, is the
+// "CPU ms/msg" column: the whole machine's work per message, the load
+// generator's and the kernel's included, measured the same way for both
+// servers.
+func machineBusy() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch i {
+		case 3, 4: // idle, iowait
+		case 8, 9: // guest time is already counted in user
+		default:
+			busy += n
+		}
+	}
+	const userHZ = 100 // USER_HZ on Linux
+	return time.Duration(busy) * time.Second / userHZ
+}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,7 +108,18 @@ func serve(c *ctx) error {
 	if err != nil {
 		return err
 	}
+	if os.Getenv("GOGC") == "" {
+		// The heap is small (tens of MB) and short-lived; collecting it
+		// less often saves a good share of the CPU under load. GOGC in
+		// the environment still wins.
+		debug.SetGCPercent(400)
+	}
 	log := server.NewLogger(cfg.Log, c.stderr)
+	if addr := os.Getenv("SLUICE_PPROF"); addr != "" {
+		// For profiling in development: net/http/pprof on this address
+		// (keep it on loopback).
+		go func() { log.Warn("pprof stopped", "err", http.ListenAndServe(addr, nil)) }()
+	}
 	srv, err := server.Start(cfg, log)
 	if err != nil {
 		return err

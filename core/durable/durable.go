@@ -37,6 +37,29 @@ func SyncDir(dir string) error {
 	return nil
 }
 
+// MkdirAll creates dir and any missing parents, like os.MkdirAll, and makes
+// each new directory's entry durable by fsyncing its parent. Files created
+// in a directory are only as durable as the directory itself.
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("durable: %s is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("durable: %w", err)
+	}
+	return SyncDir(parent)
+}
+
 // WriteFile writes data to a new file at path through a temporary file,
 // fsyncs it, renames it into place and fsyncs the directory. After it
 // returns nil, path holds data even across a crash.

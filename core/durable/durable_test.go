@@ -115,3 +115,22 @@ func TestWriteFile(t *testing.T) {
 		t.Error("WriteFile under a file = nil")
 	}
 }
+
+func TestMkdirAll(t *testing.T) {
+	base := t.TempDir()
+	p := filepath.Join(base, "a", "b", "c")
+	if err := MkdirAll(p, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+		t.Fatalf("Stat = %v, %v", fi, err)
+	}
+	if err := MkdirAll(p, 0o700); err != nil {
+		t.Errorf("MkdirAll of an existing directory = %v", err)
+	}
+	f := filepath.Join(base, "file")
+	os.WriteFile(f, nil, 0o600)
+	if err := MkdirAll(filepath.Join(f, "x"), 0o700); err == nil {
+		t.Error("MkdirAll under a file = nil")
+	}
+}

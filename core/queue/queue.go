@@ -9,7 +9,9 @@
 //
 // The durability contract (see ARCHITECTURE.md): the spool file is written
 // and fsynced, its directory is fsynced, and the record is committed, all
-// before the SMTP server replies 250. Records are committed in shared
+// before the SMTP server replies 250. (A message whose recipients were all
+// delivered before the commit needs neither the record nor the directory
+// entry: its mailboxes hold durable links to the same file.) Records are committed in shared
 // transactions (durable.Batcher), so concurrent sessions share fsyncs.
 // After each delivery attempt the recipients' states are committed, so a
 // crash re-sends only what was not delivered. A spool file without a record
@@ -18,6 +20,7 @@
 package queue
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
@@ -30,6 +33,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -159,6 +163,9 @@ type Queue struct {
 	local  *readyList
 
 	recovered RecoveryReport
+
+	spaceChecked atomic.Int64 // unix nanoseconds of the last statfs
+	spaceLow     atomic.Bool
 }
 
 // Open opens the queue in opts.Dir, creating it if needed, and recovers
@@ -174,10 +181,10 @@ func Open(opts Options) (*Queue, error) {
 		opts.LockTimeout = time.Second
 	}
 	spool := filepath.Join(opts.Dir, "spool")
-	if err := os.MkdirAll(spool, 0o700); err != nil {
+	if err := durable.MkdirAll(spool, 0o700); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(opts.Dir, "queue.db"), 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	db, err := bolt.Open(filepath.Join(opts.Dir, "queue.db"), 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, ErrLocked
 	}
@@ -241,28 +248,43 @@ func (q *Queue) SpoolPath(id string) string { return filepath.Join(q.spool, id) 
 
 // CheckSpace returns ErrNoSpace when the queue's file system has less free
 // space than Options.MinFreeDisk.
+// The answer is cached for a second: statfs on every MAIL command would be
+// wasted work under load.
 func (q *Queue) CheckSpace() error {
 	if q.opts.MinFreeDisk <= 0 {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	if last := q.spaceChecked.Load(); now-last < int64(time.Second) {
+		if q.spaceLow.Load() {
+			return ErrNoSpace
+		}
 		return nil
 	}
 	free, err := durable.FreeSpace(q.spool)
 	if err != nil {
 		return err
 	}
-	if free < uint64(q.opts.MinFreeDisk) {
+	low := free < uint64(q.opts.MinFreeDisk)
+	q.spaceLow.Store(low)
+	q.spaceChecked.Store(now)
+	if low {
 		return ErrNoSpace
 	}
 	return nil
 }
 
 // SpoolWriter writes one message's spool file. The caller writes the body,
-// then calls Sync, and then Commit with the record; or Abort.
+// then calls Sync, and then Commit with the record (or Discard, when the
+// message was delivered without the queue; or Abort).
 type SpoolWriter struct {
-	q    *Queue
-	id   string
-	f    *os.File
-	n    int64
-	done bool
+	q         *Queue
+	id        string
+	f         *os.File
+	buf       *bufio.Writer // so that the header and a small body are one write
+	n         int64
+	dirSynced bool
+	done      bool
 }
 
 // Create starts the spool file of a new message.
@@ -276,7 +298,7 @@ func (q *Queue) Create() (*SpoolWriter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("queue: %w", err)
 		}
-		return &SpoolWriter{q: q, id: id, f: f}, nil
+		return &SpoolWriter{q: q, id: id, f: f, buf: bufio.NewWriterSize(f, 32<<10)}, nil
 	}
 	return nil, errors.New("queue: could not pick a unique ID")
 }
@@ -289,22 +311,27 @@ func (w *SpoolWriter) Size() int64 { return w.n }
 
 // Write implements io.Writer.
 func (w *SpoolWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
+	n, err := w.buf.Write(p)
 	w.n += int64(n)
 	return n, err
 }
 
-// Sync makes the spool file durable: it fsyncs and closes the file, then
-// fsyncs the spool directory (shared with concurrent writers).
+// Sync makes the spool file's content durable: it fsyncs and closes the
+// file. Its directory entry is made durable by Commit, which is the only
+// step that needs it: a message delivered before the commit (see Discard)
+// is hard-linked into its mailboxes, whose directories the store syncs.
 func (w *SpoolWriter) Sync() error {
-	err := w.f.Sync()
+	err := w.buf.Flush()
+	if err == nil {
+		err = w.f.Sync()
+	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("queue: spool %s: %w", w.id, err)
 	}
-	return w.q.syncer.Sync()
+	return nil
 }
 
 // Abort removes the spool file. It is safe to call after Sync and after
@@ -318,11 +345,23 @@ func (w *SpoolWriter) Abort() {
 	os.Remove(w.q.SpoolPath(w.id))
 }
 
+// Discard removes the spool file of a message that needs no queue record
+// because every recipient was delivered before the commit (the local
+// delivery links the file, so the mailboxes keep their copies).
+func (w *SpoolWriter) Discard() { w.Abort() }
+
 // Commit commits the record of a message whose spool file has been
 // synced. When it returns nil the message is accepted: the SMTP server may
 // reply 250. m.ID and m.Size are set from the writer.
 func (w *SpoolWriter) Commit(m *Message) error {
 	m.ID, m.Size = w.id, w.n
+	if !w.dirSynced {
+		// The spool directory, shared with concurrent writers.
+		if err := w.q.syncer.Sync(); err != nil {
+			return fmt.Errorf("queue: commit %s: %w", m.ID, err)
+		}
+		w.dirSynced = true
+	}
 	if m.Status == "" {
 		m.Status = StatusActive
 	}

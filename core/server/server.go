@@ -145,7 +145,15 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			Window:     cfg.Auth.FailureWindow.D(),
 		},
 	}
-	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Auth: authn, TLS: tlsConf, Logger: log})
+	deliverer := local.New(local.Options{
+		Queue:      data.Queue,
+		Store:      data.Store,
+		Workers:    cfg.Queue.LocalWorkers,
+		RetryAfter: cfg.Queue.RetryAfter.D(),
+		HoldAfter:  cfg.Queue.HoldAfter,
+		Logger:     log,
+	})
+	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: deliverer, Auth: authn, TLS: tlsConf, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -158,14 +166,6 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, admin: adm, cancel: cancel}
-	deliverer := local.New(local.Options{
-		Queue:      data.Queue,
-		Store:      data.Store,
-		Workers:    cfg.Queue.LocalWorkers,
-		RetryAfter: cfg.Queue.RetryAfter.D(),
-		HoldAfter:  cfg.Queue.HoldAfter,
-		Logger:     log,
-	})
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); adm.Serve() }()

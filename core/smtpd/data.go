@@ -19,13 +19,16 @@ var (
 
 // dataReader checks message data as it streams from the SMTP layer (which
 // has already removed dot-stuffing and stops at CRLF.CRLF): it fails at the
-// first bare CR or LF and counts Received headers in the header section.
+// first bare CR or LF, counts Received headers in the header section, and
+// keeps the start of the message (the header, and maybe some body) for
+// whoever needs to look at it without reading the spool file again.
 type dataReader struct {
 	r       io.Reader
 	maxHops int
 
 	prev     byte // last byte seen, 0 at the start
 	inHeader bool
+	header   []byte // the header section as received, up to maxKeptHeader
 	col      int     // bytes seen of the current line
 	head     [9]byte // its first bytes, to spot "Received:"
 	hops     int
@@ -54,7 +57,13 @@ func (d *dataReader) Read(p []byte) (int, error) {
 
 var received = [9]byte{'r', 'e', 'c', 'e', 'i', 'v', 'e', 'd', ':'}
 
+// maxKeptHeader bounds how much of the header dataReader keeps.
+const maxKeptHeader = 64 << 10
+
 func (d *dataReader) check(p []byte) error {
+	if d.inHeader && len(d.header) < maxKeptHeader {
+		d.header = append(d.header, p[:min(len(p), maxKeptHeader-len(d.header))]...)
+	}
 	for _, c := range p {
 		if d.prev == '\r' && c != '\n' || c == '\n' && d.prev != '\r' {
 			return errBareLF

@@ -52,11 +52,20 @@ type Options struct {
 	Store  *store.Store
 	Queue  *queue.Queue
 	Auth   *auth.Authenticator
+	// Local delivers local recipients before the reply to DATA; nil
+	// leaves them all to the queue.
+	Local LocalDeliverer
 	// TLS is the server certificate configuration; nil means no TLS,
 	// which disables STARTTLS and refuses the submission listeners.
 	TLS *tls.Config
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// LocalDeliverer delivers a spooled message's local recipients at once
+// (see local.Deliverer.DeliverNow).
+type LocalDeliverer interface {
+	DeliverNow(m *queue.Message, header []byte)
 }
 
 // Server runs the SMTP listeners.

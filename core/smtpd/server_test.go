@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/delivery/local"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
@@ -36,6 +37,10 @@ type testEnv struct {
 	addr  map[Kind]string
 	tls   *tls.Config // client side: trusts nothing, verifies nothing
 }
+
+// directDelivery lists the tests whose server delivers local mail before
+// replying 250; the others leave it in the queue, where they inspect it.
+var directDelivery = map[string]bool{"TestDirectDelivery": true}
 
 var (
 	testHashes = map[string]string{}
@@ -110,8 +115,12 @@ func newServer(t *testing.T, tweak ...func(*config.Config)) *testEnv {
 		}
 	}
 	st.AddAlias("team@example.test", []string{"alice@example.test", "carol@remote.test"})
+	var ld LocalDeliverer
+	if cfg.Queue.LocalWorkers > 0 && directDelivery[t.Name()] {
+		ld = local.New(local.Options{Queue: q, Store: st, Logger: log})
+	}
 	srv, err := New(Options{
-		Config: cfg, Store: st, Queue: q, Logger: log,
+		Config: cfg, Store: st, Queue: q, Logger: log, Local: ld,
 		Auth: &auth.Authenticator{Users: st, Throttle: &auth.Throttle{MaxPerIP: cfg.Auth.MaxFailuresPerIP, MaxPerUser: cfg.Auth.MaxFailuresPerUser, Window: cfg.Auth.FailureWindow.D()}},
 		TLS:  &tls.Config{Certificates: []tls.Certificate{testCert}, MinVersion: tls.VersionTLS12},
 	})

@@ -280,10 +280,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.tx.rejected = append(s.tx.rejected, a.String()+" (451 lookup failed)")
 		return replyTempFail
 	}
-	if full, err := s.allOverQuota(targets); err != nil {
-		s.srv.log.Error("checking quota", "rcpt", a.String(), "err", err)
-		return replyTempFail
-	} else if full {
+	if allOverQuota(targets) {
 		s.tx.rejected = append(s.tx.rejected, a.String()+" (452 over quota)")
 		return replyMailboxFull
 	}
@@ -293,20 +290,13 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 // allOverQuota reports whether every target is a local user over quota.
 // One full mailbox in an alias does not hold up mail for the others.
-func (s *session) allOverQuota(targets []store.Target) (bool, error) {
+func allOverQuota(targets []store.Target) bool {
 	for _, t := range targets {
-		if !t.Local() {
-			return false, nil
-		}
-		over, err := s.srv.opts.Store.OverQuota(t.UserID)
-		if err != nil {
-			return false, err
-		}
-		if !over {
-			return false, nil
+		if !t.OverQuota {
+			return false
 		}
 	}
-	return true, nil
+	return len(targets) > 0
 }
 
 func isASCII(s string) bool {
@@ -398,7 +388,15 @@ func (s *session) Data(r io.Reader) error {
 		SMTPUTF8: tx.utf8,
 		Body8Bit: tx.body8,
 	}
-	if err := w.Commit(m); err != nil {
+	m.ID, m.Size = w.ID(), w.Size()
+	if s.srv.opts.Local != nil && m.Pending(queue.RouteLocal) {
+		s.srv.opts.Local.DeliverNow(m, dr.header)
+	}
+	if m.Done() {
+		// Delivered already: the mailboxes hold the message durably,
+		// and the queue has nothing left to do.
+		w.Discard()
+	} else if err := w.Commit(m); err != nil {
 		return s.spoolFailed(w.ID(), err)
 	}
 	s.finishAccepted(m)

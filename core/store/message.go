@@ -3,11 +3,13 @@ package store
 import (
 	"bufio"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/base32"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime"
 	"net/mail"
 	"os"
@@ -112,16 +114,45 @@ func clean(s string) string {
 
 func isRuneStart(b byte) bool { return b&0xc0 != 0x80 }
 
-// newBlobID returns a random file name for a message body.
+// blobIDEncoding writes blob IDs in lower-case letters and digits.
+var blobIDEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// newBlobID returns a new file name for a message body: 16 characters that
+// sort by time of creation (microseconds), then 24 random bits.
 func newBlobID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	var b [10]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMicro())<<8)
+	if _, err := rand.Read(b[7:]); err != nil {
 		panic(err) // crypto/rand does not fail on Linux
 	}
-	return hex.EncodeToString(b[:])
+	return blobIDEncoding.EncodeToString(b[:])
 }
 
-func (s *Store) blobDir(id string) string { return filepath.Join(s.blobs, id[:2]) }
+// blobDir returns the directory of a blob: blobs/AAAA/BB, where AAAA
+// changes about every 19 hours and BB about every minute. Messages stored
+// at the same time share a directory, so one directory fsync serves all of
+// them; no directory grows without bound.
+func (s *Store) blobDir(id string) string {
+	if len(id) < 6 {
+		return filepath.Join(s.blobs, "x")
+	}
+	return filepath.Join(s.blobs, id[:4], id[4:6])
+}
+
+// ensureDir creates a blob directory durably the first time it is used.
+func (s *Store) ensureDir(dir string) error {
+	s.syncMu.Lock()
+	_, known := s.syncers[dir]
+	s.syncMu.Unlock()
+	if known {
+		return nil
+	}
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	s.dirSyncer(dir)
+	return nil
+}
 
 // BlobPath returns the file that holds a message's body.
 func (s *Store) BlobPath(m Message) string { return filepath.Join(s.blobDir(m.Blob), m.Blob) }
@@ -152,8 +183,8 @@ func (s *Store) dirSyncer(dir string) *durable.DirSyncer {
 func (s *Store) linkBlob(src string) (string, error) {
 	id := newBlobID()
 	dir := s.blobDir(id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("store: %w", err)
+	if err := s.ensureDir(dir); err != nil {
+		return "", err
 	}
 	dst := filepath.Join(dir, id)
 	if err := os.Link(src, dst); err != nil {
@@ -175,8 +206,8 @@ func (s *Store) linkBlob(src string) (string, error) {
 func (s *Store) writeBlob(r io.Reader) (string, error) {
 	id := newBlobID()
 	dir := s.blobDir(id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("store: %w", err)
+	if err := s.ensureDir(dir); err != nil {
+		return "", err
 	}
 	dst := filepath.Join(dir, id)
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -347,34 +378,31 @@ func (s *Store) Verify(minAge time.Duration) (VerifyReport, error) {
 		return rep, err
 	}
 	seen := map[string]bool{}
-	dirs, err := os.ReadDir(s.blobs)
+	err = filepath.WalkDir(s.blobs, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rep.Files++
+		seen[d.Name()] = true
+		if refs[d.Name()] && p == filepath.Join(s.blobDir(d.Name()), d.Name()) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil || time.Since(info.ModTime()) < minAge {
+			return nil
+		}
+		s.log.Warn("store: removing message file without a record", "file", p)
+		if err := os.Remove(p); err == nil {
+			rep.OrphanFiles = append(rep.OrphanFiles, d.Name())
+			delete(seen, d.Name())
+		}
+		return nil
+	})
 	if err != nil {
 		return rep, fmt.Errorf("store: %w", err)
-	}
-	for _, d := range dirs {
-		if !d.IsDir() {
-			continue
-		}
-		files, err := os.ReadDir(filepath.Join(s.blobs, d.Name()))
-		if err != nil {
-			return rep, fmt.Errorf("store: %w", err)
-		}
-		for _, f := range files {
-			rep.Files++
-			seen[f.Name()] = true
-			if refs[f.Name()] {
-				continue
-			}
-			info, err := f.Info()
-			if err != nil || time.Since(info.ModTime()) < minAge {
-				continue
-			}
-			p := filepath.Join(s.blobs, d.Name(), f.Name())
-			s.log.Warn("store: removing message file without a record", "file", p)
-			if err := os.Remove(p); err == nil {
-				rep.OrphanFiles = append(rep.OrphanFiles, f.Name())
-			}
-		}
 	}
 	for id := range refs {
 		if !seen[id] {

@@ -17,6 +17,8 @@ type Target struct {
 	Address string
 	// UserID is the local user, or 0 for a remote address.
 	UserID uint64
+	// OverQuota is set for a local user who has reached their quota.
+	OverQuota bool
 }
 
 // Local reports whether t is a local mailbox.
@@ -92,7 +94,7 @@ func (r *resolver) expand(a address.Address, depth int) error {
 	}
 	var u User
 	if err := getJSON(r.tx.Bucket(bUsers), []byte(base.String()), &u); err == nil {
-		r.add(Target{Address: u.Address, UserID: u.ID})
+		r.add(Target{Address: u.Address, UserID: u.ID, OverQuota: u.Quota > 0 && usage(r.tx, u.ID) >= u.Quota})
 		return nil
 	} else if !errors.Is(err, ErrNotFound) {
 		return err

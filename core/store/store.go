@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -104,10 +103,10 @@ func Open(opts Options) (*Store, error) {
 		opts.LockTimeout = time.Second
 	}
 	blobs := filepath.Join(opts.Dir, "blobs")
-	if err := os.MkdirAll(blobs, 0o700); err != nil {
+	if err := durable.MkdirAll(blobs, 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(opts.Dir, "store.db"), 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	db, err := bolt.Open(filepath.Join(opts.Dir, "store.db"), 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, ErrLocked
 	}

@@ -1,6 +1,11 @@
-// Package local delivers the local queue into mailboxes.
+// Package local delivers mail into local mailboxes.
 //
-// Workers take messages with pending local recipients from the queue, put
+// Most mail is delivered at once: the SMTP server calls DeliverNow after
+// the message is spooled and before it replies 250, and a message whose
+// recipients are all delivered that way never needs a queue record. What
+// cannot be delivered at once (a full disk, a database error) stays in the
+// local queue, which the workers of Run work through: they take messages
+// with pending local recipients from the queue, put
 // one copy into each recipient's mailbox (a hard link of the spool file, so
 // delivering to many users costs no copying), and commit each recipient's
 // new state. A crash between the mailbox commit and the queue commit
@@ -14,6 +19,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -97,6 +103,37 @@ func (d *Deliverer) Run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// DeliverNow delivers the pending local recipients of a message that is
+// spooled but not yet committed to the queue, marking each one it
+// delivered. header is the start of the message as the client sent it (for
+// the mailbox listing's summary); it may be nil. It returns once those
+// deliveries are durable. Recipients it could not deliver stay pending, for
+// the queue to retry; DeliverNow itself never fails.
+func (d *Deliverer) DeliverNow(m *queue.Message, header []byte) {
+	summary := store.ParseSummary(bytes.NewReader(header))
+	now := time.Now()
+	for i := range m.Rcpts {
+		r := &m.Rcpts[i]
+		if r.Route != queue.RouteLocal || r.Final() {
+			continue
+		}
+		mb, msg, err := d.opts.Store.Deliver(store.Delivery{
+			UserID:       r.UserID,
+			Mailbox:      r.Mailbox,
+			Source:       d.opts.Queue.SpoolPath(m.ID),
+			Size:         m.Size,
+			InternalDate: m.Received,
+			Summary:      summary,
+		})
+		if err != nil {
+			d.log.Warn("immediate delivery failed; queued", "queue_id", m.ID, "rcpt", r.Addr, "err", err)
+			continue
+		}
+		r.State, r.Attempts, r.Updated = queue.StateDelivered, 1, now
+		d.log.Info("delivered", "queue_id", m.ID, "rcpt", r.Addr, "orig", r.Orig, "mailbox", mb.Name, "uid", msg.UID)
+	}
 }
 
 type result struct {

@@ -28,7 +28,7 @@ type dataReader struct {
 
 	prev     byte // last byte seen, 0 at the start
 	inHeader bool
-	header   []byte // the header section as received, up to maxKeptHeader
+	header   []byte  // the header section as received, up to maxKeptHeader
 	col      int     // bytes seen of the current line
 	head     [9]byte // its first bytes, to spot "Received:"
 	hops     int

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,19 @@ func TestCrashLosesNothing(t *testing.T) {
 		rounds = v
 	}
 	in := newInstance(t, "")
+	// Half the rounds leave local delivery to the queue workers, so that
+	// both paths to a mailbox are killed in the middle.
+	immediate := filepath.Join(in.dir, "sluice.yaml")
+	base, err := os.ReadFile(immediate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setImmediate := func(on bool) {
+		cfg := strings.Replace(string(base), "queue:\n", fmt.Sprintf("queue:\n  immediate_delivery: %v\n", on), 1)
+		if err := os.WriteFile(immediate, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	users := []string{"u0@example.test", "u1@example.test", "u2@example.test", "u3@example.test"}
 	for _, u := range users {
 		in.cli("pw-"+u+"\n", "user", "add", u, "--password-stdin")
@@ -44,6 +58,7 @@ func TestCrashLosesNothing(t *testing.T) {
 
 	for round := 1; round <= rounds; round++ {
 		graceful := round == rounds
+		setImmediate(round%2 == 1)
 		in.start()
 		if round > 1 {
 			in.checkNothingLost(t, accepted, round)
@@ -100,7 +115,7 @@ func TestCrashLosesNothing(t *testing.T) {
 		mu.Lock()
 		n := len(accepted)
 		mu.Unlock()
-		t.Logf("round %d: %s; %d messages accepted so far", round, map[bool]string{true: "SIGTERM", false: "SIGKILL"}[graceful], n)
+		t.Logf("round %d (immediate delivery %v): %s; %d messages accepted so far", round, round%2 == 1, map[bool]string{true: "SIGTERM", false: "SIGKILL"}[graceful], n)
 	}
 	in.start()
 	in.checkNothingLost(t, accepted, rounds+1)

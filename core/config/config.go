@@ -73,6 +73,7 @@ type Listener struct {
 type Queue struct {
 	MinFreeDisk  Size     `yaml:"min_free_disk" default:"200MiB" doc:"When the data directory's file system has less free space than this, new mail gets 452 4.3.1 until space is freed."`
 	LocalWorkers int      `yaml:"local_workers" default:"4" doc:"Concurrent local deliveries into mailboxes."`
+	Immediate    bool     `yaml:"immediate_delivery" default:"true" doc:"Deliver mail for local users into their mailboxes before replying 250, so that it needs no queue record; what fails is queued. With false, all mail goes through the queue and the delivery workers, which is slower."`
 	RetryAfter   Duration `yaml:"retry_after" default:"1m" doc:"How long a local delivery that failed temporarily waits before the next try; it doubles with each failure, up to an hour."`
 	HoldAfter    int      `yaml:"hold_after" default:"5" doc:"A message whose local delivery fails this many times in a row is put on hold (see 'sluice queue ls') instead of being tried again."`
 }

@@ -153,7 +153,11 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 		HoldAfter:  cfg.Queue.HoldAfter,
 		Logger:     log,
 	})
-	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: deliverer, Auth: authn, TLS: tlsConf, Logger: log})
+	var immediate smtpd.LocalDeliverer
+	if cfg.Queue.Immediate {
+		immediate = deliverer
+	}
+	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: immediate, Auth: authn, TLS: tlsConf, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -21,9 +21,6 @@ package queue
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/base32"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +36,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/sluice-mail/sluice/core/durable"
+	"github.com/sluice-mail/sluice/core/ids"
 )
 
 // Errors returned by the queue.
@@ -220,28 +218,12 @@ func (q *Queue) Recovered() RecoveryReport { return q.recovered }
 // Dir returns the queue's directory.
 func (q *Queue) Dir() string { return q.opts.Dir }
 
-var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
-
-// NewID returns a new queue ID: 16 characters that sort by time of
-// creation, then 24 random bits.
-func NewID() string {
-	var b [10]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMicro())<<8)
-	if _, err := rand.Read(b[7:]); err != nil {
-		panic(err) // crypto/rand does not fail on Linux
-	}
-	return idEncoding.EncodeToString(b[:])
-}
+// NewID returns a new queue ID (see package ids).
+func NewID() string { return ids.New() }
 
 // ValidID reports whether s has the form of a queue ID, so that it can be
 // used in a file name.
-func ValidID(s string) bool {
-	if len(s) != 16 {
-		return false
-	}
-	_, err := idEncoding.DecodeString(s)
-	return err == nil
-}
+func ValidID(s string) bool { return ids.Valid(s) }
 
 // SpoolPath returns the spool file of a message.
 func (q *Queue) SpoolPath(id string) string { return filepath.Join(q.spool, id) }

@@ -44,26 +44,6 @@ func remote(addr string) Recipient {
 	return Recipient{Orig: addr, Addr: addr, Route: RouteRemote, State: StatePending}
 }
 
-func TestIDs(t *testing.T) {
-	seen := map[string]bool{}
-	prev := ""
-	for i := 0; i < 1000; i++ {
-		id := NewID()
-		if !ValidID(id) || seen[id] {
-			t.Fatalf("NewID() = %q: invalid or repeated", id)
-		}
-		if id[:10] < prev[:min(len(prev), 10)] {
-			t.Fatalf("NewID() = %q sorts before %q", id, prev)
-		}
-		seen[id], prev = true, id
-	}
-	for _, bad := range []string{"", "../../etc/passw", "0123456789abcdeF", "0123456789abcdeu", "0123456789abcdef0"} {
-		if ValidID(bad) {
-			t.Errorf("ValidID(%q) = true", bad)
-		}
-	}
-}
-
 func TestCommitAndDeliver(t *testing.T) {
 	q := openQueue(t, t.TempDir())
 	defer q.Close()

@@ -2,9 +2,6 @@ package store
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/base32"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/sluice-mail/sluice/core/durable"
+	"github.com/sluice-mail/sluice/core/ids"
 )
 
 // Message is one message in a mailbox.
@@ -114,19 +112,9 @@ func clean(s string) string {
 
 func isRuneStart(b byte) bool { return b&0xc0 != 0x80 }
 
-// blobIDEncoding writes blob IDs in lower-case letters and digits.
-var blobIDEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
-
-// newBlobID returns a new file name for a message body: 16 characters that
-// sort by time of creation (microseconds), then 24 random bits.
-func newBlobID() string {
-	var b [10]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMicro())<<8)
-	if _, err := rand.Read(b[7:]); err != nil {
-		panic(err) // crypto/rand does not fail on Linux
-	}
-	return blobIDEncoding.EncodeToString(b[:])
-}
+// newBlobID returns a new file name for a message body (see package ids):
+// IDs sort by time, which groups files stored together in one directory.
+func newBlobID() string { return ids.New() }
 
 // blobDir returns the directory of a blob: blobs/AAAA/BB, where AAAA
 // changes about every 19 hours and BB about every minute. Messages stored

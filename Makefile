@@ -8,7 +8,7 @@ LDFLAGS   := -X main.version=$(VERSION)
 PLUGINS   := $(notdir $(wildcard plugins/*))
 FUZZTIME  ?= 30s
 
-.PHONY: all build run test test-deps lint fuzz bench clean
+.PHONY: all build run test test-deps lint fuzz bench proto clean
 
 all: build
 
@@ -43,6 +43,15 @@ fuzz:
 bench: build
 	@.ci/deps.sh bench
 	$(GO) run ./cmd/sluice-bench
+
+# Regenerates the plugin protocol's Go code after sdk/proto changes (needs
+# protoc and the generators that .ci/deps.sh installs).
+proto:
+	protoc --plugin=protoc-gen-go=$$($(GO) env GOPATH)/bin/protoc-gen-go \
+		--plugin=protoc-gen-go-grpc=$$($(GO) env GOPATH)/bin/protoc-gen-go-grpc \
+		-I sdk/proto --go_out=. --go_opt=module=github.com/sluice-mail/sluice \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/sluice-mail/sluice \
+		sdk/proto/sluice/plugin/v1/filter.proto
 
 clean:
 	rm -rf $(BIN)

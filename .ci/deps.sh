@@ -13,9 +13,16 @@ perl -MNet::SSLeay -e1 2>/dev/null    || need+=(libnet-ssleay-perl)
 perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl)
 perl -MAuthen::SASL -e1 2>/dev/null   || need+=(libauthen-sasl-perl)
 have python3 || need+=(python3)
+have protoc  || need+=(protobuf-compiler)
 if [ "${1:-}" = bench ]; then
 	have smtp-source || [ -x /usr/sbin/smtp-source ] || need+=(postfix)
 fi
+
+# The protobuf generators, pinned, for the test that checks the generated
+# code is current.
+gobin="$(go env GOPATH)/bin"
+[ -x "$gobin/protoc-gen-go" ] || go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+[ -x "$gobin/protoc-gen-go-grpc" ] || go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

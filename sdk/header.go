@@ -1,0 +1,68 @@
+package sdk
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+)
+
+// Limits of ParseHeader: past them the rest of the header is not parsed
+// (the message is still delivered as received).
+const (
+	MaxHeaderBytes  = 1 << 20
+	MaxHeaderFields = 10000
+)
+
+// ErrHeaderTooLarge is returned with the fields parsed so far when a header
+// exceeds MaxHeaderBytes or MaxHeaderFields.
+var ErrHeaderTooLarge = errors.New("sdk: header too large")
+
+// ParseHeader reads a message header (RFC 5322 section 2.2) from r up to
+// and including the empty line that ends it, and returns its fields in
+// order with their folding kept. It is lenient, as mail must be: a line
+// that is not a field and not a continuation ends the header, and a
+// message without a body is fine.
+func ParseHeader(r *bufio.Reader) (Header, error) {
+	var h Header
+	var read int
+	for {
+		line, err := r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the reader's buffer: keep reading it.
+			long := append([]byte(nil), line...)
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) < MaxHeaderBytes {
+				line, err = r.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+		}
+		read += len(line)
+		if read > MaxHeaderBytes || len(h) >= MaxHeaderFields {
+			return h, ErrHeaderTooLarge
+		}
+		if len(line) == 0 && err != nil {
+			if err == io.EOF {
+				return h, nil
+			}
+			return h, err
+		}
+		trimmed := bytes.TrimRight(line, "\r\n")
+		if len(trimmed) == 0 {
+			return h, nil // the empty line: end of the header
+		}
+		if (line[0] == ' ' || line[0] == '\t') && len(h) > 0 {
+			h[len(h)-1].Value += "\r\n" + string(trimmed)
+		} else if i := bytes.IndexByte(trimmed, ':'); i > 0 && !bytes.ContainsAny(trimmed[:i], " \t") {
+			h = append(h, HeaderField{Name: string(trimmed[:i]), Value: string(bytes.TrimPrefix(trimmed[i+1:], []byte(" ")))})
+		} else {
+			return h, nil // not a header line: the body starts without a blank line
+		}
+		if err != nil {
+			if err == io.EOF {
+				return h, nil
+			}
+			return h, err
+		}
+	}
+}

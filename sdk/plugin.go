@@ -1,0 +1,447 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluice-mail/sluice/sdk/internal/pluginpb"
+)
+
+// ProtocolVersion is the version of the plugin protocol this SDK speaks
+// (sdk/proto/sluice/plugin/v1).
+const ProtocolVersion = 1
+
+// handshake is shared by Sluice and its plugins. The cookie only keeps a
+// plugin from being run by hand by mistake; it is not a security measure
+// (Sluice can check plugin binaries against a SHA-256 instead).
+var handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "SLUICE_PLUGIN",
+	MagicCookieValue: "b6a3c0d1e2f7",
+}
+
+// pluginName is the name of the one plugin a plugin process serves.
+const pluginName = "filter"
+
+// chunkSize is the largest piece of a message in one gRPC message.
+const chunkSize = 64 << 10
+
+// maxGRPCMessage bounds one gRPC message either way (a chunk is 64 KiB; a
+// verdict or a header can be larger, but not this large).
+const maxGRPCMessage = 16 << 20
+
+// Serve runs f as a Sluice plugin and does not return. Started by hand
+// rather than by Sluice, it says what it is and exits with status 1.
+func Serve(f Filter) {
+	if os.Getenv(handshake.MagicCookieKey) != handshake.MagicCookieValue {
+		name := filepath.Base(os.Args[0])
+		fmt.Fprintf(os.Stderr, "%s is a Sluice filter plugin (protocol version %d).\n"+
+			"Sluice starts it for the pipeline stages that name it; it does nothing on its own.\n"+
+			"Try: sluice pipeline test MESSAGE.eml\n", name, ProtocolVersion)
+		os.Exit(1)
+	}
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: handshake,
+		Plugins:         plugin.PluginSet{pluginName: &filterPlugin{impl: f}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.MaxRecvMsgSize(maxGRPCMessage), grpc.MaxSendMsgSize(maxGRPCMessage))
+			return grpc.NewServer(opts...)
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Info, JSONFormat: true}),
+	})
+}
+
+// HostConfig returns what a host needs to start and talk to plugins with
+// go-plugin: the handshake and the plugin set. core/pluginhost uses it;
+// plugin authors do not need it.
+func HostConfig() (plugin.HandshakeConfig, plugin.PluginSet) {
+	return handshake, plugin.PluginSet{pluginName: &filterPlugin{}}
+}
+
+// PluginName is the name to Dispense from a go-plugin client.
+const PluginName = pluginName
+
+// GRPCDialOptions are the options a host dials plugins with.
+func GRPCDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage), grpc.MaxCallSendMsgSize(maxGRPCMessage))}
+}
+
+// filterPlugin is the go-plugin glue: on the plugin side it registers the
+// gRPC server around a Filter, on the host side it makes the client.
+type filterPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	impl Filter
+}
+
+func (p *filterPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	pluginpb.RegisterFilterServer(s, &grpcServer{impl: p.impl})
+	return nil
+}
+
+func (p *filterPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return &Remote{c: pluginpb.NewFilterClient(c)}, nil
+}
+
+// Info describes a plugin.
+type Info struct {
+	Name    string
+	Version string
+	Hooks   []string
+}
+
+// Has reports whether the plugin implements a hook.
+func (i Info) Has(hook string) bool {
+	for _, h := range i.Hooks {
+		if h == hook {
+			return true
+		}
+	}
+	return false
+}
+
+// Remote is the host's side of a plugin: a Filter (with every add-on
+// interface) whose calls go to the plugin process. Call Describe first;
+// calling a hook the plugin does not implement returns an error.
+type Remote struct {
+	c pluginpb.FilterClient
+}
+
+// Describe asks the plugin for its name, version and hooks.
+func (r *Remote) Describe(ctx context.Context) (Info, error) {
+	resp, err := r.c.Describe(ctx, &pluginpb.DescribeRequest{})
+	if err != nil {
+		return Info{}, err
+	}
+	return Info{Name: resp.GetName(), Version: resp.GetVersion(), Hooks: resp.GetHooks()}, nil
+}
+
+// Configure implements Filter.
+func (r *Remote) Configure(ctx context.Context, cfg Config) error {
+	_, err := r.c.Configure(ctx, &pluginpb.ConfigureRequest{Stage: cfg.Stage, ConfigJson: cfg.JSON, StateDir: cfg.StateDir})
+	return err
+}
+
+// CheckConnect implements ConnectChecker.
+func (r *Remote) CheckConnect(ctx context.Context, env *Envelope) (Verdict, error) {
+	v, err := r.c.CheckConnect(ctx, &pluginpb.ConnectRequest{Envelope: envelopeToPB(env)})
+	return verdictFromPB(v, err)
+}
+
+// CheckMail implements MailChecker.
+func (r *Remote) CheckMail(ctx context.Context, env *Envelope) (Verdict, error) {
+	v, err := r.c.CheckMail(ctx, &pluginpb.MailRequest{Envelope: envelopeToPB(env)})
+	return verdictFromPB(v, err)
+}
+
+// CheckRcpt implements RcptChecker.
+func (r *Remote) CheckRcpt(ctx context.Context, env *Envelope, rcpt string) (Verdict, error) {
+	v, err := r.c.CheckRcpt(ctx, &pluginpb.RcptRequest{Envelope: envelopeToPB(env), Rcpt: rcpt})
+	return verdictFromPB(v, err)
+}
+
+// Check implements Filter: it streams the message to the plugin.
+func (r *Remote) Check(ctx context.Context, msg *Message) (Verdict, error) {
+	stream, err := r.c.CheckData(ctx)
+	if err != nil {
+		return Verdict{}, err
+	}
+	if err := sendMessage(stream, msg, false); err != nil {
+		return Verdict{}, err
+	}
+	v, err := stream.CloseAndRecv()
+	return verdictFromPB(v, err)
+}
+
+// Learn implements Learner.
+func (r *Remote) Learn(ctx context.Context, msg *Message, spam bool) error {
+	stream, err := r.c.Learn(ctx)
+	if err != nil {
+		return err
+	}
+	if err := sendMessage(stream, msg, spam); err != nil {
+		return err
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// sendMessage streams msg in chunks. The plugin may answer before the end;
+// then Send returns io.EOF and the caller's CloseAndRecv gets the answer.
+func sendMessage(stream interface {
+	Send(*pluginpb.DataChunk) error
+}, msg *Message, spam bool) error {
+	first := &pluginpb.DataChunk{Envelope: envelopeToPB(&msg.Envelope), Size: msg.Size, Spam: spam}
+	for _, f := range msg.Header {
+		first.Header = append(first.Header, &pluginpb.HeaderField{Name: f.Name, Value: f.Value})
+	}
+	buf := make([]byte, chunkSize)
+	chunk := first
+	for {
+		n, rerr := 0, error(nil)
+		if msg.Data != nil {
+			n, rerr = io.ReadFull(msg.Data, buf)
+		} else {
+			rerr = io.EOF
+		}
+		if n > 0 {
+			chunk.Data = buf[:n]
+		}
+		if n > 0 || chunk == first {
+			if err := stream.Send(chunk); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil // the plugin answered early
+				}
+				return err
+			}
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return nil
+		case rerr != nil:
+			return fmt.Errorf("sdk: reading the message: %w", rerr)
+		}
+		chunk = &pluginpb.DataChunk{}
+	}
+}
+
+// grpcServer serves a Filter in the plugin process.
+type grpcServer struct {
+	pluginpb.UnimplementedFilterServer
+	impl Filter
+}
+
+// guard turns a panic in the filter into an error for this call, so that
+// one bad message does not take the plugin down.
+func guard(err *error) {
+	if r := recover(); r != nil {
+		*err = status.Errorf(codes.Internal, "filter panicked: %v\n%s", r, debug.Stack())
+	}
+}
+
+func (s *grpcServer) Describe(context.Context, *pluginpb.DescribeRequest) (*pluginpb.DescribeResponse, error) {
+	name, version := filepath.Base(os.Args[0]), ""
+	if d, ok := s.impl.(Describer); ok {
+		name, version = d.Describe()
+	}
+	return &pluginpb.DescribeResponse{Name: name, Version: version, Hooks: Hooks(s.impl)}, nil
+}
+
+func (s *grpcServer) Configure(ctx context.Context, req *pluginpb.ConfigureRequest) (_ *pluginpb.ConfigureResponse, err error) {
+	defer guard(&err)
+	cfg := Config{Stage: req.GetStage(), StateDir: req.GetStateDir(), JSON: req.GetConfigJson()}
+	if err := s.impl.Configure(ctx, cfg); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &pluginpb.ConfigureResponse{}, nil
+}
+
+func (s *grpcServer) CheckConnect(ctx context.Context, req *pluginpb.ConnectRequest) (_ *pluginpb.Verdict, err error) {
+	defer guard(&err)
+	c, ok := s.impl.(ConnectChecker)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "no connect hook")
+	}
+	return verdictToPB(c.CheckConnect(ctx, envelopeFromPB(req.GetEnvelope())))
+}
+
+func (s *grpcServer) CheckMail(ctx context.Context, req *pluginpb.MailRequest) (_ *pluginpb.Verdict, err error) {
+	defer guard(&err)
+	c, ok := s.impl.(MailChecker)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "no mail hook")
+	}
+	return verdictToPB(c.CheckMail(ctx, envelopeFromPB(req.GetEnvelope())))
+}
+
+func (s *grpcServer) CheckRcpt(ctx context.Context, req *pluginpb.RcptRequest) (_ *pluginpb.Verdict, err error) {
+	defer guard(&err)
+	c, ok := s.impl.(RcptChecker)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "no rcpt hook")
+	}
+	return verdictToPB(c.CheckRcpt(ctx, envelopeFromPB(req.GetEnvelope()), req.GetRcpt()))
+}
+
+func (s *grpcServer) CheckData(stream pluginpb.Filter_CheckDataServer) (err error) {
+	defer guard(&err)
+	msg, _, err := receiveMessage(stream)
+	if err != nil {
+		return err
+	}
+	v, err := verdictToPB(s.impl.Check(stream.Context(), msg))
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(v)
+}
+
+func (s *grpcServer) Learn(stream pluginpb.Filter_LearnServer) (err error) {
+	defer guard(&err)
+	l, ok := s.impl.(Learner)
+	if !ok {
+		return status.Error(codes.Unimplemented, "no learn hook")
+	}
+	msg, spam, err := receiveMessage(stream)
+	if err != nil {
+		return err
+	}
+	if err := l.Learn(stream.Context(), msg, spam); err != nil {
+		return status.Error(codes.Unknown, err.Error())
+	}
+	io.Copy(io.Discard, msg.Data)
+	return stream.SendAndClose(&pluginpb.LearnResponse{})
+}
+
+func receiveMessage(stream interface {
+	Recv() (*pluginpb.DataChunk, error)
+}) (*Message, bool, error) {
+	first, err := stream.Recv()
+	if err != nil {
+		return nil, false, err
+	}
+	msg := &Message{Envelope: *envelopeFromPB(first.GetEnvelope()), Size: first.GetSize()}
+	for _, f := range first.GetHeader() {
+		msg.Header = append(msg.Header, HeaderField{Name: f.GetName(), Value: f.GetValue()})
+	}
+	msg.Data = &chunkReader{stream: stream, buf: first.GetData()}
+	return msg, first.GetSpam(), nil
+}
+
+// chunkReader reads a message from the chunks of a stream.
+type chunkReader struct {
+	stream interface {
+		Recv() (*pluginpb.DataChunk, error)
+	}
+	buf []byte
+	err error
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		c, err := r.stream.Recv()
+		if err != nil {
+			r.err = err
+			if err != io.EOF {
+				r.err = fmt.Errorf("sdk: receiving the message: %w", err)
+			}
+			continue
+		}
+		r.buf = c.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func envelopeToPB(e *Envelope) *pluginpb.Envelope {
+	if e == nil {
+		return nil
+	}
+	ip := ""
+	if e.ClientIP.IsValid() {
+		ip = e.ClientIP.String()
+	}
+	return &pluginpb.Envelope{
+		QueueId: e.QueueID, ClientIp: ip, Helo: e.HELO, Tls: e.TLS, AuthUser: e.AuthUser,
+		MailFrom: e.MailFrom, RcptTo: e.RcptTo, Listener: e.Listener, Pipeline: e.Pipeline, Hostname: e.Hostname,
+	}
+}
+
+func envelopeFromPB(e *pluginpb.Envelope) *Envelope {
+	ip, _ := netip.ParseAddr(e.GetClientIp())
+	return &Envelope{
+		QueueID: e.GetQueueId(), ClientIP: ip, HELO: e.GetHelo(), TLS: e.GetTls(), AuthUser: e.GetAuthUser(),
+		MailFrom: e.GetMailFrom(), RcptTo: e.GetRcptTo(), Listener: e.GetListener(), Pipeline: e.GetPipeline(), Hostname: e.GetHostname(),
+	}
+}
+
+// verdictToPB converts a filter's answer for the wire. A filter error
+// becomes a gRPC error; a verdict with an action that does not exist is
+// the filter's bug and is reported the same way.
+func verdictToPB(v Verdict, err error) (*pluginpb.Verdict, error) {
+	if err != nil {
+		return nil, status.Error(codes.Unknown, err.Error())
+	}
+	if !v.Action.Valid() {
+		return nil, status.Errorf(codes.Internal, "filter returned an unknown action %d", int(v.Action))
+	}
+	pv := &pluginpb.Verdict{
+		Action: pluginpb.Action(v.Action), Code: int32(v.Code), EnhancedCode: v.EnhancedCode, Text: v.Text,
+		Reason: v.Reason, Score: v.Score,
+	}
+	for _, h := range v.AddHeaders {
+		pv.AddHeaders = append(pv.AddHeaders, &pluginpb.HeaderField{Name: h.Name, Value: h.Value})
+	}
+	for _, ar := range v.AuthResults {
+		p := &pluginpb.AuthResult{Method: ar.Method, Result: ar.Result, Reason: ar.Reason}
+		for _, prop := range ar.Properties {
+			p.Properties = append(p.Properties, &pluginpb.AuthProperty{Type: prop.Type, Name: prop.Name, Value: prop.Value})
+		}
+		pv.AuthResults = append(pv.AuthResults, p)
+	}
+	for _, s := range v.Symbols {
+		pv.Symbols = append(pv.Symbols, &pluginpb.Symbol{Name: s.Name, Score: s.Score, Detail: s.Detail})
+	}
+	return pv, nil
+}
+
+// ErrBadVerdict is returned by the host side when a plugin sends a verdict
+// that cannot be right: an unknown action.
+var ErrBadVerdict = errors.New("sdk: plugin returned an invalid verdict")
+
+func verdictFromPB(pv *pluginpb.Verdict, err error) (Verdict, error) {
+	if err != nil {
+		return Verdict{}, err
+	}
+	v := Verdict{
+		Action: Action(pv.GetAction()), Code: int(pv.GetCode()), EnhancedCode: pv.GetEnhancedCode(),
+		Text: pv.GetText(), Reason: pv.GetReason(), Score: pv.GetScore(),
+	}
+	if !v.Action.Valid() {
+		return Verdict{}, fmt.Errorf("%w: action %d", ErrBadVerdict, int(pv.GetAction()))
+	}
+	for _, h := range pv.GetAddHeaders() {
+		v.AddHeaders = append(v.AddHeaders, HeaderField{Name: h.GetName(), Value: h.GetValue()})
+	}
+	for _, ar := range pv.GetAuthResults() {
+		a := AuthResult{Method: ar.GetMethod(), Result: ar.GetResult(), Reason: ar.GetReason()}
+		for _, p := range ar.GetProperties() {
+			a.Properties = append(a.Properties, AuthProperty{Type: p.GetType(), Name: p.GetName(), Value: p.GetValue()})
+		}
+		v.AuthResults = append(v.AuthResults, a)
+	}
+	for _, s := range pv.GetSymbols() {
+		v.Symbols = append(v.Symbols, Symbol{Name: s.GetName(), Score: s.GetScore(), Detail: s.GetDetail()})
+	}
+	return v, nil
+}
+
+var (
+	_ Filter            = (*Remote)(nil)
+	_ ConnectChecker    = (*Remote)(nil)
+	_ MailChecker       = (*Remote)(nil)
+	_ RcptChecker       = (*Remote)(nil)
+	_ Learner           = (*Remote)(nil)
+	_ plugin.GRPCPlugin = (*filterPlugin)(nil)
+)
+
+// PluginSetFor returns the plugin set that serves f, for running a filter
+// in the host's own process (sdktest uses it).
+func PluginSetFor(f Filter) plugin.PluginSet {
+	return plugin.PluginSet{pluginName: &filterPlugin{impl: f}}
+}

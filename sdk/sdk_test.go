@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
@@ -212,4 +213,22 @@ func FuzzParseHeader(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestConfigTypes(t *testing.T) {
+	var c struct {
+		T  sdk.Duration
+		N  sdk.Duration
+		S  sdk.Size
+		S2 sdk.Size
+	}
+	err := sdk.Config{JSON: []byte(`{"t":"1m30s","n":2.5,"s":"10MiB","s2":1000}`)}.Decode(&c)
+	if err != nil || c.T.D() != 90*time.Second || c.N.D() != 2500*time.Millisecond || c.S != 10<<20 || c.S2 != 1000 {
+		t.Errorf("Decode = %+v, %v", c, err)
+	}
+	for _, bad := range []string{`{"t":"soon"}`, `{"s":"10XB"}`, `{"s":-1}`, `{"t":true}`} {
+		if err := (sdk.Config{JSON: []byte(bad)}).Decode(&c); err == nil {
+			t.Errorf("Decode(%s) = nil error", bad)
+		}
+	}
 }

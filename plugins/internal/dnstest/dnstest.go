@@ -1,0 +1,140 @@
+// Package dnstest runs a DNS server on 127.0.0.1 for the plugins' tests,
+// serving a zone the test writes, so that no test asks the real DNS.
+//
+//	srv := dnstest.Start(t, `
+//	example.org.        TXT  "v=spf1 ip4:192.0.2.0/24 -all"
+//	_dmarc.example.org. TXT  "v=DMARC1; p=reject"
+//	`)
+//	// srv.Addr is host:port for the plugin's dns_servers.
+//
+// Names not in the zone get NXDOMAIN; names listed under SERVFAIL get a
+// server failure, and names under TIMEOUT get no answer at all, to test
+// how filters handle DNS failures.
+package dnstest
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// Server is a running test DNS server.
+type Server struct {
+	// Addr is the server's address, host:port, for UDP and TCP.
+	Addr string
+
+	mu       sync.Mutex
+	records  map[string][]dns.RR // by lower-case name
+	servfail map[string]bool
+	timeout  map[string]bool
+	queries  []string
+}
+
+// Start starts a server for the zone, given as RFC 1035 master-file lines
+// ("name [ttl] [class] type data", names absolute), plus lines "SERVFAIL
+// name" and "TIMEOUT name". It stops when the test ends.
+func Start(t testing.TB, zone string) *Server {
+	t.Helper()
+	s := &Server{records: map[string][]dns.RR{}, servfail: map[string]bool{}, timeout: map[string]bool{}}
+	for _, line := range strings.Split(zone, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, ";") {
+			continue
+		}
+		if name, ok := strings.CutPrefix(line, "SERVFAIL "); ok {
+			s.servfail[dns.CanonicalName(strings.TrimSpace(name))] = true
+			continue
+		}
+		if name, ok := strings.CutPrefix(line, "TIMEOUT "); ok {
+			s.timeout[dns.CanonicalName(strings.TrimSpace(name))] = true
+			continue
+		}
+		rr, err := dns.NewRR(line)
+		if err != nil {
+			t.Fatalf("dnstest: %q: %v", line, err)
+		}
+		if rr == nil {
+			continue
+		}
+		name := dns.CanonicalName(rr.Header().Name)
+		s.records[name] = append(s.records[name], rr)
+	}
+	mux := dns.NewServeMux()
+	mux.HandleFunc(".", s.serve)
+	udp := &dns.Server{Addr: "127.0.0.1:0", Net: "udp", Handler: mux}
+	ready := make(chan struct{})
+	udp.NotifyStartedFunc = func() { close(ready) }
+	go udp.ListenAndServe()
+	<-ready
+	s.Addr = udp.PacketConn.LocalAddr().String()
+	tcp := &dns.Server{Addr: s.Addr, Net: "tcp", Handler: mux}
+	tready := make(chan struct{})
+	tcp.NotifyStartedFunc = func() { close(tready) }
+	go tcp.ListenAndServe()
+	<-tready
+	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
+	return s
+}
+
+func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
+	if len(req.Question) != 1 {
+		m := new(dns.Msg)
+		m.SetRcode(req, dns.RcodeFormatError)
+		w.WriteMsg(m)
+		return
+	}
+	q := req.Question[0]
+	name := dns.CanonicalName(q.Name)
+	s.mu.Lock()
+	s.queries = append(s.queries, dns.TypeToString[q.Qtype]+" "+name)
+	rrs, exists := s.records[name]
+	fail, hang := s.servfail[name], s.timeout[name]
+	s.mu.Unlock()
+	if hang {
+		return // no answer: the client times out
+	}
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	switch {
+	case fail:
+		m.SetRcode(req, dns.RcodeServerFailure)
+	case !exists:
+		m.SetRcode(req, dns.RcodeNameError)
+	default:
+		for _, rr := range rrs {
+			if rr.Header().Rrtype == q.Qtype || q.Qtype == dns.TypeANY {
+				m.Answer = append(m.Answer, rr)
+			} else if rr.Header().Rrtype == dns.TypeCNAME {
+				m.Answer = append(m.Answer, rr)
+			}
+		}
+	}
+	w.WriteMsg(m)
+}
+
+// Queries returns the queries seen so far, as "TYPE name.".
+func (s *Server) Queries() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.queries...)
+}
+
+// Set replaces the records of one name (every type), for tests that change
+// the zone as they go.
+func (s *Server) Set(t testing.TB, name string, lines ...string) {
+	t.Helper()
+	var rrs []dns.RR
+	for _, l := range lines {
+		rr, err := dns.NewRR(l)
+		if err != nil {
+			t.Fatalf("dnstest: %q: %v", l, err)
+		}
+		rrs = append(rrs, rr)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records[dns.CanonicalName(name)] = rrs
+}

@@ -1,0 +1,75 @@
+// Package resolver builds the DNS resolver the filter plugins use: the
+// system's, or one that asks only the configured servers (host:port), which
+// is how tests point plugins at a DNS server they start themselves.
+package resolver
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// Config is the DNS part of a plugin's configuration.
+type Config struct {
+	// Servers are DNS servers as host:port; empty means the system
+	// resolver.
+	Servers []string `json:"dns_servers"`
+}
+
+// New returns a resolver that asks servers in turn (a failed server is
+// skipped for the next query), or the system resolver when servers is
+// empty. Every lookup should carry a deadline in its context.
+func New(servers []string) *net.Resolver {
+	if len(servers) == 0 {
+		return net.DefaultResolver
+	}
+	var next atomic.Uint32
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			var errs []error
+			start := next.Add(1)
+			for i := range servers {
+				addr := servers[(int(start)+i)%len(servers)]
+				c, err := d.DialContext(ctx, network, addr)
+				if err == nil {
+					return c, nil
+				}
+				errs = append(errs, err)
+			}
+			return nil, errors.Join(errs...)
+		},
+	}
+}
+
+// IsNotFound reports whether err says the name has no records of the type
+// asked (NXDOMAIN or an empty answer), as opposed to a failure to find out.
+func IsNotFound(err error) bool {
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr) && dnsErr.IsNotFound
+}
+
+// IsTemporary reports whether err is a DNS failure that may pass: a
+// timeout or a server failure. Such failures must never become a permanent
+// decision about a message.
+func IsTemporary(err error) bool {
+	if err == nil || IsNotFound(err) {
+		return false
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return dnsErr.IsTimeout || dnsErr.IsTemporary || !dnsErr.IsNotFound
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || isTimeout(err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// DefaultTimeout bounds one DNS lookup when the configuration sets none.
+const DefaultTimeout = 5 * time.Second

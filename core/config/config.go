@@ -25,6 +25,9 @@ type Config struct {
 	Store Store `yaml:"store" doc:"Mailboxes and accounts."`
 	Auth  Auth  `yaml:"auth" doc:"Password checks and login throttling for SMTP AUTH (and later IMAP, POP3 and webmail)."`
 
+	Plugins   Plugins            `yaml:"plugins" doc:"Where the filter plugins are."`
+	Pipelines map[string][]Stage `yaml:"pipelines" doc:"The filter pipelines, each a list of stages run on every message: inbound for mail from other servers (the MX listener), outbound for mail from authenticated users. A pipeline left out has no stages."`
+
 	file  string              // where the config came from, for messages
 	lines map[string]position // key path -> where it was set
 }
@@ -89,4 +92,30 @@ type Auth struct {
 	MaxFailuresPerIP   int      `yaml:"max_failures_per_ip" default:"10" doc:"Failed logins from one IP address within failure_window, after which further attempts from that address are refused (454 4.7.0) until the window has passed."`
 	MaxFailuresPerUser int      `yaml:"max_failures_per_user" default:"20" doc:"Failed logins for one account within failure_window, after which further attempts for that account are refused until the window has passed."`
 	FailureWindow      Duration `yaml:"failure_window" default:"15m" doc:"The window over which failed logins are counted."`
+}
+
+// Plugins configures where plugins are found.
+type Plugins struct {
+	Dir string `yaml:"dir" doc:"The directory of the built-in plugins. Empty means the plugins directory beside the sluice binary (bin/plugins in the source tree)."`
+}
+
+// Stage is one filter stage of a pipeline.
+type Stage struct {
+	Name    string    `yaml:"name" doc:"The stage's name in logs, message traces and quarantine listings; unique within its pipeline. Default: the plugin's name."`
+	Plugin  string    `yaml:"plugin" doc:"A built-in plugin (clamav, spam, rspamd, spf, dkim, dmarc, dnsbl, example) or the path of a plugin program."`
+	SHA256  string    `yaml:"sha256" doc:"When set, the plugin program must have this SHA-256 checksum (hex); it is checked each time the plugin starts."`
+	Hooks   []string  `yaml:"hooks" doc:"Which hooks run: connect (after HELO), mail, rcpt, data. Empty means every hook the plugin implements."`
+	Timeout Duration  `yaml:"timeout" default:"30s" doc:"How long one check may take before it counts as a failure."`
+	OnError string    `yaml:"on_error" default:"tempfail" doc:"What a failure of the plugin (a crash, a timeout, an error) does to the message: tempfail (4xx, the sender tries again later), accept (as if the stage had no objection) or reject (5xx)."`
+	Config  RawConfig `yaml:"config" doc:"The plugin's own settings, passed to it unchanged (see the plugin's documentation)."`
+	Actions Actions   `yaml:"actions" doc:"What the stage's verdicts and score do."`
+}
+
+// Actions maps a stage's results to what happens to the message.
+type Actions struct {
+	Reject       string  `yaml:"reject" doc:"What a reject verdict of this stage does: reject, tempfail, quarantine, junk or continue. Empty means reject."`
+	Quarantine   string  `yaml:"quarantine" doc:"What a quarantine verdict does: quarantine, junk, reject or continue. Empty means quarantine."`
+	JunkAt       float64 `yaml:"junk_at" doc:"Deliver to the local recipients' Junk folder when the stage's score reaches this value; 0 turns it off."`
+	QuarantineAt float64 `yaml:"quarantine_at" doc:"Quarantine the message when the stage's score reaches this value; 0 turns it off."`
+	RejectAt     float64 `yaml:"reject_at" doc:"Reject the message when the stage's score reaches this value; 0 turns it off."`
 }

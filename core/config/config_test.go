@@ -207,3 +207,50 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestPipelines(t *testing.T) {
+	c, err := parse(t, `
+pipelines:
+  inbound:
+    - plugin: clamav
+      config: {address: "tcp://127.0.0.1:3310", max_size: 25MiB, nested: {list: [1, two]}}
+    - plugin: /opt/filters/my-filter.bin
+      hooks: [connect, data]
+      timeout: 5s
+      on_error: accept
+      actions: {reject: quarantine, junk_at: 5.5}
+  outbound: []
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := c.Pipelines["inbound"]
+	if len(in) != 2 {
+		t.Fatalf("inbound = %+v", in)
+	}
+	if in[0].Name != "clamav" || in[0].Timeout.D() != 30*time.Second || in[0].OnError != "tempfail" {
+		t.Errorf("stage 0 defaults = %+v", in[0])
+	}
+	if got := string(in[0].Config.JSON); got != `{"address":"tcp://127.0.0.1:3310","max_size":"25MiB","nested":{"list":[1,"two"]}}` {
+		t.Errorf("stage 0 config JSON = %s", got)
+	}
+	if in[1].Name != "my-filter" || in[1].OnError != "accept" || in[1].Timeout.D() != 5*time.Second || in[1].Actions.Reject != "quarantine" || in[1].Actions.JunkAt != 5.5 {
+		t.Errorf("stage 1 = %+v", in[1])
+	}
+	bad := []struct{ yml, want string }{
+		{"pipelines:\n  sideways: []\n", "unknown pipeline \"sideways\""},
+		{"pipelines:\n  inbound:\n    - name: x\n", "pipelines.inbound[0]: plugin is required"},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n      hooks: [helo]\n", "pipelines.inbound[0].hooks[0]: \"helo\" is not one of"},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n    - plugin: spam\n", "two stages are named \"spam\""},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n      on_error: ignore\n", "on_error: \"ignore\" is not one of tempfail, accept, reject"},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n      sha256: abc\n", "sha256: must be 64 hex digits"},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n      config: [1, 2]\n", "expected a mapping of the plugin's settings"},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n      actions: {reject: explode}\n", "actions.reject: \"explode\" is not one of"},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n      timout: 5s\n", "unknown key \"timout\" (did you mean \"timeout\"?)"},
+	}
+	for _, b := range bad {
+		if _, err := parse(t, b.yml); err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", b.yml, err, b.want)
+		}
+	}
+}

@@ -186,12 +186,24 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, en := range n.Content {
-			d.decode(en, s.Index(i), fmt.Sprintf("%s[%d]", key, i))
+			sub := fmt.Sprintf("%s[%d]", key, i)
+			if s.Index(i).Kind() == reflect.Struct && !s.Index(i).Addr().Type().Implements(unmarshalerType) {
+				// Elements of a list get their defaults like top-level fields.
+				if err := applyDefaults(s.Index(i), sub); err != nil {
+					d.fail(en, sub, "%v", err)
+					continue
+				}
+			}
+			d.decode(en, s.Index(i), sub)
 		}
 		v.Set(s)
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			d.fail(n, key, "expected a mapping, got %s", describe(n))
+			return
+		}
+		if len(n.Content) == 0 {
+			v.SetZero()
 			return
 		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)

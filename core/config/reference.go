@@ -40,7 +40,52 @@ func writeStruct(b *strings.Builder, v reflect.Value, depth int) {
 			continue
 		}
 		fmt.Fprintf(b, "%s%s: %s\n", indent, name, yamlValue(fv))
+		if et := elemStruct(fv.Type()); et != nil {
+			writeElemDoc(b, reflect.New(*et).Elem(), indent)
+		}
 	}
+}
+
+// elemStruct returns the struct type of a list's (or a map of lists')
+// elements, or nil.
+func elemStruct(t reflect.Type) *reflect.Type {
+	for t.Kind() == reflect.Map || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil
+	}
+	return &t
+}
+
+// writeElemDoc documents the fields of a list element as comments, with
+// their defaults: the list itself is empty by default.
+func writeElemDoc(b *strings.Builder, v reflect.Value, indent string) {
+	if err := applyDefaults(v, ""); err != nil {
+		panic(err)
+	}
+	fmt.Fprintf(b, "%s# Each entry (stage) of each list has these keys:\n", indent)
+	var walk func(v reflect.Value, pad string)
+	walk = func(v reflect.Value, pad string) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			for _, line := range wrap(f.Tag.Get("doc"), 88-len(indent)-len(pad)) {
+				fmt.Fprintf(b, "%s#%s  # %s\n", indent, pad, line)
+			}
+			fv := v.Field(i)
+			if fv.Kind() == reflect.Struct && !fv.Addr().Type().Implements(unmarshalerType) {
+				fmt.Fprintf(b, "%s#%s  %s:\n", indent, pad, yamlName(f))
+				walk(fv, pad+"  ")
+				continue
+			}
+			fmt.Fprintf(b, "%s#%s  %s: %s\n", indent, pad, yamlName(f), yamlValue(fv))
+		}
+	}
+	walk(v, "")
 }
 
 func yamlValue(v reflect.Value) string {
@@ -54,6 +99,14 @@ func yamlValue(v reflect.Value) string {
 			return fmt.Sprintf("%q", x)
 		}
 		return x
+	case RawConfig:
+		return x.String()
+	case map[string][]Stage:
+		if len(x) == 0 {
+			return "{}"
+		}
+	case float64:
+		return fmt.Sprint(x)
 	case []string:
 		if len(x) == 0 {
 			return "[]"

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -128,4 +129,60 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 var (
 	_ yaml.Unmarshaler = (*Duration)(nil)
 	_ yaml.Unmarshaler = (*Size)(nil)
+	_ yaml.Unmarshaler = (*RawConfig)(nil)
 )
+
+// RawConfig is a plugin's own configuration: any YAML mapping, kept as
+// JSON to be passed to the plugin unchanged.
+type RawConfig struct {
+	JSON []byte // a JSON object; nil when the YAML has none
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (r *RawConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("expected a mapping of the plugin's settings")
+	}
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	data, err := json.Marshal(jsonable(v))
+	if err != nil {
+		return fmt.Errorf("plugin settings: %v", err)
+	}
+	r.JSON = data
+	return nil
+}
+
+// jsonable converts what yaml.v3 decodes (maps with any keys) into values
+// encoding/json accepts.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = jsonable(e)
+		}
+		return x
+	case map[any]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[fmt.Sprint(k)] = jsonable(e)
+		}
+		return m
+	case []any:
+		for i, e := range x {
+			x[i] = jsonable(e)
+		}
+		return x
+	}
+	return v
+}
+
+// String returns the JSON, or "{}".
+func (r RawConfig) String() string {
+	if len(r.JSON) == 0 {
+		return "{}"
+	}
+	return string(r.JSON)
+}

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -112,6 +114,8 @@ func (c *Config) Validate() error {
 	v.atLeast("auth.max_failures_per_user", c.Auth.MaxFailuresPerUser, 1)
 	v.positive("auth.failure_window", int64(c.Auth.FailureWindow))
 
+	v.pipelines()
+
 	if len(v.errs) > 0 {
 		// Report in file order, as parse errors are.
 		slices.SortStableFunc(v.errs, func(a, b *Error) int {
@@ -186,4 +190,89 @@ func checkHostPort(addr string) error {
 		}
 	}
 	return nil
+}
+
+// Pipeline names.
+const (
+	PipelineInbound  = "inbound"
+	PipelineOutbound = "outbound"
+)
+
+// Hook names of a stage.
+var stageHooks = []string{"connect", "mail", "rcpt", "data"}
+
+func (v *validator) pipelines() {
+	names := make([]string, 0, len(v.c.Pipelines))
+	for name := range v.c.Pipelines {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, pname := range names {
+		key := "pipelines." + pname
+		if pname != PipelineInbound && pname != PipelineOutbound {
+			v.errf(key, "unknown pipeline %q (inbound or outbound)", pname)
+			continue
+		}
+		seen := map[string]bool{}
+		for i := range v.c.Pipelines[pname] {
+			st := &v.c.Pipelines[pname][i]
+			sk := fmt.Sprintf("%s[%d]", key, i)
+			if strings.TrimSpace(st.Plugin) == "" {
+				v.errf(sk, "plugin is required")
+				continue
+			}
+			if st.Name == "" {
+				st.Name = StagePluginName(st.Plugin)
+			}
+			if !validStageName(st.Name) {
+				v.errf(sk+".name", "%q: use letters, digits, - and _", st.Name)
+			}
+			if seen[st.Name] {
+				v.errf(sk+".name", "two stages are named %q in pipeline %s; give one a name", st.Name, pname)
+			}
+			seen[st.Name] = true
+			if st.SHA256 != "" {
+				if b, err := hex.DecodeString(st.SHA256); err != nil || len(b) != 32 {
+					v.errf(sk+".sha256", "must be 64 hex digits")
+				}
+			}
+			for j, h := range st.Hooks {
+				if !slices.Contains(stageHooks, h) {
+					v.errf(fmt.Sprintf("%s.hooks[%d]", sk, j), "%q is not one of %s", h, strings.Join(stageHooks, ", "))
+				}
+			}
+			v.positive(sk+".timeout", int64(st.Timeout))
+			v.oneOf(sk+".on_error", st.OnError, "tempfail", "accept", "reject")
+			if st.Actions.Reject != "" {
+				v.oneOf(sk+".actions.reject", st.Actions.Reject, "reject", "tempfail", "quarantine", "junk", "continue")
+			}
+			if st.Actions.Quarantine != "" {
+				v.oneOf(sk+".actions.quarantine", st.Actions.Quarantine, "quarantine", "junk", "reject", "continue")
+			}
+			for name, t := range map[string]float64{"junk_at": st.Actions.JunkAt, "quarantine_at": st.Actions.QuarantineAt, "reject_at": st.Actions.RejectAt} {
+				if t < 0 {
+					v.errf(sk+".actions."+name, "must not be negative")
+				}
+			}
+		}
+	}
+}
+
+// StagePluginName is the default name of a stage: the plugin's name, or
+// the base name of its path without an extension.
+func StagePluginName(plugin string) string {
+	base := filepath.Base(plugin)
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}
+
+func validStageName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }

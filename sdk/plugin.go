@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -52,6 +53,11 @@ func Serve(f Filter) {
 			"Try: sluice pipeline test MESSAGE.eml\n", name, ProtocolVersion)
 		os.Exit(1)
 	}
+	logger := hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Info, JSONFormat: true})
+	// What the filter logs with the standard log package reaches Sluice's
+	// log at the level its prefix says ("[WARN] ..."), info by default.
+	log.SetFlags(0)
+	log.SetOutput(logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.NoLevel}))
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: handshake,
 		Plugins:         plugin.PluginSet{pluginName: &filterPlugin{impl: f}},
@@ -59,7 +65,7 @@ func Serve(f Filter) {
 			opts = append(opts, grpc.MaxRecvMsgSize(maxGRPCMessage), grpc.MaxSendMsgSize(maxGRPCMessage))
 			return grpc.NewServer(opts...)
 		},
-		Logger: hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Info, JSONFormat: true}),
+		Logger: logger,
 	})
 }
 

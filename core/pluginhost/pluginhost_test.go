@@ -1,0 +1,195 @@
+package pluginhost
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-mail/sluice/sdk"
+)
+
+var faultyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pluginhost-")
+	if err != nil {
+		panic(err)
+	}
+	faultyBin = filepath.Join(dir, "faulty")
+	if out, err := exec.Command("go", "build", "-o", faultyBin, "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the faulty plugin: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+var fast = Options{HealthEvery: 200 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
+
+func startFaulty(t *testing.T, spec Spec) *Plugin {
+	t.Helper()
+	if spec.Path == "" {
+		spec.Path = faultyBin
+	}
+	if spec.Stage == "" {
+		spec.Stage = "faulty"
+	}
+	p, err := Start(context.Background(), spec, fast, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func message(subject string) *sdk.Message {
+	raw := "Subject: " + subject + "\r\n\r\nbody\r\n"
+	h, _ := sdk.ParseHeader(bufio.NewReader(strings.NewReader(raw)))
+	return &sdk.Message{Header: h, Size: int64(len(raw)), Data: strings.NewReader(raw)}
+}
+
+func check(p *Plugin, subject string, timeout time.Duration) (sdk.Verdict, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return p.Check(ctx, message(subject))
+}
+
+// waitServing waits until the plugin answers checks again after a
+// restart.
+func waitServing(t *testing.T, p *Plugin, restarts int64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if p.Restarts() >= restarts {
+			if v, err := check(p, "hello", 2*time.Second); err == nil && v.Action == sdk.Continue {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("plugin not serving after %d restarts (has %d)", restarts, p.Restarts())
+}
+
+func TestStartAndCheck(t *testing.T) {
+	p := startFaulty(t, Spec{})
+	if info := p.Info(); info.Name != "faulty" || !info.Has(sdk.HookConnect) || !info.Has(sdk.HookData) || info.Has(sdk.HookRcpt) {
+		t.Errorf("Info = %+v", info)
+	}
+	v, err := check(p, "hello", 5*time.Second)
+	if err != nil || v.Action != sdk.Continue || len(v.AddHeaders) != 1 || v.Symbols[0].Name != "FAULTY_SEEN" {
+		t.Fatalf("Check = %+v, %v", v, err)
+	}
+	if v, err := check(p, "reject", 5*time.Second); err != nil || v.Action != sdk.Reject || v.Code != 550 {
+		t.Errorf("Check(reject) = %+v, %v", v, err)
+	}
+	if _, err := check(p, "error", 5*time.Second); err == nil || !strings.Contains(err.Error(), "failing as asked") {
+		t.Errorf("Check(error) = %v", err)
+	}
+	if p.Restarts() != 0 {
+		t.Errorf("an error verdict restarted the plugin")
+	}
+}
+
+func TestChecksumAndRefusal(t *testing.T) {
+	data, _ := os.ReadFile(faultyBin)
+	sum := sha256.Sum256(data)
+	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: hex.EncodeToString(sum[:])}, fast, testLog(t)); err != nil {
+		t.Errorf("Start with the right checksum = %v", err)
+	}
+	wrong := strings.Repeat("ab", 32)
+	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: wrong}, fast, testLog(t)); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("Start with a wrong checksum = %v", err)
+	}
+	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, Config: []byte(`{"refuse":true}`)}, fast, testLog(t)); err == nil || !strings.Contains(err.Error(), "configuration refused: refused as asked") {
+		t.Errorf("Start with a refused config = %v", err)
+	}
+	if _, err := Start(context.Background(), Spec{Stage: "s", Path: "/nonexistent/plugin"}, fast, testLog(t)); err == nil {
+		t.Error("Start of a missing program = nil")
+	}
+}
+
+func TestCrashDuringCheckRestarts(t *testing.T) {
+	p := startFaulty(t, Spec{})
+	pid := p.PID()
+	if _, err := check(p, "crash", 5*time.Second); err == nil {
+		t.Fatal("a check that crashed the plugin returned no error")
+	}
+	waitServing(t, p, 1)
+	if p.PID() == pid || p.PID() == 0 {
+		t.Errorf("PID after restart = %d, before %d", p.PID(), pid)
+	}
+}
+
+func TestHangPastTimeoutRestarts(t *testing.T) {
+	p := startFaulty(t, Spec{})
+	start := time.Now()
+	_, err := check(p, "hang", 300*time.Millisecond)
+	if err == nil {
+		t.Fatal("a hung check returned no error")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the hung check took %v to fail; the deadline was 300ms", d)
+	}
+	waitServing(t, p, 1)
+}
+
+func TestGarbageVerdictRestarts(t *testing.T) {
+	p := startFaulty(t, Spec{})
+	if _, err := check(p, "garbage", 5*time.Second); !errors.Is(err, sdk.ErrBadVerdict) {
+		t.Fatalf("garbage verdict: err = %v, want ErrBadVerdict", err)
+	}
+	waitServing(t, p, 1)
+}
+
+func TestKilledFromOutsideRestarts(t *testing.T) {
+	p := startFaulty(t, Spec{})
+	pid := p.PID()
+	if pid == 0 {
+		t.Fatal("no PID")
+	}
+	// A check in flight when the process is killed fails; later ones work.
+	errc := make(chan error, 1)
+	go func() { _, err := check(p, "sleep:2s", 10*time.Second); errc <- err }()
+	time.Sleep(200 * time.Millisecond)
+	syscall.Kill(pid, syscall.SIGKILL)
+	if err := <-errc; err == nil {
+		t.Error("the check in flight during SIGKILL returned no error")
+	}
+	waitServing(t, p, 1)
+}
+
+func TestCloseStopsProcess(t *testing.T) {
+	p, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin}, fast, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.PID()
+	p.Close()
+	if _, err := check(p, "hello", time.Second); !errors.Is(err, ErrDown) {
+		t.Errorf("Check after Close = %v, want ErrDown", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("process %d still alive after Close", pid)
+	}
+}

@@ -1,0 +1,450 @@
+// Package pipeline runs a message through the filter stages of a pipeline
+// and merges their verdicts into one outcome.
+//
+// A Pipeline is an ordered list of stages, each an sdk.Filter (a plugin
+// process in production, an in-process filter in tests). At each SMTP
+// hook, the stages that implement it run concurrently, each under its own
+// timeout; their results are then merged in the order of the YAML, so the
+// outcome does not depend on which stage answered first:
+//
+//   - A stage's verdict is first mapped through its actions: a reject may
+//     be configured to quarantine, a score past junk_at to Junk, and so on.
+//     A stage that failed (crashed, timed out, errored) gets its on_error:
+//     tempfail, accept or reject.
+//   - The first stage, in YAML order, whose action is reject, tempfail or
+//     discard decides the outcome. Otherwise the outcome is quarantine if
+//     any stage asked for it, else junk if any did, else continue.
+//   - Scores are summed; headers to add and Authentication-Results
+//     entries are collected in stage order.
+//
+// Every stage's result goes into the trace (stage, hook, action, score,
+// symbols, time, error), which is kept with the message in the queue.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/sdk"
+)
+
+// Action is what happens to a message (or, at RCPT, a recipient).
+type Action string
+
+const (
+	Continue   Action = "continue"
+	Reject     Action = "reject"
+	Tempfail   Action = "tempfail"
+	Quarantine Action = "quarantine"
+	Junk       Action = "junk"
+	Discard    Action = "discard"
+)
+
+// decisive reports whether an action ends the evaluation.
+func (a Action) decisive() bool { return a == Reject || a == Tempfail || a == Discard }
+
+// Hooks, in the order they run.
+const (
+	HookConnect = sdk.HookConnect
+	HookMail    = sdk.HookMail
+	HookRcpt    = sdk.HookRcpt
+	HookData    = sdk.HookData
+)
+
+// Stage is one filter of a pipeline.
+type Stage struct {
+	Name    string
+	Filter  sdk.Filter
+	Hooks   map[string]bool // the hooks this stage runs
+	Timeout time.Duration
+	OnError string // tempfail, accept or reject
+	Actions config.Actions
+	// Learns is set when the filter learns from examples (sdk.Learner).
+	Learns bool
+}
+
+// Pipeline is an ordered list of stages.
+type Pipeline struct {
+	Name     string // inbound or outbound
+	Stages   []*Stage
+	Hostname string // the authserv-id of the Authentication-Results header
+	Log      *slog.Logger
+}
+
+// Symbol is a named part of a stage's score.
+type Symbol struct {
+	Name   string  `json:"name"`
+	Score  float64 `json:"score,omitempty"`
+	Detail string  `json:"detail,omitempty"`
+}
+
+// StageResult is one stage's result at one hook: an entry of the trace.
+type StageResult struct {
+	Stage   string   `json:"stage"`
+	Hook    string   `json:"hook"`
+	Action  Action   `json:"action"`            // after the stage's actions and on_error
+	Verdict string   `json:"verdict,omitempty"` // what the plugin said, when it differs
+	Score   float64  `json:"score,omitempty"`
+	Symbols []Symbol `json:"symbols,omitempty"`
+	Reason  string   `json:"reason,omitempty"`
+	Error   string   `json:"error,omitempty"` // the plugin failed; Action is its on_error
+	Ms      float64  `json:"ms"`
+}
+
+// Outcome is the merged result of a hook.
+type Outcome struct {
+	Action Action
+	// For Reject and Tempfail: the SMTP reply.
+	Code     int
+	Enhanced string
+	Text     string
+	// Stage is the stage that decided (for a decisive action); Reason is
+	// its reason, for the log.
+	Stage  string
+	Reason string
+	// Score is the sum of the stages' scores.
+	Score float64
+	// AddHeaders and AuthResults come from the stages, in stage order.
+	AddHeaders  []sdk.HeaderField
+	AuthResults []sdk.AuthResult
+	Trace       []StageResult
+}
+
+// Merge folds a later hook's outcome into o, for a transaction that
+// carries the connect and MAIL results into DATA: scores add up, quarantine
+// and junk stick, traces and headers accumulate. A decisive action in
+// later replaces o's.
+func (o *Outcome) Merge(later Outcome) {
+	o.Score += later.Score
+	o.AddHeaders = append(o.AddHeaders, later.AddHeaders...)
+	o.AuthResults = append(o.AuthResults, later.AuthResults...)
+	o.Trace = append(o.Trace, later.Trace...)
+	switch {
+	case later.Action.decisive():
+		o.Action, o.Code, o.Enhanced, o.Text, o.Stage, o.Reason = later.Action, later.Code, later.Enhanced, later.Text, later.Stage, later.Reason
+	case o.Action.decisive():
+	case later.Action == Quarantine || (later.Action == Junk && o.Action != Quarantine):
+		o.Action, o.Stage, o.Reason = later.Action, later.Stage, later.Reason
+	case o.Action == "":
+		o.Action = later.Action
+	}
+}
+
+// Stages returns the stages that run at hook.
+func (p *Pipeline) stagesFor(hook string) []*Stage {
+	if p == nil {
+		return nil
+	}
+	var out []*Stage
+	for _, s := range p.Stages {
+		if s.Hooks[hook] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Has reports whether any stage runs at hook.
+func (p *Pipeline) Has(hook string) bool { return len(p.stagesFor(hook)) > 0 }
+
+// Connect runs the connect hook.
+func (p *Pipeline) Connect(ctx context.Context, env *sdk.Envelope) Outcome {
+	return p.run(ctx, HookConnect, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+		c, ok := s.Filter.(sdk.ConnectChecker)
+		if !ok {
+			return sdk.Accept(), nil
+		}
+		return c.CheckConnect(ctx, env)
+	})
+}
+
+// Mail runs the MAIL hook.
+func (p *Pipeline) Mail(ctx context.Context, env *sdk.Envelope) Outcome {
+	return p.run(ctx, HookMail, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+		c, ok := s.Filter.(sdk.MailChecker)
+		if !ok {
+			return sdk.Accept(), nil
+		}
+		return c.CheckMail(ctx, env)
+	})
+}
+
+// Rcpt runs the RCPT hook for one recipient.
+func (p *Pipeline) Rcpt(ctx context.Context, env *sdk.Envelope, rcpt string) Outcome {
+	return p.run(ctx, HookRcpt, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+		c, ok := s.Filter.(sdk.RcptChecker)
+		if !ok {
+			return sdk.Accept(), nil
+		}
+		return c.CheckRcpt(ctx, env, rcpt)
+	})
+}
+
+// Opener opens the message anew for each stage, so that stages read it
+// concurrently and independently.
+type Opener func() (io.ReadCloser, error)
+
+// Data runs the data hook: every stage gets the envelope, the parsed
+// header and its own stream of the message.
+func (p *Pipeline) Data(ctx context.Context, env *sdk.Envelope, header sdk.Header, size int64, open Opener) Outcome {
+	return p.run(ctx, HookData, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+		r, err := open()
+		if err != nil {
+			return sdk.Verdict{}, fmt.Errorf("pipeline: opening the message: %w", err)
+		}
+		defer r.Close()
+		msg := &sdk.Message{Envelope: *env, Header: header, Size: size, Data: r}
+		return s.Filter.Check(ctx, msg)
+	})
+}
+
+type stageRun struct {
+	v   sdk.Verdict
+	err error
+	dur time.Duration
+}
+
+func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Context, *Stage) (sdk.Verdict, error)) Outcome {
+	stages := p.stagesFor(hook)
+	out := Outcome{Action: Continue}
+	if len(stages) == 0 {
+		return out
+	}
+	runs := make([]stageRun, len(stages))
+	dones := make([]chan stageRun, len(stages))
+	start := time.Now()
+	for i, s := range stages {
+		dones[i] = make(chan stageRun, 1)
+		go func() {
+			sctx, cancel := context.WithTimeout(ctx, s.Timeout)
+			defer cancel()
+			v, err := safeCheck(sctx, s, check)
+			if err != nil && sctx.Err() == context.DeadlineExceeded {
+				err = fmt.Errorf("%w after %v", context.DeadlineExceeded, s.Timeout)
+			}
+			dones[i] <- stageRun{v: v, err: err, dur: time.Since(start)}
+		}()
+	}
+	// Wait for each stage until its deadline (and a little more for the
+	// answer to arrive), never longer: a filter that ignores its context
+	// is left behind, not waited for.
+	for i, s := range stages {
+		timer := time.NewTimer(time.Until(start.Add(s.Timeout + 50*time.Millisecond)))
+		select {
+		case runs[i] = <-dones[i]:
+		case <-timer.C:
+			runs[i] = stageRun{err: fmt.Errorf("%w after %v", context.DeadlineExceeded, s.Timeout), dur: time.Since(start)}
+		}
+		timer.Stop()
+	}
+	var sticky Action = Continue
+	var stickyStage, stickyReason string
+	decided := false
+	for i, s := range stages {
+		res, act := p.result(hook, s, runs[i])
+		out.Trace = append(out.Trace, res)
+		if runs[i].err == nil {
+			out.Score += runs[i].v.Score
+			if !decided {
+				out.AddHeaders = append(out.AddHeaders, runs[i].v.AddHeaders...)
+				out.AuthResults = append(out.AuthResults, runs[i].v.AuthResults...)
+			}
+		}
+		switch {
+		case decided:
+		case act.decisive():
+			decided = true
+			out.Action, out.Stage, out.Reason = act, s.Name, res.Reason
+			if res.Error != "" {
+				out.Reason = "plugin failed: " + res.Error
+			}
+			out.Code, out.Enhanced, out.Text = reply(act, runs[i], hook)
+		case act == Quarantine || (act == Junk && sticky != Quarantine):
+			sticky, stickyStage, stickyReason = act, s.Name, res.Reason
+		}
+	}
+	if !decided {
+		out.Action, out.Stage, out.Reason = sticky, stickyStage, stickyReason
+	}
+	return out
+}
+
+// safeCheck runs one stage, turning a panic of an in-process filter into an
+// error.
+func safeCheck(ctx context.Context, s *Stage, check func(context.Context, *Stage) (sdk.Verdict, error)) (v sdk.Verdict, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pipeline: stage %s panicked: %v", s.Name, r)
+		}
+	}()
+	return check(ctx, s)
+}
+
+// result maps one stage's verdict (or failure) to its action and trace
+// entry.
+func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Action) {
+	res := StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000}
+	if r.err != nil {
+		res.Error = errorText(r.err)
+		switch s.OnError {
+		case "accept":
+			res.Action = Continue
+		case "reject":
+			res.Action = Reject
+		default:
+			res.Action = Tempfail
+		}
+		if p.Log != nil {
+			p.Log.Warn("filter stage failed", "stage", s.Name, "hook", hook, "err", res.Error, "on_error", s.OnError)
+		}
+		return res, res.Action
+	}
+	v := r.v
+	res.Score, res.Reason = v.Score, clean(v.Reason, 500)
+	for _, sym := range v.Symbols {
+		res.Symbols = append(res.Symbols, Symbol{Name: clean(sym.Name, 100), Score: sym.Score, Detail: clean(sym.Detail, 300)})
+	}
+	act := verdictAction(v.Action)
+	switch {
+	case act == Reject && s.Actions.Reject != "":
+		act = Action(s.Actions.Reject)
+	case act == Quarantine && s.Actions.Quarantine != "":
+		act = Action(s.Actions.Quarantine)
+	}
+	if byScore := scoreAction(s.Actions, v.Score); severity(byScore) > severity(act) {
+		act = byScore
+		if res.Reason == "" {
+			res.Reason = fmt.Sprintf("score %.2f", v.Score)
+		}
+	}
+	if hook != HookData && (act == Discard) {
+		act = Continue // only a whole message can be discarded
+	}
+	res.Action = act
+	if string(act) != verdictAction(v.Action).String() {
+		res.Verdict = verdictAction(v.Action).String()
+	}
+	return res, act
+}
+
+func (a Action) String() string { return string(a) }
+
+func verdictAction(a sdk.Action) Action {
+	switch a {
+	case sdk.Reject:
+		return Reject
+	case sdk.Tempfail:
+		return Tempfail
+	case sdk.Quarantine:
+		return Quarantine
+	case sdk.Discard:
+		return Discard
+	}
+	return Continue
+}
+
+// scoreAction is the most severe action whose threshold the score reaches.
+func scoreAction(a config.Actions, score float64) Action {
+	switch {
+	case a.RejectAt > 0 && score >= a.RejectAt:
+		return Reject
+	case a.QuarantineAt > 0 && score >= a.QuarantineAt:
+		return Quarantine
+	case a.JunkAt > 0 && score >= a.JunkAt:
+		return Junk
+	}
+	return Continue
+}
+
+// severity orders actions for the score thresholds of one stage.
+func severity(a Action) int {
+	return slices.Index([]Action{Continue, Junk, Quarantine, Discard, Tempfail, Reject}, a)
+}
+
+// reply returns the SMTP reply for a decisive action: the plugin's when it
+// is well formed and of the right class, a default otherwise.
+func reply(a Action, r stageRun, hook string) (int, string, string) {
+	switch a {
+	case Reject:
+		code, enh, text := 550, "5.7.1", "Message refused"
+		if hook == HookRcpt {
+			text = "Recipient refused"
+		}
+		if hook == HookConnect {
+			code, text = 554, "Connection refused"
+		}
+		if r.err == nil && r.v.Action == sdk.Reject {
+			return pick(r.v, code, enh, text, 5)
+		}
+		return code, enh, text
+	case Tempfail:
+		code, enh, text := 451, "4.7.1", "Try again later"
+		if r.err != nil {
+			return 451, "4.3.0", "Temporary filter failure, try again later"
+		}
+		if r.v.Action == sdk.Tempfail {
+			return pick(r.v, code, enh, text, 4)
+		}
+		return code, enh, text
+	}
+	return 250, "2.0.0", ""
+}
+
+func pick(v sdk.Verdict, code int, enh, text string, class int) (int, string, string) {
+	if v.Code/100 == class && v.Code >= class*100+21 && v.Code <= class*100+99 {
+		code = v.Code
+	}
+	if validEnhanced(v.EnhancedCode, class) {
+		enh = v.EnhancedCode
+	}
+	if t := clean(v.Text, 200); t != "" {
+		text = t
+	}
+	return code, enh, text
+}
+
+// validEnhanced checks an RFC 3463 status code of the given class.
+func validEnhanced(s string, class int) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || parts[0] != fmt.Sprint(class) {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if p == "" || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// clean makes a string from a plugin safe for a reply, a header comment or
+// a log line: printable, one line, bounded.
+func clean(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "")
+	}
+	return s
+}
+
+func errorText(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out: " + err.Error()
+	default:
+		return clean(err.Error(), 300)
+	}
+}

@@ -154,6 +154,9 @@ func (p *Pipeline) stagesFor(hook string) []*Stage {
 // Has reports whether any stage runs at hook.
 func (p *Pipeline) Has(hook string) bool { return len(p.stagesFor(hook)) > 0 }
 
+// Empty reports whether the pipeline has no stages at all.
+func (p *Pipeline) Empty() bool { return p == nil || len(p.Stages) == 0 }
+
 // Connect runs the connect hook.
 func (p *Pipeline) Connect(ctx context.Context, env *sdk.Envelope) Outcome {
 	return p.run(ctx, HookConnect, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {

@@ -28,6 +28,16 @@ type Set struct {
 	closed bool
 }
 
+// NewSet returns a set of pipelines whose stages are not plugin processes
+// (in-process filters), for tests and for embedding Sluice.
+func NewSet(pipelines ...*Pipeline) *Set {
+	s := &Set{pipelines: map[string]*Pipeline{}, plugins: map[string]*pluginhost.Plugin{}}
+	for _, p := range pipelines {
+		s.pipelines[p.Name] = p
+	}
+	return s
+}
+
 // Get returns the named pipeline (inbound or outbound); a pipeline the
 // configuration does not define has no stages.
 func (s *Set) Get(name string) *Pipeline {

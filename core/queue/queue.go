@@ -37,6 +37,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/durable"
 	"github.com/sluice-mail/sluice/core/ids"
+	"github.com/sluice-mail/sluice/core/pipeline"
 )
 
 // Errors returned by the queue.
@@ -73,6 +74,9 @@ type Status string
 const (
 	StatusActive Status = "active" // being delivered
 	StatusHold   Status = "hold"   // kept until released by an administrator
+	// StatusQuarantine is a message a filter stage held back: kept, not
+	// delivered, with its trace, until an administrator releases it.
+	StatusQuarantine Status = "quarantine"
 )
 
 // Recipient is one envelope recipient after routing. A RCPT TO that an
@@ -114,7 +118,12 @@ type Message struct {
 	SMTPUTF8   bool        `json:"smtputf8,omitempty"`
 	Body8Bit   bool        `json:"body_8bit,omitempty"`
 	Status     Status      `json:"status"`
-	HoldReason string      `json:"hold_reason,omitempty"`
+	HoldReason string      `json:"hold_reason,omitempty"` // why on hold or in quarantine
+	// The filter pipeline that checked the message, its summed score and
+	// each stage's result.
+	Pipeline string                 `json:"pipeline,omitempty"`
+	Score    float64                `json:"score,omitempty"`
+	Trace    []pipeline.StageResult `json:"trace,omitempty"`
 }
 
 // Done reports whether every recipient is final.
@@ -164,6 +173,8 @@ type Queue struct {
 
 	spaceChecked atomic.Int64 // unix nanoseconds of the last statfs
 	spaceLow     atomic.Bool
+
+	temps tempPool
 }
 
 // Open opens the queue in opts.Dir, creating it if needed, and recovers
@@ -203,12 +214,25 @@ func Open(opts Options) (*Queue, error) {
 		return nil, err
 	}
 	q.recovered = rep
+	// Temporary files are recreated empty at each start (recovery removed
+	// the old ones with the other stray entries of the spool).
+	q.temps.dir = filepath.Join(spool, "tmp")
+	if err := os.MkdirAll(q.temps.dir, 0o700); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("queue: %w", err)
+	}
 	return q, nil
 }
 
 // Close closes the database. Pending work stays in the queue.
 func (q *Queue) Close() error {
 	q.local.close()
+	q.temps.mu.Lock()
+	for _, f := range q.temps.idle {
+		f.Close()
+	}
+	q.temps.idle = nil
+	q.temps.mu.Unlock()
 	return q.db.Close()
 }
 
@@ -272,17 +296,29 @@ type SpoolWriter struct {
 // Create starts the spool file of a new message.
 func (q *Queue) Create() (*SpoolWriter, error) {
 	for range 3 {
-		id := NewID()
-		f, err := os.OpenFile(q.SpoolPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		w, err := q.CreateWithID(NewID())
 		if errors.Is(err, os.ErrExist) {
 			continue
 		}
-		if err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
-		}
-		return &SpoolWriter{q: q, id: id, f: f, buf: bufio.NewWriterSize(f, 32<<10)}, nil
+		return w, err
 	}
 	return nil, errors.New("queue: could not pick a unique ID")
+}
+
+// CreateWithID starts the spool file of a new message whose ID was chosen
+// earlier (see Temp). It fails with os.ErrExist if the ID is taken.
+func (q *Queue) CreateWithID(id string) (*SpoolWriter, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("queue: invalid ID %q", id)
+	}
+	f, err := os.OpenFile(q.SpoolPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	return &SpoolWriter{q: q, id: id, f: f, buf: bufio.NewWriterSize(f, 32<<10)}, nil
 }
 
 // ID returns the new message's queue ID.
@@ -451,12 +487,13 @@ func (q *Queue) Hold(id, reason string) error {
 	return err
 }
 
-// Release takes a message off hold and makes it due for delivery now.
+// Release takes a message off hold or out of quarantine and makes it due
+// for delivery now, without filtering it again.
 func (q *Queue) Release(id string) error {
 	var local bool
 	_, err := q.Update(id, func(m *Message) error {
-		if m.Status != StatusHold {
-			return fmt.Errorf("%w: %s is not on hold", ErrBadState, id)
+		if m.Status != StatusHold && m.Status != StatusQuarantine {
+			return fmt.Errorf("%w: %s is not on hold or in quarantine", ErrBadState, id)
 		}
 		m.Status, m.HoldReason = StatusActive, ""
 		for i := range m.Rcpts {

@@ -33,6 +33,10 @@ func (q *Queue) recover() (RecoveryReport, error) {
 			files[e.Name()] = true
 			continue
 		}
+		if e.Name() == "tmp" && e.IsDir() {
+			os.RemoveAll(q.SpoolPath(e.Name())) // messages never accepted
+			continue
+		}
 		q.log.Warn("queue: removing stray file from the spool", "file", e.Name())
 		os.RemoveAll(q.SpoolPath(e.Name()))
 	}

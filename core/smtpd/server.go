@@ -33,6 +33,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 )
@@ -55,6 +56,9 @@ type Options struct {
 	// Local delivers local recipients before the reply to DATA; nil
 	// leaves them all to the queue.
 	Local LocalDeliverer
+	// Pipelines holds the filter pipelines: inbound for the MX listener,
+	// outbound for authenticated submission. nil means no filtering.
+	Pipelines *pipeline.Holder
 	// TLS is the server certificate configuration; nil means no TLS,
 	// which disables STARTTLS and refuses the submission listeners.
 	TLS *tls.Config

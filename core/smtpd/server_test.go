@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/delivery/local"
+	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
@@ -40,7 +41,7 @@ type testEnv struct {
 
 // directDelivery lists the tests whose server delivers local mail before
 // replying 250; the others leave it in the queue, where they inspect it.
-var directDelivery = map[string]bool{"TestDirectDelivery": true}
+var directDelivery = map[string]bool{"TestDirectDelivery": true, "TestFilterJunkAndHeaders": true}
 
 var (
 	testHashes = map[string]string{}
@@ -90,11 +91,22 @@ func testConfig(t *testing.T) *config.Config {
 
 // newServer starts a server with example.test, alice, bob and an alias
 // team@example.test -> alice, carol@remote.test on every kind of listener.
-func newServer(t *testing.T, tweak ...func(*config.Config)) *testEnv {
+//
+// Options: a func(*config.Config) changes the configuration; a
+// *pipeline.Set gives the server filter pipelines (in-process filters).
+func newServer(t *testing.T, options ...any) *testEnv {
 	t.Helper()
 	cfg := testConfig(t)
-	for _, f := range tweak {
-		f(cfg)
+	var pipes *pipeline.Holder
+	for _, o := range options {
+		switch o := o.(type) {
+		case func(*config.Config):
+			o(cfg)
+		case *pipeline.Set:
+			pipes = pipeline.NewHolder(o)
+		default:
+			t.Fatalf("newServer: unknown option %T", o)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -120,7 +132,7 @@ func newServer(t *testing.T, tweak ...func(*config.Config)) *testEnv {
 		ld = local.New(local.Options{Queue: q, Store: st, Logger: log})
 	}
 	srv, err := New(Options{
-		Config: cfg, Store: st, Queue: q, Logger: log, Local: ld,
+		Config: cfg, Store: st, Queue: q, Logger: log, Local: ld, Pipelines: pipes,
 		Auth: &auth.Authenticator{Users: st, Throttle: &auth.Throttle{MaxPerIP: cfg.Auth.MaxFailuresPerIP, MaxPerUser: cfg.Auth.MaxFailuresPerUser, Window: cfg.Auth.FailureWindow.D()}},
 		TLS:  &tls.Config{Certificates: []tls.Certificate{testCert}, MinVersion: tls.VersionTLS12},
 	})

@@ -1,6 +1,8 @@
 package smtpd
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -17,9 +20,12 @@ import (
 
 	"github.com/sluice-mail/sluice/core/address"
 	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/durable"
+	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
+	"github.com/sluice-mail/sluice/sdk"
 )
 
 func reply(code, c1, c2, c3 int, msg string) *smtp.SMTPError {
@@ -73,6 +79,10 @@ type session struct {
 
 	// The current transaction; tx is nil outside one.
 	tx *transaction
+
+	// carry holds what the connect hook said that outlasts it (a score,
+	// Junk, quarantine), for every message of the connection.
+	carry pipeline.Outcome
 }
 
 type transaction struct {
@@ -82,6 +92,9 @@ type transaction struct {
 	body8    bool
 	rcpts    []acceptedRcpt
 	rejected []string
+	// carry accumulates the connect, MAIL and RCPT hooks' outcomes for
+	// the message.
+	carry pipeline.Outcome
 }
 
 type acceptedRcpt struct {
@@ -114,7 +127,76 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 	if sess.tc != nil {
 		sess.tc.session.Store(sess)
 	}
+	if err := sess.connectHook(); err != nil {
+		return nil, err
+	}
 	return sess, nil
+}
+
+// pipelineName is the pipeline that checks this session's mail: inbound
+// on the MX listener, outbound for our own users.
+func (s *session) pipelineName() string {
+	if s.kind == KindMX {
+		return config.PipelineInbound
+	}
+	return config.PipelineOutbound
+}
+
+// pipeline returns the current pipeline for the session, held until
+// release is called.
+func (s *session) pipeline() (*pipeline.Pipeline, func()) {
+	if s.srv.opts.Pipelines == nil {
+		return nil, func() {}
+	}
+	set, release := s.srv.opts.Pipelines.Acquire()
+	return set.Get(s.pipelineName()), release
+}
+
+// envelope describes the session for the filters.
+func (s *session) envelope() *sdk.Envelope {
+	env := &sdk.Envelope{
+		ClientIP: s.remote, HELO: s.conn.Hostname(), TLS: s.tlsStr, AuthUser: s.user,
+		Listener: string(s.kind), Pipeline: s.pipelineName(), Hostname: s.srv.cfg.Hostname,
+	}
+	if s.tx != nil {
+		env.MailFrom = s.tx.from.String()
+		for _, r := range s.tx.rcpts {
+			env.RcptTo = append(env.RcptTo, r.addr.String())
+		}
+	}
+	return env
+}
+
+// hookReply turns a decisive outcome into the SMTP reply.
+func hookReply(o pipeline.Outcome) *smtp.SMTPError {
+	var enh smtp.EnhancedCode
+	if _, err := fmt.Sscanf(o.Enhanced, "%d.%d.%d", &enh[0], &enh[1], &enh[2]); err != nil {
+		enh = smtp.EnhancedCode{o.Code / 100, 0, 0}
+	}
+	return &smtp.SMTPError{Code: o.Code, EnhancedCode: enh, Message: o.Text}
+}
+
+// connectHook runs the pipeline's connect stages once the client has said
+// HELO: a refusal ends the connection.
+func (s *session) connectHook() error {
+	p, release := s.pipeline()
+	defer release()
+	if !p.Has(pipeline.HookConnect) {
+		return nil
+	}
+	out := p.Connect(context.Background(), s.envelope())
+	switch out.Action {
+	case pipeline.Reject, pipeline.Tempfail:
+		s.srv.log.Info("connection refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
+		r := hookReply(out)
+		if out.Action == pipeline.Tempfail {
+			r.Code = 421
+		}
+		s.closeWith(fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message))
+		return r
+	}
+	s.carry = out
+	return nil
 }
 
 // validHelo accepts any printable ASCII name (clients send all sorts, and
@@ -246,7 +328,23 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		}
 		return replyTempFail
 	}
-	s.tx = &transaction{started: time.Now(), from: a, utf8: opts.UTF8, body8: opts.Body == smtp.Body8BitMIME}
+	tx := &transaction{started: time.Now(), from: a, utf8: opts.UTF8, body8: opts.Body == smtp.Body8BitMIME}
+	tx.carry.Merge(s.carry)
+	s.tx = tx
+	p, release := s.pipeline()
+	defer release()
+	if p.Has(pipeline.HookMail) {
+		out := p.Mail(context.Background(), s.envelope())
+		if out.Action == pipeline.Reject || out.Action == pipeline.Tempfail {
+			s.tx = nil
+			s.srv.log.Info("sender refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "from", a.String(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
+			if out.Action == pipeline.Reject {
+				return s.fail(hookReply(out))
+			}
+			return hookReply(out)
+		}
+		tx.carry.Merge(out)
+	}
 	return nil
 }
 
@@ -283,6 +381,20 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if allOverQuota(targets) {
 		s.tx.rejected = append(s.tx.rejected, a.String()+" (452 over quota)")
 		return replyMailboxFull
+	}
+	p, release := s.pipeline()
+	defer release()
+	if p.Has(pipeline.HookRcpt) {
+		out := p.Rcpt(context.Background(), s.envelope(), a.String())
+		switch out.Action {
+		case pipeline.Reject:
+			s.tx.rejected = append(s.tx.rejected, fmt.Sprintf("%s (%d by %s)", a, out.Code, out.Stage))
+			return s.fail(hookReply(out))
+		case pipeline.Tempfail:
+			s.tx.rejected = append(s.tx.rejected, fmt.Sprintf("%s (%d by %s)", a, out.Code, out.Stage))
+			return hookReply(out)
+		}
+		s.tx.carry.Merge(out)
 	}
 	s.tx.rcpts = append(s.tx.rcpts, acceptedRcpt{addr: a, targets: targets})
 	return nil
@@ -339,17 +451,21 @@ func (s *session) Data(r io.Reader) error {
 	if tx == nil || len(tx.rcpts) == 0 {
 		return reply(503, 5, 5, 1, "No valid recipients")
 	}
-	q := s.srv.opts.Queue
-	w, err := q.Create()
-	if err != nil {
-		s.srv.log.Error("creating spool file", "err", err)
-		s.finish("451 spool: " + err.Error())
-		return storageReply(err)
+	p, release := s.pipeline()
+	defer release()
+	if p.Empty() && len(tx.carry.Trace) == 0 {
+		return s.dataDirect(r, tx)
 	}
-	defer w.Abort() // does nothing once committed
+	return s.dataFiltered(r, tx, p)
+}
+
+// receive writes our Received header and then the message as the client
+// sends it into w, checking it on the way. A non-nil reply means the
+// message is refused (or the session is over).
+func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, error) {
 	ew := &errWriter{w: w}
-	if _, err := io.WriteString(ew, s.receivedHeader(w.ID())); err != nil {
-		return s.spoolFailed(w.ID(), err)
+	if _, err := io.WriteString(ew, s.receivedHeader(id)); err != nil {
+		return nil, s.spoolFailed(id, err)
 	}
 	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops)
 	if _, err := io.Copy(ew, dr); err != nil {
@@ -357,24 +473,119 @@ func (s *session) Data(r io.Reader) error {
 		case errors.Is(err, errBareLF):
 			s.finish("554 bare CR or LF; connection closed")
 			s.closeWith(lineBareLF)
-			return reply(554, 5, 6, 0, "Bare CR or LF in message")
+			return nil, reply(554, 5, 6, 0, "Bare CR or LF in message")
 		case errors.Is(err, errTooManyHops):
 			s.finish("554 5.4.6 too many hops")
-			return replyTooManyHops
+			return nil, replyTooManyHops
 		case errors.Is(err, smtp.ErrDataTooLarge):
 			s.finish("552 5.3.4 message too big")
-			return smtp.ErrDataTooLarge
+			return nil, smtp.ErrDataTooLarge
 		case ew.err != nil:
-			return s.spoolFailed(w.ID(), ew.err)
+			return nil, s.spoolFailed(id, ew.err)
 		default:
 			s.finish("451 client: " + err.Error())
-			return replyConnProblem
+			return nil, replyConnProblem
 		}
+	}
+	return dr, nil
+}
+
+// dataDirect receives a message that no filter needs to see straight into
+// its spool file.
+func (s *session) dataDirect(r io.Reader, tx *transaction) error {
+	w, err := s.srv.opts.Queue.Create()
+	if err != nil {
+		s.srv.log.Error("creating spool file", "err", err)
+		s.finish("451 spool: " + err.Error())
+		return storageReply(err)
+	}
+	defer w.Abort() // does nothing once committed
+	dr, rerr := s.receive(w, w.ID(), r)
+	if rerr != nil {
+		return rerr
 	}
 	if err := w.Sync(); err != nil {
 		return s.spoolFailed(w.ID(), err)
 	}
-	m := &queue.Message{
+	return s.accept(s.queueMessage(tx), w, dr.header)
+}
+
+// dataFiltered receives a message into a temporary file, runs the data
+// stages over it, and acts on the merged outcome: refuse it, throw it away,
+// or write its spool file (with the stages' header fields on top) and
+// accept it for delivery, into Junk or into quarantine.
+func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipeline) error {
+	q := s.srv.opts.Queue
+	tmp, err := q.Temp()
+	if err != nil {
+		s.srv.log.Error("creating temporary file", "err", err)
+		s.finish("451 spool: " + err.Error())
+		return storageReply(err)
+	}
+	defer tmp.Release()
+	dr, rerr := s.receive(tmp, tmp.ID(), r)
+	if rerr != nil {
+		return rerr
+	}
+	if err := tmp.Flush(); err != nil {
+		return s.spoolFailed(tmp.ID(), err)
+	}
+	out := pipeline.Outcome{Action: pipeline.Continue}
+	out.Merge(tx.carry)
+	if p.Has(pipeline.HookData) {
+		header, _ := sdk.ParseHeader(bufio.NewReader(bytes.NewReader(dr.header)))
+		env := s.envelope()
+		env.QueueID = tmp.ID()
+		open := func() (io.ReadCloser, error) { return os.Open(tmp.Path()) }
+		out.Merge(p.Data(context.Background(), env, header, tmp.Size(), open))
+	}
+	switch out.Action {
+	case pipeline.Reject, pipeline.Tempfail:
+		s.finish(fmt.Sprintf("%d by filter %s: %s", out.Code, out.Stage, out.Reason))
+		return hookReply(out)
+	case pipeline.Discard:
+		s.finishDiscarded(tmp.ID(), tx, out)
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + tmp.ID()}
+	}
+	var drop func(name, value string) bool
+	if len(out.AuthResults) > 0 {
+		// RFC 8601 section 5: results that claim to be ours but arrived
+		// with the message are forged; ours replace them.
+		host := s.srv.cfg.Hostname
+		drop = func(name, value string) bool {
+			if !strings.EqualFold(name, "Authentication-Results") {
+				return false
+			}
+			id, _, _ := strings.Cut(strings.TrimSpace(sdk.Unfold(value)), ";")
+			return strings.EqualFold(strings.TrimSpace(id), host)
+		}
+	}
+	w, err := tmp.Finish(out.HeaderBlock(s.srv.cfg.Hostname), drop)
+	if err != nil {
+		return s.spoolFailed(tmp.ID(), err)
+	}
+	defer w.Abort()
+	m := s.queueMessage(tx)
+	m.Pipeline, m.Score, m.Trace = p.Name, out.Score, out.Trace
+	switch out.Action {
+	case pipeline.Quarantine:
+		m.Status = queue.StatusQuarantine
+		m.HoldReason = "quarantined by " + out.Stage
+		if out.Reason != "" {
+			m.HoldReason += ": " + out.Reason
+		}
+	case pipeline.Junk:
+		for i := range m.Rcpts {
+			if m.Rcpts[i].Route == queue.RouteLocal {
+				m.Rcpts[i].Mailbox = "Junk"
+			}
+		}
+	}
+	return s.accept(m, w, dr.header)
+}
+
+func (s *session) queueMessage(tx *transaction) *queue.Message {
+	return &queue.Message{
 		Received: tx.started,
 		From:     tx.from.String(),
 		Rcpts:    s.route(tx),
@@ -388,11 +599,17 @@ func (s *session) Data(r io.Reader) error {
 		SMTPUTF8: tx.utf8,
 		Body8Bit: tx.body8,
 	}
+}
+
+// accept makes a spooled message durable and replies 250: it delivers
+// the local recipients at once when it can, and commits the queue record
+// for whatever remains (or for a quarantined message).
+func (s *session) accept(m *queue.Message, w *queue.SpoolWriter, header []byte) error {
 	m.ID, m.Size = w.ID(), w.Size()
-	if s.srv.opts.Local != nil && m.Pending(queue.RouteLocal) {
-		s.srv.opts.Local.DeliverNow(m, dr.header)
+	if s.srv.opts.Local != nil && m.Status == "" && m.Pending(queue.RouteLocal) {
+		s.srv.opts.Local.DeliverNow(m, header)
 	}
-	if m.Done() {
+	if m.Status == "" && m.Done() {
 		// Delivered already: the mailboxes hold the message durably,
 		// and the queue has nothing left to do.
 		w.Discard()
@@ -443,10 +660,30 @@ func (s *session) rcptStrings(tx *transaction) []string {
 func (s *session) finishAccepted(m *queue.Message) {
 	tx := s.tx
 	s.tx = nil
-	s.srv.log.Info("message accepted",
+	attrs := []any{
 		"queue_id", m.ID, "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(),
 		"user", s.user, "from", tx.from.String(), "rcpts", s.rcptStrings(tx), "rejected", tx.rejected,
-		"size", m.Size, "tls", s.tlsStr, "result", "250", "ms", time.Since(tx.started).Milliseconds())
+		"size", m.Size, "tls", s.tlsStr, "result", "250", "ms", time.Since(tx.started).Milliseconds(),
+	}
+	if len(m.Trace) > 0 {
+		filter := "delivered"
+		switch {
+		case m.Status == queue.StatusQuarantine:
+			filter = "quarantined"
+		case len(m.Rcpts) > 0 && m.Rcpts[0].Mailbox == "Junk":
+			filter = "junk"
+		}
+		attrs = append(attrs, "filter", filter, "score", m.Score)
+	}
+	s.srv.log.Info("message accepted", attrs...)
+}
+
+func (s *session) finishDiscarded(id string, tx *transaction, out pipeline.Outcome) {
+	s.tx = nil
+	s.srv.log.Info("message discarded",
+		"queue_id", id, "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(),
+		"user", s.user, "from", tx.from.String(), "rcpts", s.rcptStrings(tx), "stage", out.Stage, "reason", out.Reason,
+		"score", out.Score, "result", "250")
 }
 
 // finish logs the end of a transaction that did not end in acceptance.

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	"github.com/sluice-mail/sluice/configs"
 	"github.com/sluice-mail/sluice/core/admin"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/server"
 )
@@ -87,10 +91,41 @@ var groups = map[string]map[string]command{
 		"ls":   {args: "mailbox ls USER", help: "List a user's folders with message counts.", exec: mailboxList, min: 1, max: 1},
 		"msgs": {args: "mailbox msgs USER [FOLDER]", help: "List the messages in a folder (INBOX by default).", exec: mailboxMessages, min: 1, max: 2},
 	},
-	"queue": {
-		"ls": {args: "queue ls", help: "List the queued messages.",
+	"quarantine": {
+		"ls": {args: "quarantine ls", help: "List the messages a filter put in quarantine.",
+			exec: func(c *ctx) error {
+				return listMessages(c, admin.QueueListParams{Status: string(queue.StatusQuarantine)})
+			}, max: 0},
+		"show":    {args: "quarantine show ID", help: "Show a quarantined message: envelope, the filters' trace, header.", exec: queueShow, min: 1, max: 1},
+		"release": {args: "quarantine release ID", help: "Deliver a quarantined message (without filtering it again).", exec: queueOp("queue.release", "released"), min: 1, max: 1},
+		"rm":      {args: "quarantine rm ID", help: "Delete a quarantined message.", exec: queueOp("queue.rm", "removed"), min: 1, max: 1},
+	},
+	"spam": {
+		"train": {args: "spam train --spam DIR --ham DIR", help: "Teach the learning filters (the spam plugin) with example messages: one file per message.",
 			setup: func(fs *flag.FlagSet) {
-				fs.String("status", "", "only messages in this `state`: active or hold")
+				fs.String("spam", "", "a `directory` of spam messages")
+				fs.String("ham", "", "a `directory` of good messages")
+				fs.String("pipeline", "inbound", "the `pipeline` whose stages learn")
+				fs.String("stage", "", "only this `stage` (default: every stage that learns)")
+			},
+			exec: spamTrain, max: 0},
+	},
+	"pipeline": {
+		"test": {args: "pipeline test FILE.eml", help: "Run a message through the filter stages without queueing it, and show what each stage decided.",
+			setup: func(fs *flag.FlagSet) {
+				fs.String("pipeline", "inbound", "inbound or outbound")
+				fs.String("from", "", "the MAIL FROM `address` (default <>)")
+				fs.Var(&stringList{}, "to", "a RCPT TO `address` (repeat for more)")
+				fs.String("ip", "127.0.0.1", "the client's IP `address`")
+				fs.String("helo", "localhost", "the client's HELO `name`")
+				fs.String("user", "", "an authenticated `user` (for outbound)")
+			},
+			exec: pipelineTest, min: 1, max: 1},
+	},
+	"queue": {
+		"ls": {args: "queue ls", help: "List the queued messages (--status quarantine for the quarantine).",
+			setup: func(fs *flag.FlagSet) {
+				fs.String("status", "", "only messages in this `state`: active, hold or quarantine")
 				fs.String("route", "", "only messages waiting for `route`: local or remote")
 				fs.String("domain", "", "only messages with a recipient in this `domain`")
 				fs.String("older", "", "only messages received at least this `long` ago, such as 1h")
@@ -128,7 +163,15 @@ func serve(c *ctx) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for s := range sig {
 		if s == syscall.SIGHUP {
-			log.Info("SIGHUP: nothing to reload yet; restart to apply config changes (the certificate files are re-read on their own)")
+			// Reload the filter pipelines; a bad config is refused and
+			// the running one stays.
+			newCfg, err := c.loadConfig()
+			if err == nil {
+				err = srv.Reload(newCfg)
+			}
+			if err != nil {
+				log.Error("reload refused; the running configuration stays", "err", err)
+			}
 			continue
 		}
 		break
@@ -170,7 +213,15 @@ func status(c *ctx) error {
 	} else {
 		fmt.Fprintln(c.stdout, "not running")
 	}
-	fmt.Fprintf(c.stdout, "queue: %d messages, %d on hold\n", st.Queue, st.QueueHold)
+	fmt.Fprintf(c.stdout, "queue: %d messages, %d on hold, %d in quarantine\n", st.Queue, st.QueueHold, st.Quarantine)
+	if len(st.Plugins) > 0 {
+		fmt.Fprintln(c.stdout, "plugins:")
+		var rows [][]string
+		for _, p := range st.Plugins {
+			rows = append(rows, []string{"  " + p.Stage, p.Name + " " + p.Version, p.Hooks, strconv.Itoa(p.PID), strconv.FormatInt(p.Restarts, 10)})
+		}
+		c.table("  STAGE\tPLUGIN\tHOOKS\tPID\tRESTARTS", rows)
+	}
 	return nil
 }
 
@@ -364,6 +415,10 @@ func queueList(c *ctx) error {
 		}
 		p.MinAge = d.D().String()
 	}
+	return listMessages(c, p)
+}
+
+func listMessages(c *ctx, p admin.QueueListParams) error {
 	var ms []*queue.Message
 	if err := c.call("queue.ls", p, &ms); err != nil {
 		return err
@@ -413,7 +468,166 @@ func queueShow(c *ctx) error {
 		rows = append(rows, []string{"  " + r.Addr, r.Orig, string(r.Route), string(r.State), strconv.Itoa(r.Attempts), next, r.LastError})
 	}
 	c.table("  ADDRESS\tRCPT TO\tROUTE\tSTATE\tTRIES\tNEXT\tLAST ERROR", rows)
+	if len(m.Trace) > 0 {
+		fmt.Fprintf(c.stdout, "filters (%s pipeline, score %.2f):\n", m.Pipeline, m.Score)
+		printTrace(c, m.Trace)
+	}
 	fmt.Fprintf(c.stdout, "header:\n%s", m.Header)
+	return nil
+}
+
+// printTrace prints the filter stages' results.
+func printTrace(c *ctx, trace []pipeline.StageResult) {
+	var rows [][]string
+	for _, r := range trace {
+		var syms []string
+		for _, s := range r.Symbols {
+			syms = append(syms, fmt.Sprintf("%s(%.1f)", s.Name, s.Score))
+		}
+		why := r.Reason
+		if r.Error != "" {
+			why = "failed: " + r.Error
+		}
+		rows = append(rows, []string{"  " + r.Stage, r.Hook, string(r.Action), fmt.Sprintf("%.2f", r.Score), fmt.Sprintf("%.1f", r.Ms), clip(strings.Join(syms, " "), 60), clip(why, 60)})
+	}
+	c.table("  STAGE\tHOOK\tACTION\tSCORE\tMS\tSYMBOLS\tREASON", rows)
+}
+
+// stringList is a flag that may be repeated.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// connectPipelines is connect for the commands that need the filter
+// pipelines: the running server's, or, when none runs, plugins started for
+// the command.
+func (c *ctx) connectPipelines() (admin.Caller, func(), error) {
+	cfg, err := c.loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	if cl, err := admin.Dial(context.Background(), server.SocketPath(cfg)); err == nil {
+		return cl, func() {}, nil
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	set, err := pipeline.Build(context.Background(), cfg, log, pipeline.BuildOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	h := pipeline.NewHolder(set)
+	return &admin.Service{Pipelines: h, Hostname: cfg.Hostname}, func() { h.Close(5 * time.Second) }, nil
+}
+
+func spamTrain(c *ctx) error {
+	if c.str("spam") == "" && c.str("ham") == "" {
+		return errors.New("give --spam DIR, --ham DIR or both")
+	}
+	caller, closeFn, err := c.connectPipelines()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	for _, kind := range []struct {
+		dir  string
+		spam bool
+	}{{c.str("spam"), true}, {c.str("ham"), false}} {
+		if kind.dir == "" {
+			continue
+		}
+		paths, err := messageFiles(kind.dir)
+		if err != nil {
+			return err
+		}
+		learned, failed := 0, 0
+		for start := 0; start < len(paths); start += 100 {
+			batch := paths[start:min(start+100, len(paths))]
+			var res admin.LearnResult
+			p := admin.LearnParams{Paths: batch, Spam: kind.spam, Pipeline: c.str("pipeline"), Stage: c.str("stage")}
+			if err := caller.Call(context.Background(), "spam.learn", p, &res); err != nil {
+				return err
+			}
+			learned += res.Learned
+			failed += len(res.Failed)
+			for _, f := range res.Failed {
+				fmt.Fprintln(c.stderr, "sluice: not learned:", f)
+			}
+		}
+		what := map[bool]string{true: "spam", false: "ham"}[kind.spam]
+		fmt.Fprintf(c.stdout, "%s: learned %d messages from %s", what, learned, kind.dir)
+		if failed > 0 {
+			fmt.Fprintf(c.stdout, " (%d failed)", failed)
+		}
+		fmt.Fprintln(c.stdout)
+	}
+	return nil
+}
+
+// messageFiles lists the regular files of a directory, as absolute paths
+// (the running server reads them).
+func messageFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			p, err := filepath.Abs(filepath.Join(dir, e.Name()))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no message files in %s", dir)
+	}
+	return out, nil
+}
+
+func pipelineTest(c *ctx) error {
+	path, err := filepath.Abs(c.args[0])
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(path); err != nil {
+		return err
+	}
+	caller, closeFn, err := c.connectPipelines()
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	p := admin.PipelineTestParams{Path: path, Pipeline: c.str("pipeline"), From: c.str("from"), IP: c.str("ip"), HELO: c.str("helo"), User: c.str("user")}
+	p.To = *c.fs.Lookup("to").Value.(*stringList)
+	var res admin.PipelineTestResult
+	if err := caller.Call(context.Background(), "pipeline.test", p, &res); err != nil {
+		return err
+	}
+	if c.jsonOut {
+		return c.printJSON(res)
+	}
+	if len(res.Stages) == 0 {
+		fmt.Fprintf(c.stdout, "the %s pipeline has no stages\n", p.Pipeline)
+	} else {
+		printTrace(c, res.Stages)
+	}
+	o := res.Outcome
+	fmt.Fprintf(c.stdout, "\noutcome: %s (score %.2f)", o.Action, o.Score)
+	if o.Stage != "" {
+		fmt.Fprintf(c.stdout, " by %s", o.Stage)
+	}
+	if o.Code != 0 {
+		fmt.Fprintf(c.stdout, ": %d %s", o.Code, o.Text)
+	}
+	if o.Reason != "" {
+		fmt.Fprintf(c.stdout, " (%s)", o.Reason)
+	}
+	fmt.Fprintln(c.stdout)
+	if o.Header != "" {
+		fmt.Fprintf(c.stdout, "header fields added:\n%s", o.Header)
+	}
 	return nil
 }
 

@@ -21,6 +21,11 @@ import (
 // sluiceBin is the binary built by TestMain.
 var sluiceBin string
 
+// testPlugins are built into the plugins directory beside sluiceBin.
+var testPlugins = map[string]string{
+	"faulty": "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty",
+}
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "sluice-bin-")
 	if err != nil {
@@ -31,6 +36,14 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building sluice: %v\n%s", err, out)
 		os.Exit(1)
+	}
+	// The plugins live beside the binary, where sluice looks for them.
+	for name, pkg := range testPlugins {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "plugins", name), pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building plugin %s: %v\n%s", name, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

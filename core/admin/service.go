@@ -12,18 +12,23 @@
 package admin
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
+	"github.com/sluice-mail/sluice/sdk"
 )
 
 // Caller runs an admin method: *Client over the socket, or *Service
@@ -81,6 +86,11 @@ func toError(err error) *Error {
 type Service struct {
 	Store *store.Store
 	Queue *queue.Queue
+	// Pipelines are the filter pipelines, for learning and testing; nil
+	// when none are running.
+	Pipelines *pipeline.Holder
+	// Hostname is the server's name, which filters see.
+	Hostname string
 	// Started is when the server started; zero when there is no server.
 	Started time.Time
 }
@@ -109,6 +119,8 @@ var methods = map[string]method{
 	"queue.rm":           (*Service).queueRemove,
 	"queue.hold":         (*Service).queueHold,
 	"queue.release":      (*Service).queueRelease,
+	"spam.learn":         (*Service).spamLearn,
+	"pipeline.test":      (*Service).pipelineTest,
 	"verify":             (*Service).verify,
 }
 
@@ -176,6 +188,20 @@ type Status struct {
 	PID       int       `json:"pid,omitempty"` // of the running server
 	Queue     int       `json:"queue"`         // messages in the queue
 	QueueHold int       `json:"queue_hold"`    // of which on hold
+	// Quarantine is the number of quarantined messages.
+	Quarantine int `json:"quarantine"`
+	// Plugins are the running filter plugins by stage.
+	Plugins []PluginStatus `json:"plugins,omitempty"`
+}
+
+// PluginStatus describes one running plugin.
+type PluginStatus struct {
+	Stage    string `json:"stage"`
+	Name     string `json:"name"`
+	Version  string `json:"version,omitempty"`
+	Hooks    string `json:"hooks"`
+	PID      int    `json:"pid"`
+	Restarts int64  `json:"restarts"`
 }
 
 func (s *Service) status(ctx context.Context, _ json.RawMessage) (any, error) {
@@ -188,8 +214,20 @@ func (s *Service) status(ctx context.Context, _ json.RawMessage) (any, error) {
 		st.PID = os.Getpid()
 	}
 	for _, m := range all {
-		if m.Status == queue.StatusHold {
+		switch m.Status {
+		case queue.StatusHold:
 			st.QueueHold++
+		case queue.StatusQuarantine:
+			st.Quarantine++
+		}
+	}
+	if s.Pipelines != nil {
+		if set := s.Pipelines.Current(); set != nil {
+			for stage, p := range set.Plugins() {
+				info := p.Info()
+				st.Plugins = append(st.Plugins, PluginStatus{Stage: stage, Name: info.Name, Version: info.Version, Hooks: strings.Join(info.Hooks, ","), PID: p.PID(), Restarts: p.Restarts()})
+			}
+			slices.SortFunc(st.Plugins, func(a, b PluginStatus) int { return strings.Compare(a.Stage, b.Stage) })
 		}
 	}
 	return st, nil
@@ -471,9 +509,9 @@ func (s *Service) queueList(ctx context.Context, raw json.RawMessage) (any, erro
 	}
 	f := queue.Filter{Status: queue.Status(p.Status), Route: queue.Route(p.Route), Domain: strings.ToLower(p.Domain)}
 	switch f.Status {
-	case "", queue.StatusActive, queue.StatusHold:
+	case "", queue.StatusActive, queue.StatusHold, queue.StatusQuarantine:
 	default:
-		return nil, &Error{Code: CodeInvalid, Message: fmt.Sprintf("admin: unknown status %q (active or hold)", p.Status)}
+		return nil, &Error{Code: CodeInvalid, Message: fmt.Sprintf("admin: unknown status %q (active, hold or quarantine)", p.Status)}
 	}
 	switch f.Route {
 	case "", queue.RouteLocal, queue.RouteRemote:
@@ -579,3 +617,176 @@ func (s *Service) verify(ctx context.Context, _ json.RawMessage) (any, error) {
 }
 
 var _ Caller = (*Service)(nil)
+
+// LearnParams trains the learning stages (the spam plugin) with messages.
+type LearnParams struct {
+	// Paths are message files (RFC 5322, as .eml) readable by the server.
+	Paths []string `json:"paths"`
+	Spam  bool     `json:"spam"`
+	// Pipeline is inbound (the default) or outbound; Stage restricts
+	// learning to one stage.
+	Pipeline string `json:"pipeline,omitempty"`
+	Stage    string `json:"stage,omitempty"`
+}
+
+// LearnResult counts what was learned.
+type LearnResult struct {
+	Learned int      `json:"learned"`
+	Failed  []string `json:"failed,omitempty"` // path: error
+}
+
+func (s *Service) spamLearn(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[LearnParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	if s.Pipelines == nil {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: no filter pipelines are running"}
+	}
+	name := p.Pipeline
+	if name == "" {
+		name = "inbound"
+	}
+	set, release := s.Pipelines.Acquire()
+	defer release()
+	pipe := set.Get(name)
+	var res LearnResult
+	for _, path := range p.Paths {
+		if err := learnFile(ctx, pipe, p.Stage, path, p.Spam); err != nil {
+			if errors.Is(err, pipeline.ErrNoLearner) {
+				return nil, &Error{Code: CodeInvalid, Message: err.Error()}
+			}
+			res.Failed = append(res.Failed, path+": "+err.Error())
+			continue
+		}
+		res.Learned++
+	}
+	return res, nil
+}
+
+// learnFile teaches the pipeline's learning stages one message file.
+func learnFile(ctx context.Context, p *pipeline.Pipeline, stage, path string, spam bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("not a regular file")
+	}
+	header, _ := sdk.ParseHeader(bufio.NewReader(f))
+	open := func() (io.ReadCloser, error) { return os.Open(path) }
+	return p.Learn(ctx, stage, &sdk.Envelope{Pipeline: p.Name}, header, fi.Size(), open, spam)
+}
+
+// PipelineTestParams describes a message to run through a pipeline.
+type PipelineTestParams struct {
+	Path     string   `json:"path"`               // the message file (.eml)
+	Pipeline string   `json:"pipeline,omitempty"` // inbound (default) or outbound
+	From     string   `json:"from,omitempty"`     // MAIL FROM; "" is <>
+	To       []string `json:"to,omitempty"`       // RCPT TO
+	IP       string   `json:"ip,omitempty"`       // the client's address; default 127.0.0.1
+	HELO     string   `json:"helo,omitempty"`     // default localhost
+	User     string   `json:"user,omitempty"`     // an authenticated user, for outbound
+}
+
+// PipelineTestOutcome is the overall result of a pipeline test.
+type PipelineTestOutcome struct {
+	Action pipeline.Action `json:"action"`
+	Score  float64         `json:"score"`
+	Code   int             `json:"code,omitempty"`
+	Text   string          `json:"text,omitempty"`
+	Stage  string          `json:"stage,omitempty"`
+	Reason string          `json:"reason,omitempty"`
+	Header string          `json:"header,omitempty"` // the fields that would be added
+}
+
+// PipelineTestResult is what pipeline.test returns.
+type PipelineTestResult struct {
+	Outcome PipelineTestOutcome    `json:"outcome"`
+	Stages  []pipeline.StageResult `json:"stages"`
+}
+
+// pipelineTest runs a message through a pipeline's hooks as a session
+// would (connect, MAIL, each RCPT, DATA), without queueing it.
+func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[PipelineTestParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	if s.Pipelines == nil {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: no filter pipelines are running"}
+	}
+	name := p.Pipeline
+	if name == "" {
+		name = "inbound"
+	}
+	if name != "inbound" && name != "outbound" {
+		return nil, &Error{Code: CodeInvalid, Message: fmt.Sprintf("admin: unknown pipeline %q (inbound or outbound)", name)}
+	}
+	ipText := p.IP
+	if ipText == "" {
+		ipText = "127.0.0.1"
+	}
+	ip, err := netip.ParseAddr(ipText)
+	if err != nil {
+		return nil, &Error{Code: CodeInvalid, Message: fmt.Sprintf("admin: bad IP address %q", p.IP)}
+	}
+	f, err := os.Open(p.Path)
+	if err != nil {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: " + err.Error()}
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &Error{Code: CodeInvalid, Message: "admin: " + p.Path + " is not a regular file"}
+	}
+	header, _ := sdk.ParseHeader(bufio.NewReader(f))
+	f.Close()
+	helo := p.HELO
+	if helo == "" {
+		helo = "localhost"
+	}
+	listener := "mx"
+	if name == "outbound" {
+		listener = "submission"
+	}
+	env := &sdk.Envelope{ClientIP: ip, HELO: helo, AuthUser: p.User, Listener: listener, Pipeline: name, Hostname: s.Hostname, QueueID: "0000000000000000"}
+	set, release := s.Pipelines.Acquire()
+	defer release()
+	pipe := set.Get(name)
+	out := pipeline.Outcome{Action: pipeline.Continue}
+	decided := func() bool { return out.Action == pipeline.Reject || out.Action == pipeline.Tempfail }
+	out.Merge(pipe.Connect(ctx, env))
+	if !decided() {
+		env.MailFrom = p.From
+		out.Merge(pipe.Mail(ctx, env))
+	}
+	for _, rcpt := range p.To {
+		if decided() {
+			break
+		}
+		o := pipe.Rcpt(ctx, env, rcpt)
+		out.Merge(o)
+		env.RcptTo = append(env.RcptTo, rcpt)
+	}
+	if !decided() {
+		open := func() (io.ReadCloser, error) { return os.Open(p.Path) }
+		out.Merge(pipe.Data(ctx, env, header, fi.Size(), open))
+	}
+	res := PipelineTestResult{
+		Outcome: PipelineTestOutcome{Action: out.Action, Score: out.Score, Stage: out.Stage, Reason: out.Reason, Header: string(out.HeaderBlock(s.Hostname))},
+		Stages:  out.Trace,
+	}
+	if decided() {
+		res.Outcome.Code, res.Outcome.Text = out.Code, out.Enhanced+" "+out.Text
+	}
+	if res.Stages == nil {
+		res.Stages = []pipeline.StageResult{}
+	}
+	return res, nil
+}

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/delivery/local"
+	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/smtpd"
 	"github.com/sluice-mail/sluice/core/store"
@@ -108,6 +110,7 @@ type Server struct {
 	data  *Data
 	smtp  *smtpd.Server
 	admin *admin.Server
+	pipes *pipeline.Holder
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -145,6 +148,16 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			Window:     cfg.Auth.FailureWindow.D(),
 		},
 	}
+	pipes, err := pipeline.Build(context.Background(), cfg, log, pipeline.BuildOptions{})
+	if err != nil {
+		return nil, err
+	}
+	holder := pipeline.NewHolder(pipes)
+	defer func() {
+		if err != nil {
+			holder.Close(0)
+		}
+	}()
 	deliverer := local.New(local.Options{
 		Queue:      data.Queue,
 		Store:      data.Store,
@@ -157,25 +170,63 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if cfg.Queue.Immediate {
 		immediate = deliverer
 	}
-	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: immediate, Auth: authn, TLS: tlsConf, Logger: log})
+	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: immediate, Pipelines: holder, Auth: authn, TLS: tlsConf, Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	if err := smtp.Listen(); err != nil {
 		return nil, err
 	}
-	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Started: started}, log)
+	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started}, log)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, admin: adm, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, admin: adm, pipes: holder, cancel: cancel}
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); adm.Serve() }()
 	smtp.Serve()
 	log.Info("sluice started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "tls", tlsConf != nil, "recovered_messages", data.Queue.Recovered().Messages)
 	return s, nil
+}
+
+// Reload applies a new configuration's filter pipelines without dropping
+// a session: plugins whose stage did not change keep running, new ones
+// start, and the old ones stop when the checks in flight are done. A
+// configuration that does not validate, or a plugin that does not start,
+// leaves everything as it was. Other settings need a restart; Reload says
+// which of them changed.
+func (s *Server) Reload(cfg *config.Config) error {
+	if err := s.pipes.Reload(context.Background(), cfg, s.log, pipeline.BuildOptions{}, time.Minute); err != nil {
+		return err
+	}
+	for _, c := range changedOutsidePipelines(s.cfg, cfg) {
+		s.log.Warn("reload: this setting changed but only takes effect after a restart", "key", c)
+	}
+	s.log.Info("reloaded the filter pipelines")
+	return nil
+}
+
+// changedOutsidePipelines lists the top-level config sections that differ
+// between a and b, other than the pipelines.
+func changedOutsidePipelines(a, b *config.Config) []string {
+	var out []string
+	check := func(key string, x, y any) {
+		if !reflect.DeepEqual(x, y) {
+			out = append(out, key)
+		}
+	}
+	check("hostname", a.Hostname, b.Hostname)
+	check("data_dir", a.DataDir, b.DataDir)
+	check("domains", a.Domains, b.Domains)
+	check("log", a.Log, b.Log)
+	check("tls", a.TLS, b.TLS)
+	check("smtp", a.SMTP, b.SMTP)
+	check("queue", a.Queue, b.Queue)
+	check("store", a.Store, b.Store)
+	check("auth", a.Auth, b.Auth)
+	return out
 }
 
 // SMTP returns the SMTP server, for tests that need its addresses.
@@ -199,6 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer cancel2()
 	s.admin.Close(adminCtx)
 	s.wg.Wait()
+	s.pipes.Close(5 * time.Second)
 	err = errors.Join(err, s.data.Close())
 	s.log.Info("stopped")
 	return err

@@ -17,6 +17,7 @@
 package pluginhost
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -153,6 +154,10 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 		Logger:           newLogger(p.log),
 		GRPCDialOptions:  sdk.GRPCDialOptions(),
 		StartTimeout:     p.opts.StartTimeout,
+		// What a Go plugin writes straight to os.Stdout or os.Stderr comes
+		// over go-plugin's stdio stream; without these it would be lost.
+		SyncStdout: &lineWriter{log: p.log, level: slog.LevelInfo},
+		SyncStderr: &lineWriter{log: p.log, level: slog.LevelWarn},
 	}
 	if p.spec.SHA256 != "" {
 		sum, err := hex.DecodeString(p.spec.SHA256)
@@ -472,3 +477,31 @@ var (
 	_ sdk.RcptChecker    = (*Plugin)(nil)
 	_ sdk.Learner        = (*Plugin)(nil)
 )
+
+// lineWriter logs each line written to it.
+type lineWriter struct {
+	log   *slog.Logger
+	level slog.Level
+	mu    sync.Mutex
+	buf   []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			if len(w.buf) > 64<<10 {
+				w.log.Log(context.Background(), w.level, string(w.buf), "stream", "output")
+				w.buf = w.buf[:0]
+			}
+			return len(p), nil
+		}
+		if line := strings.TrimRight(string(w.buf[:i]), "\r"); line != "" {
+			w.log.Log(context.Background(), w.level, line, "stream", "output")
+		}
+		w.buf = w.buf[i+1:]
+	}
+}

@@ -49,7 +49,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		var secs float64
-		if err := json.Unmarshal(b, &secs); err != nil {
+		if err := json.Unmarshal(b, &secs); err != nil || secs < 0 {
 			return fmt.Errorf("expected a duration such as \"30s\", got %s", b)
 		}
 		*d = Duration(secs * float64(time.Second))

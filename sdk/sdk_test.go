@@ -226,7 +226,7 @@ func TestConfigTypes(t *testing.T) {
 	if err != nil || c.T.D() != 90*time.Second || c.N.D() != 2500*time.Millisecond || c.S != 10<<20 || c.S2 != 1000 {
 		t.Errorf("Decode = %+v, %v", c, err)
 	}
-	for _, bad := range []string{`{"t":"soon"}`, `{"s":"10XB"}`, `{"s":-1}`, `{"t":true}`} {
+	for _, bad := range []string{`{"t":"soon"}`, `{"s":"10XB"}`, `{"s":-1}`, `{"t":true}`, `{"t":-1}`} {
 		if err := (sdk.Config{JSON: []byte(bad)}).Decode(&c); err == nil {
 			t.Errorf("Decode(%s) = nil error", bad)
 		}

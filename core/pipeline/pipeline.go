@@ -91,8 +91,8 @@ type StageResult struct {
 	Hook    string   `json:"hook"`
 	Action  Action   `json:"action"`            // after the stage's actions and on_error
 	Verdict string   `json:"verdict,omitempty"` // what the plugin said, when it differs
-	Score   float64  `json:"score,omitempty"`
-	Symbols []Symbol `json:"symbols,omitempty"`
+	Score   float64  `json:"score"`
+	Symbols []Symbol `json:"symbols"`
 	Reason  string   `json:"reason,omitempty"`
 	Error   string   `json:"error,omitempty"` // the plugin failed; Action is its on_error
 	Ms      float64  `json:"ms"`
@@ -293,7 +293,7 @@ func safeCheck(ctx context.Context, s *Stage, check func(context.Context, *Stage
 // result maps one stage's verdict (or failure) to its action and trace
 // entry.
 func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Action) {
-	res := StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000}
+	res := StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000, Symbols: []Symbol{}}
 	if r.err != nil {
 		res.Error = errorText(r.err)
 		switch s.OnError {
@@ -311,6 +311,7 @@ func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Actio
 	}
 	v := r.v
 	res.Score, res.Reason = v.Score, clean(v.Reason, 500)
+	res.Symbols = []Symbol{}
 	for _, sym := range v.Symbols {
 		res.Symbols = append(res.Symbols, Symbol{Name: clean(sym.Name, 100), Score: sym.Score, Detail: clean(sym.Detail, 300)})
 	}

@@ -39,10 +39,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./core/address
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./core/config
 	$(GO) test -run '^$$' -fuzz '^FuzzDataReader$$' -fuzztime $(FUZZTIME) ./core/smtpd
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./sdk
+	$(GO) test -run '^$$' -fuzz '^FuzzMIME$$' -fuzztime $(FUZZTIME) ./plugins/spam
+	$(GO) test -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME) ./plugins/clamav
 
 bench: build
 	@.ci/deps.sh bench
 	$(GO) run ./cmd/sluice-bench
+	$(GO) run ./cmd/spam-eval
 
 # Regenerates the plugin protocol's Go code after sdk/proto changes (needs
 # protoc and the generators that .ci/deps.sh installs).

@@ -26,6 +26,14 @@ var ErrHeaderTooLarge = errors.New("sdk: header too large")
 func ParseHeader(r *bufio.Reader) (Header, error) {
 	var h Header
 	var read int
+	var cont []byte // continuation lines of the last field, not yet joined
+	flush := func() {
+		if len(cont) > 0 && len(h) > 0 {
+			h[len(h)-1].Value += string(cont)
+			cont = cont[:0]
+		}
+	}
+	defer flush()
 	for {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -52,8 +60,13 @@ func ParseHeader(r *bufio.Reader) (Header, error) {
 			return h, nil // the empty line: end of the header
 		}
 		if (line[0] == ' ' || line[0] == '\t') && len(h) > 0 {
-			h[len(h)-1].Value += "\r\n" + string(trimmed)
+			// Continuation lines are gathered and joined once, when the
+			// field ends: appending to the string each time would be
+			// quadratic in a hostile header.
+			cont = append(cont, '\r', '\n')
+			cont = append(cont, trimmed...)
 		} else if i := bytes.IndexByte(trimmed, ':'); i > 0 && !bytes.ContainsAny(trimmed[:i], " \t") {
+			flush()
 			h = append(h, HeaderField{Name: string(trimmed[:i]), Value: string(bytes.TrimPrefix(trimmed[i+1:], []byte(" ")))})
 		} else {
 			return h, nil // not a header line: the body starts without a blank line

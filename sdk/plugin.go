@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -190,7 +192,10 @@ func sendMessage(stream interface {
 }, msg *Message, spam bool) error {
 	first := &pluginpb.DataChunk{Envelope: envelopeToPB(&msg.Envelope), Size: msg.Size, Spam: spam}
 	for _, f := range msg.Header {
-		first.Header = append(first.Header, &pluginpb.HeaderField{Name: f.Name, Value: f.Value})
+		// Protobuf strings must be UTF-8; a header with raw 8-bit bytes
+		// (Latin-1, say) would fail the whole call. The parsed header is
+		// a convenience: the exact bytes are in the message data.
+		first.Header = append(first.Header, &pluginpb.HeaderField{Name: validUTF8(f.Name), Value: validUTF8(f.Value)})
 	}
 	buf := make([]byte, chunkSize)
 	chunk := first
@@ -362,10 +367,23 @@ func envelopeToPB(e *Envelope) *pluginpb.Envelope {
 	if e.ClientIP.IsValid() {
 		ip = e.ClientIP.String()
 	}
-	return &pluginpb.Envelope{
-		QueueId: e.QueueID, ClientIp: ip, Helo: e.HELO, Tls: e.TLS, AuthUser: e.AuthUser,
-		MailFrom: e.MailFrom, RcptTo: e.RcptTo, Listener: e.Listener, Pipeline: e.Pipeline, Hostname: e.Hostname,
+	rcpts := make([]string, len(e.RcptTo))
+	for i, r := range e.RcptTo {
+		rcpts[i] = validUTF8(r)
 	}
+	return &pluginpb.Envelope{
+		QueueId: e.QueueID, ClientIp: ip, Helo: validUTF8(e.HELO), Tls: e.TLS, AuthUser: validUTF8(e.AuthUser),
+		MailFrom: validUTF8(e.MailFrom), RcptTo: rcpts, Listener: e.Listener, Pipeline: e.Pipeline, Hostname: e.Hostname,
+	}
+}
+
+// validUTF8 replaces invalid UTF-8 with U+FFFD, which protobuf strings
+// require.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 func envelopeFromPB(e *pluginpb.Envelope) *Envelope {
@@ -386,22 +404,23 @@ func verdictToPB(v Verdict, err error) (*pluginpb.Verdict, error) {
 	if !v.Action.Valid() {
 		return nil, status.Errorf(codes.Internal, "filter returned an unknown action %d", int(v.Action))
 	}
+	u := validUTF8
 	pv := &pluginpb.Verdict{
-		Action: pluginpb.Action(v.Action), Code: int32(v.Code), EnhancedCode: v.EnhancedCode, Text: v.Text,
-		Reason: v.Reason, Score: v.Score,
+		Action: pluginpb.Action(v.Action), Code: int32(v.Code), EnhancedCode: u(v.EnhancedCode), Text: u(v.Text),
+		Reason: u(v.Reason), Score: v.Score,
 	}
 	for _, h := range v.AddHeaders {
-		pv.AddHeaders = append(pv.AddHeaders, &pluginpb.HeaderField{Name: h.Name, Value: h.Value})
+		pv.AddHeaders = append(pv.AddHeaders, &pluginpb.HeaderField{Name: u(h.Name), Value: u(h.Value)})
 	}
 	for _, ar := range v.AuthResults {
-		p := &pluginpb.AuthResult{Method: ar.Method, Result: ar.Result, Reason: ar.Reason}
+		p := &pluginpb.AuthResult{Method: u(ar.Method), Result: u(ar.Result), Reason: u(ar.Reason)}
 		for _, prop := range ar.Properties {
-			p.Properties = append(p.Properties, &pluginpb.AuthProperty{Type: prop.Type, Name: prop.Name, Value: prop.Value})
+			p.Properties = append(p.Properties, &pluginpb.AuthProperty{Type: u(prop.Type), Name: u(prop.Name), Value: u(prop.Value)})
 		}
 		pv.AuthResults = append(pv.AuthResults, p)
 	}
 	for _, s := range v.Symbols {
-		pv.Symbols = append(pv.Symbols, &pluginpb.Symbol{Name: s.Name, Score: s.Score, Detail: s.Detail})
+		pv.Symbols = append(pv.Symbols, &pluginpb.Symbol{Name: u(s.Name), Score: s.Score, Detail: u(s.Detail)})
 	}
 	return pv, nil
 }

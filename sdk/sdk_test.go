@@ -232,3 +232,26 @@ func TestConfigTypes(t *testing.T) {
 		}
 	}
 }
+
+// Header fields with raw 8-bit bytes must not break the call: the parsed
+// header carries a cleaned copy, the data the exact bytes.
+func TestEightBitHeader(t *testing.T) {
+	f := &full{}
+	r := sdktest.Start(t, f, map[string]any{"word": "caf"})
+	raw := "Subject: caf\xe9\r\nFrom: \xff@example.org\r\n\r\nbody\r\n"
+	v, err := r.Check(context.Background(), sdktest.Message(t, raw, nil))
+	if err != nil {
+		t.Fatalf("Check with a Latin-1 header = %v", err)
+	}
+	if v.Action != sdk.Reject || f.read != int64(len(raw)) {
+		t.Errorf("verdict %+v, read %d of %d bytes", v, f.read, len(raw))
+	}
+}
+
+func TestParseHeaderLongContinuation(t *testing.T) {
+	raw := "X-Long: a" + strings.Repeat("\r\n b", 100000) + "\r\n\r\n"
+	h, err := sdk.ParseHeader(bufio.NewReader(strings.NewReader(raw)))
+	if err != nil || len(h) != 1 || len(h[0].Value) != len(raw)-len("X-Long: ")-4 {
+		t.Fatalf("ParseHeader = %d fields, %v", len(h), err)
+	}
+}

@@ -20,12 +20,13 @@ import (
 )
 
 // Start serves f in this process over gRPC, describes it and configures it
-// with config (marshalled to JSON; nil for none), and returns the host's
-// side. The connection is closed when the test ends.
+// with config (marshalled to JSON; nil for none) and a state directory in
+// t.TempDir(), and returns the host's side. The connection is closed when
+// the test ends.
 func Start(t testing.TB, f sdk.Filter, config any) *sdk.Remote {
 	t.Helper()
 	r, info := start(t, f)
-	if err := Configure(r, config); err != nil {
+	if err := configure(r, config, t.TempDir()); err != nil {
 		t.Fatalf("sdktest: Configure: %v", err)
 	}
 	want := sdk.Hooks(f)
@@ -59,8 +60,11 @@ func start(t testing.TB, f sdk.Filter) (*sdk.Remote, sdk.Info) {
 }
 
 // Configure sends config (marshalled to JSON; nil for none) to a filter
-// started with StartUnconfigured.
-func Configure(r *sdk.Remote, config any) error {
+// started with StartUnconfigured. The stage has no state directory; use
+// r.Configure directly to give it one.
+func Configure(r *sdk.Remote, config any) error { return configure(r, config, "") }
+
+func configure(r *sdk.Remote, config any, stateDir string) error {
 	data := []byte("{}")
 	if config != nil {
 		var err error
@@ -68,7 +72,7 @@ func Configure(r *sdk.Remote, config any) error {
 			return err
 		}
 	}
-	return r.Configure(context.Background(), sdk.Config{Stage: "test", JSON: data})
+	return r.Configure(context.Background(), sdk.Config{Stage: "test", JSON: data, StateDir: stateDir})
 }
 
 // Message builds a message from its raw text (LF line endings are turned

@@ -1,7 +1,7 @@
 // Command example is the template for Sluice filter plugins: it refuses
 // (or quarantines) messages whose Subject matches a regular expression.
-// Copy this folder to start a plugin of your own; WRITING.md walks through
-// it.
+// Copy this folder to start a plugin of your own; the section "Writing a
+// filter plugin" of the top-level README.md walks through it.
 package main
 
 import "github.com/sluice-mail/sluice/sdk"

@@ -49,15 +49,21 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		var secs float64
-		if err := json.Unmarshal(b, &secs); err != nil || secs < 0 {
+		if err := json.Unmarshal(b, &secs); err != nil {
 			return fmt.Errorf("expected a duration such as \"30s\", got %s", b)
+		}
+		if secs < 0 {
+			return fmt.Errorf("negative duration %s", b)
 		}
 		*d = Duration(secs * float64(time.Second))
 		return nil
 	}
 	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
+	if err != nil {
 		return fmt.Errorf("invalid duration %q (examples: 500ms, 30s, 5m)", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", s)
 	}
 	*d = Duration(v)
 	return nil

@@ -64,12 +64,13 @@ func token(s string) string {
 	}, s)
 }
 
-// quote writes a property value as is when it is a token or an address,
-// as an RFC 5322 quoted-string otherwise.
+// quote writes a property value as is when it is an RFC 2045 token or an
+// address (RFC 8601 section 2.2 pvalue), as a quoted-string otherwise:
+// a DKIM header.b value, with its "/" and "=", must be quoted.
 func quote(s string) string {
 	plain := s != ""
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.@+/=", r) || r >= 0x80) {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`{|}~@", r) || r >= 0x80) {
 			plain = false
 			break
 		}

@@ -13,6 +13,7 @@
 package dnstest
 
 import (
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -63,19 +64,36 @@ func Start(t testing.TB, zone string) *Server {
 	}
 	mux := dns.NewServeMux()
 	mux.HandleFunc(".", s.serve)
-	udp := &dns.Server{Addr: "127.0.0.1:0", Net: "udp", Handler: mux}
-	ready := make(chan struct{})
-	udp.NotifyStartedFunc = func() { close(ready) }
-	go udp.ListenAndServe()
-	<-ready
-	s.Addr = udp.PacketConn.LocalAddr().String()
-	tcp := &dns.Server{Addr: s.Addr, Net: "tcp", Handler: mux}
-	tready := make(chan struct{})
-	tcp.NotifyStartedFunc = func() { close(tready) }
-	go tcp.ListenAndServe()
-	<-tready
+	pc, ln, err := listenPair()
+	if err != nil {
+		t.Fatalf("dnstest: %v", err)
+	}
+	s.Addr = pc.LocalAddr().String()
+	udp := &dns.Server{PacketConn: pc, Handler: mux}
+	tcp := &dns.Server{Listener: ln, Handler: mux}
+	go udp.ActivateAndServe()
+	go tcp.ActivateAndServe()
 	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
 	return s
+}
+
+// listenPair binds UDP and TCP on the same free port of 127.0.0.1,
+// trying again when the TCP port turns out to be taken.
+func listenPair() (net.PacketConn, net.Listener, error) {
+	var last error
+	for range 50 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		last = err
+	}
+	return nil, nil, last
 }
 
 func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {

@@ -30,7 +30,7 @@ func New(servers []string) *net.Resolver {
 		PreferGo: true,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
-			var errs []error
+			var last error
 			start := next.Add(1)
 			for i := range servers {
 				addr := servers[(int(start)+i)%len(servers)]
@@ -38,9 +38,11 @@ func New(servers []string) *net.Resolver {
 				if err == nil {
 					return c, nil
 				}
-				errs = append(errs, err)
+				// Keep the error as it is (not joined with the others),
+				// so that a timeout still says it is one.
+				last = err
 			}
-			return nil, errors.Join(errs...)
+			return nil, last
 		},
 	}
 }

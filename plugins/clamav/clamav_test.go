@@ -282,7 +282,7 @@ func TestConfigInvalid(t *testing.T) {
 		{map[string]any{"oversize": "drop"}, "oversize"},
 		{map[string]any{"oversize": "Accept"}, "oversize"},
 		{map[string]any{"timeout": -1}, "negative"},
-		{map[string]any{"timeout": "-1s"}, "invalid duration"},
+		{map[string]any{"timeout": "-1s"}, "negative duration"},
 		{map[string]any{"adress": "tcp://127.0.0.1:3310"}, "adress"},
 	}
 	r := sdktest.StartUnconfigured(t, newScanner())

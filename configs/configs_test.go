@@ -1,9 +1,17 @@
 package configs
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/pipeline"
 )
 
 func TestShippedConfigsValidate(t *testing.T) {
@@ -36,5 +44,44 @@ func TestDevConfig(t *testing.T) {
 	}
 	if c.DataDir != "./data" || !c.TLS.SelfSigned || len(c.Domains) != 1 || c.Domains[0] != "example.test" {
 		t.Errorf("dev.yaml: data_dir %q, self_signed %v, domains %v", c.DataDir, c.TLS.SelfSigned, c.Domains)
+	}
+}
+
+// TestShippedPipelinesStart starts every plugin stage of every shipped
+// config with the real plugin programs, so that a setting a plugin does
+// not accept is caught here and not on an administrator's machine. (The
+// services they talk to need not run: the plugins accept their settings
+// without them.)
+func TestShippedPipelinesStart(t *testing.T) {
+	dir := t.TempDir()
+	entries, err := os.ReadDir("../plugins")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join("../plugins", e.Name(), "main.go")); err != nil {
+			continue
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, e.Name()), "../plugins/"+e.Name()).CombinedOutput()
+		if err != nil {
+			t.Fatalf("building plugin %s: %v\n%s", e.Name(), err, out)
+		}
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, n := range Names() {
+		c, err := config.Parse(n+".yaml", Get(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Plugins.Dir, c.DataDir = dir, t.TempDir()
+		set, err := pipeline.Build(context.Background(), c, log, pipeline.BuildOptions{})
+		if err != nil {
+			t.Errorf("configs/%s.yaml: %v", n, err)
+			continue
+		}
+		if len(set.Get("inbound").Stages) == 0 {
+			t.Errorf("configs/%s.yaml has no inbound stages", n)
+		}
+		set.Close(time.Second)
 	}
 }

@@ -1,8 +1,17 @@
 // Command sluice-bench measures SMTP ingest of Sluice against a real
-// Postfix, under the same load in the same run, and prints one table.
+// Postfix, under the same load in the same run, and prints one table; then
+// what Sluice's filter pipelines cost, in a second table (pipelines.go).
 // 'make bench' runs it from the repository root after 'make build'.
 //
-// The load is Postfix's smtp-source: 10 KiB messages from
+// -sections picks the parts, all by default, in this order: postfix (the
+// comparison described below), stage (one no-op plugin stage vs none),
+// pipeline (the full inbound pipeline vs none) and clamav (clamd fed
+// directly vs Sluice with a clamav stage). The last three run at
+// -sessions (20) with the same smtp-source messages of -size bytes, and
+// need bin/plugins (make build), the go command (to build the noop test
+// plugin) and clamd with clamav-testfiles (.ci/deps.sh installs them).
+//
+// The load is Postfix's smtp-source: 10 KiB (-size) messages from
 // bench@example.test to rcpt@bench.test, one message per connection, at 1,
 // 20 and 100 parallel sessions (-levels, -count), sent to each server in
 // turn (level by level: Sluice, then Postfix). smtp-source runs with -A so
@@ -50,7 +59,12 @@
 // After each run the harness checks that the messages arrived: Sluice's
 // mailbox must have grown by exactly the number accepted, Postfix's log
 // must show exactly that many discards. It exits non-zero when any run had
-// errors or a mismatch; speed is reported, never asserted.
+// errors or a mismatch (or a plugin restarted, or clamd answered other
+// than "stream: OK"); speed is reported, never asserted, the pipeline
+// sections' targets included. Every process it starts (Sluice and its
+// plugins, Postfix, clamd, smtp-source; the DNS server is in this process)
+// is stopped and the temporary directory removed at the end, also on
+// Ctrl-C.
 package main
 
 import (
@@ -74,11 +88,14 @@ import (
 )
 
 const (
-	smtpSource  = "/usr/sbin/smtp-source"
-	messageSize = 10240
-	sender      = "bench@example.test"
-	recipient   = "rcpt@bench.test"
+	smtpSource = "/usr/sbin/smtp-source"
+	sender     = "bench@example.test"
+	recipient  = "rcpt@bench.test"
 )
+
+// messageSize is smtp-source's -l: the size of the messages of every
+// section (-size).
+var messageSize = 10240
 
 // Default message counts per session level, so that each run takes
 // roughly 5-20 s per server on a 2-core machine: measured there through
@@ -119,23 +136,57 @@ type result struct {
 	ranOK      bool // got as far as measuring
 	direct     bool // without the proxy
 	throughput float64
-	cpuMS      float64 // machine CPU (all processes, user+system) per message, ms
+	cpuMS      float64         // machine CPU (all processes, user+system) per message, ms
+	latencies  []time.Duration // sorted; kept to pool runs of the same pipeline
 }
 
 func (r *result) failed() bool { return r.errors > 0 || len(r.problems) > 0 || !r.ranOK }
 
 func main() { os.Exit(run()) }
 
+// allSections are the parts of the benchmark, in the order they run.
+var allSections = []string{"postfix", "stage", "pipeline", "clamav"}
+
 func run() int {
-	levelsFlag := flag.String("levels", "1,20,100", "comma-separated session `counts` to run (smtp-source -s)")
-	countsFlag := flag.String("count", defaultCounts, "messages per level as `level=count,...`; a level not listed gets 10000")
-	only := flag.String("only", "", "run only this `server`: sluice or postfix")
-	bin := flag.String("bin", "bin/sluice", "the sluice `binary`")
+	sectionsFlag := flag.String("sections", strings.Join(allSections, ","), "comma-separated `parts` to run: postfix (Sluice vs Postfix at -levels), stage (one noop plugin stage vs none), pipeline (the full inbound pipeline vs none), clamav (clamd fed directly vs Sluice with a clamav stage)")
+	levelsFlag := flag.String("levels", "1,20,100", "postfix section: comma-separated session `counts` to run (smtp-source -s)")
+	countsFlag := flag.String("count", defaultCounts, "postfix section: messages per level as `level=count,...`; a level not listed gets 10000")
+	only := flag.String("only", "", "postfix section: run only this `server`: sluice or postfix")
+	size := flag.Int("size", messageSize, "message size in `bytes` (smtp-source -l), for every section")
+	var pc pipelineConfig
+	flag.IntVar(&pc.sessions, "sessions", 20, "stage, pipeline and clamav sections: parallel `sessions` (smtp-source -s)")
+	flag.IntVar(&pc.stageCount, "stage-count", defaultStageCount, "stage section: `messages` per run (four runs: empty, noop, noop, empty); also the empty-pipeline run of the pipeline section when the stage section does not run")
+	flag.IntVar(&pc.pipelineCount, "pipeline-count", defaultPipelineCount, "pipeline section: `messages` through the full pipeline")
+	flag.IntVar(&pc.clamavCount, "clamav-count", defaultClamavCount, "clamav section: `messages` through Sluice with a clamav stage")
+	flag.IntVar(&pc.clamdThreads, "clamd-threads", 8, "clamd's MaxThreads, and the `connections` of the direct scan")
+	flag.DurationVar(&pc.clamdDuration, "clamd-duration", 10*time.Second, "clamav section: how long clamd is fed directly")
+	bin := flag.String("bin", "bin/sluice", "the sluice `binary`; its plugins are in the plugins directory beside it")
 	drainTimeout := flag.Duration("drain-timeout", 5*time.Minute, "how long to wait for a server's queue to empty after a run")
-	direct := flag.Bool("direct", false, "send straight to the servers, without the latency proxy (no p50/p99, errors only as delivery mismatches): shows what the proxy itself costs")
+	direct := flag.Bool("direct", false, "postfix section: send straight to the servers, without the latency proxy (no p50/p99, errors only as delivery mismatches): shows what the proxy itself costs")
 	keep := flag.Bool("keep", false, "keep the temporary directory (configs, data, logs) and print where it is")
 	flag.Parse()
 
+	sections := map[string]bool{}
+	for _, f := range strings.Split(*sectionsFlag, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !slices.Contains(allSections, f) {
+			return fatalf("-sections: %q is not one of %s", f, strings.Join(allSections, ", "))
+		}
+		sections[f] = true
+	}
+	if len(sections) == 0 {
+		return fatalf("-sections: nothing to run")
+	}
+	if *size < 100 {
+		return fatalf("-size: %d is too small", *size)
+	}
+	messageSize = *size
+	if pc.sessions < 1 || pc.stageCount < 1 || pc.pipelineCount < 1 || pc.clamavCount < 1 || pc.clamdThreads < 1 || pc.clamdDuration <= 0 {
+		return fatalf("-sessions, -stage-count, -pipeline-count, -clamav-count, -clamd-threads and -clamd-duration must be positive")
+	}
 	levels, err := parseLevels(*levelsFlag)
 	if err != nil {
 		return fatalf("-levels: %v", err)
@@ -154,6 +205,9 @@ func run() int {
 	default:
 		return fatalf("-only: %q is neither sluice nor postfix", *only)
 	}
+	if !sections["postfix"] {
+		runSluice, runPostfix = false, false
+	}
 	if _, err := os.Stat(smtpSource); err != nil {
 		return fatalf("%s not found: install postfix (.ci/deps.sh bench)", smtpSource)
 	}
@@ -161,8 +215,13 @@ func run() int {
 	if err == nil {
 		_, err = os.Stat(sluiceBin)
 	}
-	if runSluice && err != nil {
+	if (runSluice || sections["stage"] || sections["pipeline"] || sections["clamav"]) && err != nil {
 		return fatalf("%s not found: run 'make build' first, from the repository root (%v)", *bin, err)
+	}
+	if sections["pipeline"] || sections["clamav"] {
+		if _, err := findClamd(); err != nil {
+			return fatalf("%v", err)
+		}
 	}
 
 	busyBefore := cpuBusy(time.Second)
@@ -185,6 +244,7 @@ func run() int {
 		return fatalf("%v", err)
 	}
 	if err := os.Chmod(base, 0o755); err != nil { // Postfix's daemons must reach their queue
+		os.RemoveAll(base)
 		return fatalf("%v", err)
 	}
 	if isTmpfs(base) {
@@ -199,6 +259,28 @@ func run() int {
 		os.RemoveAll(base)
 	}()
 
+	code := 0
+	if runSluice || runPostfix {
+		code = postfixSection(ctx, sluiceBin, base, runSluice, runPostfix, levels, counts, *drainTimeout, *direct, busyBefore)
+		if code == 130 {
+			return code
+		}
+	}
+	if sections["stage"] || sections["pipeline"] || sections["clamav"] {
+		pc.sluiceBin, pc.base, pc.drainTimeout = sluiceBin, base, *drainTimeout
+		pc.stage, pc.pipeline, pc.clamav = sections["stage"], sections["pipeline"], sections["clamav"]
+		if c := pipelineSections(ctx, os.Stdout, pc); c != 0 && (code == 0 || c == 130) {
+			code = c
+		}
+	}
+	return code
+}
+
+// postfixSection is the Sluice vs Postfix comparison: it starts the
+// servers, runs the levels, stops the servers and prints the table. It
+// returns the exit code: 0, 1 for errors or mismatches, 130 when
+// interrupted.
+func postfixSection(ctx context.Context, sluiceBin, base string, runSluice, runPostfix bool, levels []int, counts map[int]int, drainTimeout time.Duration, direct bool, busyBefore float64) int {
 	var servers []server
 	defer func() {
 		for _, s := range servers {
@@ -211,7 +293,7 @@ func run() int {
 	var pf *postfixServer
 	if runSluice {
 		progress("starting sluice")
-		s, err := startSluice(ctx, sluiceBin, filepath.Join(base, "sluice"))
+		s, err := startSluice(ctx, sluiceBin, filepath.Join(base, "sluice"), sluiceOptions{})
 		if s != nil {
 			sl = s
 			servers = append(servers, sluiceTarget{s})
@@ -253,7 +335,7 @@ levels:
 		}
 		for _, s := range servers {
 			progress("%s: %d sessions, %d messages", s.name(), level, count)
-			r := runLevel(ctx, s, proxies[s.name()], level, count, *drainTimeout, *direct)
+			r := runLevel(ctx, s, proxies[s.name()], level, count, drainTimeout, direct)
 			results = append(results, r)
 			progress("%s: %d sessions: %.0f msgs/s in %s, p50 %s, p99 %s, max %s, %d errors, queue empty after %s",
 				s.name(), level, r.throughput, r.wall.Round(time.Millisecond), ms(r.p50), ms(r.p99), ms(r.max), r.errors, r.drained.Round(time.Millisecond))
@@ -384,6 +466,7 @@ func runLevel(ctx context.Context, s server, p *proxy, sessions, count int, drai
 		r.notes = append(r.notes, "error replies seen: "+strings.Join(st.sortedErrorLines(), "; "))
 	}
 	slices.Sort(st.latencies)
+	r.latencies = st.latencies
 	r.p50 = percentile(st.latencies, 50)
 	r.p99 = percentile(st.latencies, 99)
 	if len(st.latencies) > 0 {

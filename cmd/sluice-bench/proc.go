@@ -129,20 +129,28 @@ func processTreePss(pid int) (int64, int) {
 	return total, n
 }
 
-// childPIDs lists the children of pid.
+// childPIDs lists the children of pid: those of each of its threads (a
+// child is listed under the thread that forked it, and a Go program forks
+// from any of its threads).
 func childPIDs(pid int) []int {
 	if pid == 0 {
 		return nil
 	}
 	s := strconv.Itoa(pid)
-	b, err := os.ReadFile("/proc/" + s + "/task/" + s + "/children")
+	tasks, err := os.ReadDir("/proc/" + s + "/task")
 	if err != nil {
 		return nil
 	}
 	var out []int
-	for _, f := range strings.Fields(string(b)) {
-		if c, err := strconv.Atoi(f); err == nil {
-			out = append(out, c)
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/" + s + "/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
 		}
 	}
 	return out
@@ -304,4 +312,46 @@ func machineBusy() time.Duration {
 	}
 	const userHZ = 100 // USER_HZ on Linux
 	return time.Duration(busy) * time.Second / userHZ
+}
+
+// descendantsRSS returns the summed VmRSS of pid's descendants (not pid
+// itself), in kB, and how many there were: a Sluice's plugin processes.
+// They are separate statically linked programs, so VmRSS shares little
+// between them and the sum is fair.
+func descendantsRSS(pid int) (int64, int) {
+	var total int64
+	n := 0
+	todo := childPIDs(pid)
+	for len(todo) > 0 {
+		p := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if kb, err := vmRSS(p); err == nil {
+			total += kb
+			n++
+		}
+		todo = append(todo, childPIDs(p)...)
+	}
+	return total, n
+}
+
+// procCPU returns the CPU time (user and system, all threads) pid has
+// used so far, from /proc/PID/stat; 0 if it is gone.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ... utime stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const userHZ = 100
+	return time.Duration(ut+st) * time.Second / userHZ
 }

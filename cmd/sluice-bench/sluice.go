@@ -18,6 +18,7 @@ import (
 // sluiceServer is bin/sluice under test, with its own config and data
 // directory.
 type sluiceServer struct {
+	label   string // the name in the output; "sluice" when empty
 	bin     string
 	dir     string
 	config  string
@@ -28,6 +29,20 @@ type sluiceServer struct {
 	waitErr error
 	stopped bool
 	rss     *rssSampler
+	// For an instance with filter stages: the peak summed VmRSS of its
+	// plugin processes (its descendants), and whether quarantined
+	// messages count as delivered.
+	pluginRSS  *rssSampler
+	filtered   bool
+	restartsAt map[string]int64 // plugin restarts by stage, at the last check
+}
+
+// sluiceOptions are what differs between the Sluice instances under test.
+type sluiceOptions struct {
+	label string
+	// extraConfig is YAML appended to the config: plugins and pipelines.
+	extraConfig string
+	filtered    bool
 }
 
 const sluiceConfig = `# Written by cmd/sluice-bench.
@@ -43,7 +58,7 @@ queue: {min_free_disk: 0}
 log: {level: warn}
 `
 
-func startSluice(ctx context.Context, bin, dir string) (*sluiceServer, error) {
+func startSluice(ctx context.Context, bin, dir string, opts sluiceOptions) (*sluiceServer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -52,13 +67,15 @@ func startSluice(ctx context.Context, bin, dir string) (*sluiceServer, error) {
 		return nil, err
 	}
 	s := &sluiceServer{
-		bin:     bin,
-		dir:     dir,
-		config:  filepath.Join(dir, "sluice.yaml"),
-		logFile: filepath.Join(dir, "sluice.log"),
-		addr:    addr,
+		label:    opts.label,
+		filtered: opts.filtered,
+		bin:      bin,
+		dir:      dir,
+		config:   filepath.Join(dir, "sluice.yaml"),
+		logFile:  filepath.Join(dir, "sluice.log"),
+		addr:     addr,
 	}
-	cfg := fmt.Sprintf(sluiceConfig, filepath.Join(dir, "data"), addr)
+	cfg := fmt.Sprintf(sluiceConfig, filepath.Join(dir, "data"), addr) + opts.extraConfig
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -93,6 +110,10 @@ func startSluice(ctx context.Context, bin, dir string) (*sluiceServer, error) {
 		}
 		return kb, 1
 	})
+	if s.filtered {
+		pid := s.cmd.Process.Pid
+		s.pluginRSS = startRSSSampler(250*time.Millisecond, false, func() (int64, int) { return descendantsRSS(pid) })
+	}
 
 	// Ready when the MX port answers and the admin socket does.
 	deadline := time.Now().Add(30 * time.Second)
@@ -124,7 +145,13 @@ func startSluice(ctx context.Context, bin, dir string) (*sluiceServer, error) {
 	return s, nil
 }
 
-func (s *sluiceServer) name() string         { return "sluice" }
+func (s *sluiceServer) name() string {
+	if s.label != "" {
+		return s.label
+	}
+	return "sluice"
+}
+
 func (s *sluiceServer) target() string       { return s.addr }
 func (s *sluiceServer) sampler() *rssSampler { return s.rss }
 
@@ -156,24 +183,84 @@ func (s *sluiceServer) cli(ctx context.Context, stdin string, args ...string) ([
 	return out.Bytes(), nil
 }
 
-// delivered returns the number of messages in the bench user's folders.
+// delivered returns the number of messages in the bench user's folders
+// and, for an instance with filter stages, in quarantine.
 func (s *sluiceServer) delivered(ctx context.Context) (int, error) {
-	out, err := s.cli(ctx, "", "mailbox", "ls", recipient, "--json")
+	f, err := s.folders(ctx)
 	if err != nil {
 		return 0, err
+	}
+	n := 0
+	for _, c := range f {
+		n += c
+	}
+	return n, nil
+}
+
+// quarantineFolder is the key folders uses for the quarantine.
+const quarantineFolder = "(quarantine)"
+
+// folders returns the number of messages in each of the bench user's
+// folders and, for an instance with filter stages, in quarantine (under
+// quarantineFolder).
+func (s *sluiceServer) folders(ctx context.Context) (map[string]int, error) {
+	out, err := s.cli(ctx, "", "mailbox", "ls", recipient, "--json")
+	if err != nil {
+		return nil, err
 	}
 	var mbs []struct {
 		Name     string `json:"name"`
 		Messages int    `json:"messages"`
 	}
 	if err := json.Unmarshal(out, &mbs); err != nil {
-		return 0, fmt.Errorf("sluice mailbox ls: %v", err)
+		return nil, fmt.Errorf("sluice mailbox ls: %v", err)
 	}
-	n := 0
+	f := map[string]int{}
 	for _, mb := range mbs {
-		n += mb.Messages
+		f[mb.Name] += mb.Messages
 	}
-	return n, nil
+	if s.filtered {
+		out, err := s.cli(ctx, "", "quarantine", "ls", "--json")
+		if err != nil {
+			return nil, err
+		}
+		var q []json.RawMessage
+		if err := json.Unmarshal(out, &q); err != nil {
+			return nil, fmt.Errorf("sluice quarantine ls: %v", err)
+		}
+		if len(q) > 0 {
+			f[quarantineFolder] = len(q)
+		}
+	}
+	return f, nil
+}
+
+// pluginStatus is a running plugin as 'sluice status --json' lists it.
+type pluginStatus struct {
+	Stage    string `json:"stage"`
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	PID      int    `json:"pid"`
+	Restarts int64  `json:"restarts"`
+}
+
+// plugins returns the running plugins, from 'sluice status --json'.
+func (s *sluiceServer) plugins(ctx context.Context) ([]pluginStatus, error) {
+	out, err := s.cli(ctx, "", "status", "--json")
+	if err != nil {
+		return nil, err
+	}
+	var st struct {
+		Running bool           `json:"running"`
+		Plugins []pluginStatus `json:"plugins"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("sluice status: %v", err)
+	}
+	if !st.Running {
+		return nil, errors.New("sluice status: not running")
+	}
+	return st.Plugins, nil
 }
 
 // queueState is what 'sluice queue ls --json' says.
@@ -196,8 +283,14 @@ func (s *sluiceServer) queue(ctx context.Context) (queueState, error) {
 	if err := json.Unmarshal(out, &msgs); err != nil {
 		return queueState{}, fmt.Errorf("sluice queue ls: %v", err)
 	}
-	q := queueState{n: len(msgs)}
+	q := queueState{}
 	for _, m := range msgs {
+		if m.Status == "quarantine" {
+			// Kept until an administrator acts: counted with the
+			// deliveries, not waited for.
+			continue
+		}
+		q.n++
 		if m.Status == "hold" {
 			q.held++
 		}
@@ -264,6 +357,9 @@ func (s *sluiceServer) waitDrained(ctx context.Context, want int, timeout time.D
 func (s *sluiceServer) stop() error {
 	if s.rss != nil {
 		s.rss.stop()
+	}
+	if s.pluginRSS != nil {
+		s.pluginRSS.stop()
 	}
 	if s.cmd == nil || s.cmd.Process == nil || s.stopped {
 		return nil

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
@@ -185,6 +186,9 @@ func (r *Remote) Learn(ctx context.Context, msg *Message, spam bool) error {
 	return err
 }
 
+// chunkBufs recycles the buffers messages are read into for sending.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
 // sendMessage streams msg in chunks. The plugin may answer before the end;
 // then Send returns io.EOF and the caller's CloseAndRecv gets the answer.
 func sendMessage(stream interface {
@@ -197,7 +201,9 @@ func sendMessage(stream interface {
 		// a convenience: the exact bytes are in the message data.
 		first.Header = append(first.Header, &pluginpb.HeaderField{Name: validUTF8(f.Name), Value: validUTF8(f.Value)})
 	}
-	buf := make([]byte, chunkSize)
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	buf := *bp
 	chunk := first
 	for {
 		n, rerr := 0, error(nil)

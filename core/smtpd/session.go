@@ -673,9 +673,27 @@ func (s *session) finishAccepted(m *queue.Message) {
 		case len(m.Rcpts) > 0 && m.Rcpts[0].Mailbox == "Junk":
 			filter = "junk"
 		}
-		attrs = append(attrs, "filter", filter, "score", m.Score)
+		attrs = append(attrs, "filter", filter, "score", m.Score, "trace", compactTrace(m.Trace))
 	}
 	s.srv.log.Info("message accepted", attrs...)
+}
+
+// compactTrace writes a trace on one line for the log, which is the only
+// record of it for mail delivered at once: "spam/data=junk(6.50)
+// clamav/data=continue".
+func compactTrace(trace []pipeline.StageResult) string {
+	parts := make([]string, 0, len(trace))
+	for _, r := range trace {
+		p := fmt.Sprintf("%s/%s=%s", r.Stage, r.Hook, r.Action)
+		if r.Score != 0 {
+			p += fmt.Sprintf("(%.2f)", r.Score)
+		}
+		if r.Error != "" {
+			p += "!"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, " ")
 }
 
 func (s *session) finishDiscarded(id string, tx *transaction, out pipeline.Outcome) {

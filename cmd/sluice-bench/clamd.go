@@ -4,122 +4,46 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/md5"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sluice-mail/sluice/plugins/clamav/clamdtest"
 )
 
-// The clamd under test is the one plugins/internal/clamdtest starts for
-// the clamav plugin's tests: the same clamd.conf (but for MaxThreads) and
-// the same three-signature database, written here the same way. The code
-// is repeated rather than shared because Go's internal rule keeps
-// cmd/sluice-bench from importing plugins/internal/clamdtest; keep the two
-// in step.
-const (
-	clamdPackages        = "clamav-daemon clamav-testfiles"
-	clamTestFiles        = "/usr/share/clamav-testfiles"
-	clamdStreamMaxLength = 2 << 20
-	sigEICARHash         = "Sluice-Test-EICAR-Hash"
-	sigEICARBody         = "Sluice-Test-EICAR-Body"
-	sigClamExe           = "Sluice-Test-ClamExe"
-	eicarMD5             = "44d88612fea8a8f36de82e1278abb02f"
-	clamExeMD5           = "aa15bcf478d165efd2065190eb473bcb"
-)
+// The clamd under test is the one plugins/clamav/clamdtest starts for the
+// clamav plugin's tests, started here with clamdtest.Run: the same
+// clamd.conf (but for MaxThreads) and the same three-signature database.
 
-// eicar is the EICAR test file, put together at run time so that this
-// source file does not look like it to a scanner.
-func eicar() []byte {
-	return []byte(`X5O!P%@AP[4\PZX54(P^)7CC)7}$` + `EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`)
-}
-
-// clamdServer is a private clamd on a free loopback port.
+// clamdServer is that clamd, with its VmRSS sampled.
 type clamdServer struct {
-	dir        string
-	addr       string // host:port
-	logFile    string
+	*clamdtest.Clamd
+	addr       string // host:port of its TCP socket
 	maxThreads int
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	output     *syncBuffer
 	rss        *rssSampler
 	stopped    bool
 }
 
-func findClamd() (string, error) {
-	if p, err := exec.LookPath("clamd"); err == nil {
-		return p, nil
-	}
-	const p = "/usr/sbin/clamd"
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("clamd not found: install %s (.ci/deps.sh does)", clamdPackages)
-}
-
-// startClamd writes clamdtest's database and configuration into dir and
-// starts clamd with maxThreads scanning threads; it returns once clamd
-// answers PING. The caller stops it, also after an error.
+// startClamd starts clamdtest's clamd in dir with maxThreads scanning
+// threads; it returns once clamd answers PING. The caller stops it, also
+// after an error.
 func startClamd(ctx context.Context, dir string, maxThreads int) (*clamdServer, error) {
-	bin, err := findClamd()
+	cd, err := clamdtest.Run(dir, clamdtest.Options{MaxThreads: maxThreads})
 	if err != nil {
 		return nil, err
 	}
-	exe, err := os.ReadFile(filepath.Join(clamTestFiles, "clam.exe"))
-	if err != nil {
-		return nil, fmt.Errorf("%v: install %s", err, clamdPackages)
-	}
-	if sum := md5hex(exe); sum != clamExeMD5 {
-		return nil, fmt.Errorf("clam.exe has MD5 %s, want %s", sum, clamExeMD5)
-	}
-	ei := eicar()
-	if sum := md5hex(ei); sum != eicarMD5 {
-		return nil, fmt.Errorf("EICAR has MD5 %s, want %s", sum, eicarMD5)
-	}
-	db := filepath.Join(dir, "db")
-	hdb := fmt.Sprintf("%s:%d:%s\n%s:%d:%s\n", eicarMD5, len(ei), sigEICARHash, clamExeMD5, len(exe), sigClamExe)
-	ndb := fmt.Sprintf("%s:4:*:%s\n", sigEICARBody, hex.EncodeToString(ei))
-	if err := os.MkdirAll(db, 0o755); err != nil {
-		return nil, err
-	}
-	for name, data := range map[string]string{"sluice-test.hdb": hdb, "sluice-test.ndb": ndb} {
-		if err := os.WriteFile(filepath.Join(db, name), []byte(data), 0o644); err != nil {
-			return nil, err
-		}
-	}
-	c := &clamdServer{dir: dir, logFile: filepath.Join(dir, "clamd.log"), maxThreads: maxThreads, output: &syncBuffer{}}
-	for attempt := 1; ; attempt++ {
-		addr, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		_, port, _ := net.SplitHostPort(addr)
-		conf := filepath.Join(dir, "clamd.conf")
-		if err := os.WriteFile(conf, []byte(clamdConfig(dir, db, c.logFile, port, maxThreads)), 0o644); err != nil {
-			return nil, err
-		}
-		c.addr = addr
-		err = c.start(ctx, bin, conf)
-		if err == nil {
-			break
-		}
-		if attempt == 3 || !strings.Contains(c.output.String()+readFileString(c.logFile), "Address already in use") {
-			return c, fmt.Errorf("%v\nclamd output:\n%s\nclamd log:\n%s", err, c.output, tailFile(c.logFile, 20))
-		}
-	}
-	pid := c.cmd.Process.Pid
+	c := &clamdServer{Clamd: cd, addr: strings.TrimPrefix(cd.Addr, "tcp://"), maxThreads: maxThreads}
+	pid := cd.Pid()
 	c.rss = startRSSSampler(100*time.Millisecond, false, func() (int64, int) {
 		kb, err := vmRSS(pid)
 		if err != nil {
@@ -127,78 +51,13 @@ func startClamd(ctx context.Context, dir string, maxThreads int) (*clamdServer, 
 		}
 		return kb, 1
 	})
-	return c, nil
-}
-
-// clamdConfig is clamdtest's clamd.conf without the unix socket, with
-// maxThreads.
-func clamdConfig(dir, db, logFile, port string, maxThreads int) string {
-	return fmt.Sprintf(`# clamd for cmd/sluice-bench (as plugins/internal/clamdtest's)
-Foreground yes
-DatabaseDirectory %s
-TemporaryDirectory %s
-TCPAddr 127.0.0.1
-TCPSocket %s
-PidFile %s
-LogFile %s
-LogTime yes
-LogSyslog no
-StreamMaxLength %d
-MaxThreads %d
-SelfCheck 0
-`, db, dir, port, filepath.Join(dir, "clamd.pid"), logFile, clamdStreamMaxLength, maxThreads)
-}
-
-func (c *clamdServer) start(ctx context.Context, bin, conf string) error {
-	c.output = &syncBuffer{}
-	c.cmd = exec.Command(bin, "-c", conf)
-	c.cmd.Stdout, c.cmd.Stderr = c.output, c.output
-	// Its own process group, like Sluice: a Ctrl-C reaches the harness,
-	// which stops clamd itself.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.exited = make(chan struct{})
-	if err := c.cmd.Start(); err != nil {
-		return err
-	}
-	go func() {
-		c.cmd.Wait()
-		close(c.exited)
-	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := clamdPing(c.addr)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-c.exited:
-			return fmt.Errorf("clamd exited at start: %v", c.cmd.ProcessState)
-		case <-ctx.Done():
-			c.kill()
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			c.kill()
-			return fmt.Errorf("clamd does not answer PING after 60s: %v", err)
-		}
-	}
-}
-
-func (c *clamdServer) kill() {
-	c.cmd.Process.Kill()
-	<-c.exited
+	// Run does not watch ctx: an interrupt while clamd started ends the
+	// sections here.
+	return c, ctx.Err()
 }
 
 // alive reports whether clamd is still running.
-func (c *clamdServer) alive() bool {
-	select {
-	case <-c.exited:
-		return false
-	default:
-		return true
-	}
-}
+func (c *clamdServer) alive() bool { return c.Exited() == nil }
 
 // stop sends SIGTERM and waits for clamd to exit (SIGKILL after 10s).
 func (c *clamdServer) stop() error {
@@ -208,41 +67,16 @@ func (c *clamdServer) stop() error {
 	if c.rss != nil {
 		c.rss.stop()
 	}
-	if c.cmd == nil || c.cmd.Process == nil || c.stopped {
+	if c.Clamd == nil || c.stopped {
 		return nil
 	}
 	c.stopped = true
-	select {
-	case <-c.exited:
-		return fmt.Errorf("clamd had exited: %v\n%s", c.cmd.ProcessState, tailFile(c.logFile, 10))
-	default:
+	if st := c.Exited(); st != nil {
+		return fmt.Errorf("clamd had exited: %v\n%s", st, tailFile(c.LogFile, 10))
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.exited:
-		return nil
-	case <-time.After(10 * time.Second):
-		c.kill()
+	c.Stop()
+	if ws, ok := c.Exited().Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
 		return errors.New("clamd did not stop within 10s of SIGTERM; killed")
-	}
-}
-
-func clamdPing(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte("zPING\x00")); err != nil {
-		return err
-	}
-	got, err := bufio.NewReader(conn).ReadString(0)
-	if err != nil {
-		return fmt.Errorf("PING: %q, %v", got, err)
-	}
-	if got != "PONG\x00" {
-		return fmt.Errorf("PING answered %q", got)
 	}
 	return nil
 }
@@ -443,32 +277,4 @@ func captureMessage(ctx context.Context, size int) ([]byte, error) {
 	helo, _ := os.Hostname() // smtp-source says HELO with it
 	received := fmt.Sprintf("Received: from %s ([127.0.0.1])\r\n\tby bench.local (Sluice) with ESMTP id 01JBENCHBENCHBENCHBENCHBENC\r\n\tfor <%s>;\r\n\t%s\r\n", helo, recipient, time.Now().Format(time.RFC1123Z))
 	return append([]byte(received), g.msg...), nil
-}
-
-func md5hex(b []byte) string {
-	sum := md5.Sum(b)
-	return hex.EncodeToString(sum[:])
-}
-
-func readFileString(name string) string {
-	b, _ := os.ReadFile(name)
-	return string(b)
-}
-
-// syncBuffer collects a child's output, written by exec's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -85,6 +85,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sluice-mail/sluice/plugins/clamav/clamdtest"
 )
 
 const (
@@ -219,8 +221,8 @@ func run() int {
 		return fatalf("%s not found: run 'make build' first, from the repository root (%v)", *bin, err)
 	}
 	if sections["pipeline"] || sections["clamav"] {
-		if _, err := findClamd(); err != nil {
-			return fatalf("%v", err)
+		if _, err := clamdtest.Binary(); err != nil {
+			return fatalf("%v (.ci/deps.sh does)", err)
 		}
 	}
 

@@ -22,9 +22,9 @@ package main
 //     missing ones are named), against the empty pipeline of this run (the
 //     stage section's two runs, or one run of its own when that section is
 //     not run). dnsbl, spf, dkim and dmarc ask a DNS server in this process
-//     (benchZone); clamav a private clamd (clamd.go) with clamdtest's
-//     three-signature database and MaxThreads -clamd-threads; spam runs
-//     with its defaults, untrained.
+//     (dnstest's, serving benchZone); clamav a private clamd (clamdtest's,
+//     clamd.go) with its three-signature database and MaxThreads
+//     -clamd-threads; spam runs with its defaults, untrained.
 //   - clamav: that clamd fed directly, INSTREAM on -clamd-threads parallel
 //     connections (a new connection per scan, as the plugin does) for
 //     -clamd-duration, with one message smtp-source made, captured by a
@@ -53,6 +53,9 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sluice-mail/sluice/plugins/clamav/clamdtest"
+	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
 
 // Default message counts, so that each run takes about 5-20 s on a
@@ -133,7 +136,7 @@ type pipelineReport struct {
 func pipelineSections(ctx context.Context, w io.Writer, c pipelineConfig) int {
 	rep := &pipelineReport{cfg: c, busyBefore: cpuBusy(time.Second)}
 	started := time.Now()
-	var dnsSrv *dnsServer
+	var dnsSrv *dnstest.Server
 	var clamd *clamdServer
 	stopAll := func() {
 		for _, in := range rep.instances {
@@ -145,8 +148,10 @@ func pipelineSections(ctx context.Context, w io.Writer, c pipelineConfig) int {
 		if err := clamd.stop(); err != nil {
 			rep.problems = append(rep.problems, "stopping clamd: "+err.Error())
 		}
-		if err := dnsSrv.stop(); err != nil {
-			rep.problems = append(rep.problems, "stopping the DNS server: "+err.Error())
+		if dnsSrv != nil {
+			if err := dnsSrv.Close(); err != nil {
+				rep.problems = append(rep.problems, "stopping the DNS server: "+err.Error())
+			}
 		}
 	}
 	defer stopAll() // again, harmlessly, after an early return
@@ -244,7 +249,7 @@ func pipelineSections(ctx context.Context, w io.Writer, c pipelineConfig) int {
 		runs[in]++
 		progress("sluice %q: %d sessions, %d messages (run %d)", in.s.name(), c.sessions, count, runs[in])
 		if dnsSrv != nil {
-			dnsSrv.take()
+			takeQueries(dnsSrv)
 		}
 		foldersBefore, _ := in.s.folders(ctx)
 		if in.s.pluginRSS != nil {
@@ -264,7 +269,7 @@ func pipelineSections(ctx context.Context, w io.Writer, c pipelineConfig) int {
 			}
 		}
 		if clamd != nil && slices.Contains(in.stages, "clamav") {
-			procs = append(procs, procShare{name: "clamd", pid: clamd.cmd.Process.Pid})
+			procs = append(procs, procShare{name: "clamd", pid: clamd.Pid()})
 		}
 		procs = append(procs, procShare{name: "bench", pid: os.Getpid()})
 		for i := range procs {
@@ -286,11 +291,11 @@ func pipelineSections(ctx context.Context, w io.Writer, c pipelineConfig) int {
 			kb, _ := clamd.rss.peak()
 			rep.clamdKB = max(rep.clamdKB, kb)
 			if !clamd.alive() {
-				r.problems = append(r.problems, "clamd exited:\n"+tailFile(clamd.logFile, 10))
+				r.problems = append(r.problems, "clamd exited:\n"+tailFile(clamd.LogFile, 10))
 			}
 		}
 		if dnsSrv != nil && len(in.stages) > 0 {
-			r.dnsNames, r.dnsQueries = dnsSrv.take()
+			r.dnsNames, r.dnsQueries = takeQueries(dnsSrv)
 		}
 		if ctx.Err() == nil {
 			if f, err := in.s.folders(ctx); err == nil {
@@ -392,11 +397,11 @@ func pipelineSections(ctx context.Context, w io.Writer, c pipelineConfig) int {
 		case hasClamav && !clamdOK:
 			rep.notes = append(rep.notes, "pipeline section skipped: clamd did not start")
 		default:
-			if dnsSrv, err = startDNS(benchZone); err != nil {
+			if dnsSrv, err = dnstest.Serve(benchZone); err != nil {
 				problem("starting the DNS server: %v", err)
 				break
 			}
-			full, err := start("full", rep.available, stagesYAML(rep.available, dnsSrv.addr, clamdAddr(clamd)))
+			full, err := start("full", rep.available, stagesYAML(rep.available, dnsSrv.Addr, clamdAddr(clamd)))
 			if err != nil {
 				problem("starting sluice \"full\": %v", err)
 				break
@@ -466,7 +471,7 @@ func stagesYAML(plugins []string, dnsAddr, clamdAddr string) string {
 		case "spf", "dkim", "dmarc":
 			fmt.Fprintf(&b, "      config: {dns_servers: [%q]}\n", dnsAddr)
 		case "clamav":
-			fmt.Fprintf(&b, "      config: {address: %q, max_size: %d}\n", "tcp://"+clamdAddr, clamdStreamMaxLength)
+			fmt.Fprintf(&b, "      config: {address: %q, max_size: %d}\n", "tcp://"+clamdAddr, clamdtest.StreamMaxLength)
 		}
 	}
 	return b.String()
@@ -554,7 +559,7 @@ func (rep *pipelineReport) print(w io.Writer) {
 		fmt.Fprintln(w, "  dnsbl: zones [bl.bench.test] (the client 127.0.0.1 is local: skipped), sender_zones [dbl.bench.test]; dnsbl, spf, dkim, dmarc ask a DNS server in this process: example.test has SPF \"v=spf1 ip4:127.0.0.1 -all\" and DMARC \"p=none\", all else NXDOMAIN; spam: defaults, untrained")
 	}
 	if rep.clamd != nil {
-		fmt.Fprintf(w, "clamd: %s, MaxThreads %d, clamdtest's 3-signature test database, StreamMaxLength %d\n", clamdVersion(), rep.clamd.maxThreads, clamdStreamMaxLength)
+		fmt.Fprintf(w, "clamd: %s, MaxThreads %d, clamdtest's 3-signature test database, StreamMaxLength %d\n", clamdVersion(), rep.clamd.maxThreads, clamdtest.StreamMaxLength)
 	}
 	fmt.Fprintln(w)
 
@@ -682,7 +687,7 @@ func (rep *pipelineReport) print(w io.Writer) {
 	}
 	if rep.clamd != nil {
 		var bad []string
-		for _, l := range logLines(rep.clamd.logFile) {
+		for _, l := range logLines(rep.clamd.LogFile) {
 			if strings.Contains(l, "ERROR") || strings.Contains(l, "WARNING") || strings.Contains(l, "FOUND") {
 				bad = append(bad, l)
 			}
@@ -708,7 +713,7 @@ func pct(a, b float64) float64 {
 }
 
 func clamdVersion() string {
-	bin, err := findClamd()
+	bin, err := clamdtest.Binary()
 	if err != nil {
 		return "clamd"
 	}

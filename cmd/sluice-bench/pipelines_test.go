@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/plugins/clamav/clamdtest"
+	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
 
 // TestConfigs checks that the configs the pipeline sections give Sluice
@@ -52,7 +54,7 @@ func TestConfigs(t *testing.T) {
 					t.Errorf("%s config %s: no dns_servers", st.Plugin, js)
 				}
 			case "clamav":
-				if cfg["address"] != "tcp://127.0.0.1:3310" || cfg["max_size"] != float64(clamdStreamMaxLength) {
+				if cfg["address"] != "tcp://127.0.0.1:3310" || cfg["max_size"] != float64(clamdtest.StreamMaxLength) {
 					t.Errorf("clamav config %s", js)
 				}
 			default:
@@ -68,15 +70,15 @@ func TestConfigs(t *testing.T) {
 }
 
 func TestDNSServer(t *testing.T) {
-	s, err := startDNS(benchZone)
+	s, err := dnstest.Serve(benchZone)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.stop()
+	defer s.Close()
 	for _, network := range []string{"udp", "tcp"} {
 		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, network, s.addr)
+			return d.DialContext(ctx, network, s.Addr)
 		}}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		txt, err := r.LookupTXT(ctx, "example.test.")
@@ -93,15 +95,15 @@ func TestDNSServer(t *testing.T) {
 		}
 		cancel()
 	}
-	names, total := s.take()
+	names, total := takeQueries(s)
 	if total < 6 || !strings.Contains(strings.Join(names, ", "), "TXT example.test. ×2") {
 		t.Errorf("take = %v, %d", names, total)
 	}
-	if _, total := s.take(); total != 0 {
+	if _, total := takeQueries(s); total != 0 {
 		t.Errorf("second take counted %d", total)
 	}
-	if err := s.stop(); err != nil {
-		t.Errorf("stop: %v", err)
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }
 

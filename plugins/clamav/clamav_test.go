@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-mail/sluice/plugins/internal/clamdtest"
+	"github.com/sluice-mail/sluice/plugins/clamav/clamdtest"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
@@ -587,7 +587,7 @@ func FuzzParseReply(f *testing.F) {
 	})
 }
 
-// ---- Against a real clamd (plugins/internal/clamdtest).
+// ---- Against a real clamd (plugins/clamav/clamdtest).
 
 func TestRealClamd(t *testing.T) {
 	c := clamdtest.Start(t)

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-mail/sluice/plugins/internal/dnstest"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
+	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
 
 // testZone is what the test DNS server serves. Clients are in TEST-NET

@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-mail/sluice/plugins/internal/dnstest"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
+	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
 
 // rspamdPackage is the Debian package the integration test needs.

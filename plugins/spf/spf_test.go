@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-mail/sluice/plugins/internal/dnstest"
 	"github.com/sluice-mail/sluice/plugins/internal/mailauth/authtest"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
+	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
 
 // zone is the test DNS: the client is 192.0.2.1 or 2001:db8::1 unless a

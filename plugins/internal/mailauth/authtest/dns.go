@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-mail/sluice/plugins/internal/dnstest"
+	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
 
 // dnsStartWait is how long one dnstest.Start may take before StartDNS

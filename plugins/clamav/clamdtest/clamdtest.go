@@ -13,6 +13,10 @@
 // ".UNOFFICIAL" appended, as it does for every signature ClamAV did not
 // sign.
 //
+// Outside a test (a benchmark harness, say), Run starts the same clamd in a
+// directory the caller names, with Options such as MaxThreads, and Stop
+// stops it.
+//
 // It needs the Debian packages clamav-daemon, clamdscan and
 // clamav-testfiles; without them the test fails (it does not skip) and says
 // what to install. clamd takes about a second to start and 20 MB of memory.
@@ -41,8 +45,9 @@ const Packages = "clamav-daemon clamdscan clamav-testfiles"
 // TestFiles is where clamav-testfiles installs its files.
 const TestFiles = "/usr/share/clamav-testfiles"
 
-// StreamMaxLength is clamd's INSTREAM limit in the test configuration: a
-// longer stream is answered "INSTREAM size limit exceeded. ERROR".
+// StreamMaxLength is clamd's INSTREAM limit in the test configuration
+// (Start's, and Run's unless its Options say otherwise): a longer stream
+// is answered "INSTREAM size limit exceeded. ERROR".
 const StreamMaxLength = 2 << 20
 
 // Signature names in the test database, as written there (clamd adds
@@ -98,59 +103,98 @@ type Clamd struct {
 	exited   chan struct{}
 	output   *syncBuffer
 	stopOnce sync.Once
+	sockDir  string // the socket's own directory, if not Dir
 }
 
-// Start starts clamd and returns once it answers PING; it is stopped when
-// the test ends.
+// Options are the settings of Run that a caller may change; the zero
+// value is what Start uses.
+type Options struct {
+	// MaxThreads is clamd's MaxThreads, its scanning threads: 0 means 4.
+	MaxThreads int
+	// StreamMaxLength is clamd's INSTREAM limit in bytes: 0 means
+	// StreamMaxLength (the constant).
+	StreamMaxLength int
+}
+
+// defaultMaxThreads is MaxThreads when Options leaves it 0.
+const defaultMaxThreads = 4
+
+// Start starts clamd with Run in t.TempDir() and the default Options,
+// and stops it when the test ends; it fails the test if clamd cannot
+// start.
 func Start(t testing.TB) *Clamd {
 	t.Helper()
-	bin := findClamd(t)
+	c, err := Run(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatalf("clamdtest: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Run starts clamd with its configuration, signature database, log and
+// the test files in dir (created if missing), for use outside a test (a
+// benchmark harness, say), and returns once clamd answers PING. The caller
+// stops it with Stop. On an error, nothing is left running.
+func Run(dir string, opts Options) (*Clamd, error) {
+	if opts.MaxThreads == 0 {
+		opts.MaxThreads = defaultMaxThreads
+	}
+	if opts.StreamMaxLength == 0 {
+		opts.StreamMaxLength = StreamMaxLength
+	}
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
 	c := &Clamd{
-		Dir:      t.TempDir(),
+		Dir:      dir,
 		ClamExe:  filepath.Join(TestFiles, "clam.exe"),
 		ClamZip:  filepath.Join(TestFiles, "clam.zip"),
 		ClamMail: filepath.Join(TestFiles, "clam.mail"),
 	}
 	for _, f := range []string{c.ClamExe, c.ClamZip, c.ClamMail} {
 		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("clamdtest: %v; install the Debian packages: apt-get install -y %s", err, Packages)
+			return nil, fmt.Errorf("%v; install the Debian packages: apt-get install -y %s", err, Packages)
 		}
 	}
 	exe, err := os.ReadFile(c.ClamExe)
 	if err != nil {
-		t.Fatalf("clamdtest: %v", err)
+		return nil, err
 	}
 	eicar := EICAR()
 	if sum := md5hex(eicar); sum != eicarMD5 {
-		t.Fatalf("clamdtest: EICAR has MD5 %s, want %s", sum, eicarMD5)
+		return nil, fmt.Errorf("EICAR has MD5 %s, want %s", sum, eicarMD5)
 	}
 	if sum := md5hex(exe); sum != clamExeMD5 {
-		t.Fatalf("clamdtest: %s has MD5 %s, want %s (clamav-testfiles changed?)", c.ClamExe, sum, clamExeMD5)
+		return nil, fmt.Errorf("%s has MD5 %s, want %s (clamav-testfiles changed?)", c.ClamExe, sum, clamExeMD5)
 	}
 	c.EICARFile = filepath.Join(c.Dir, "eicar.com")
 	db := filepath.Join(c.Dir, "db")
 	hdb := fmt.Sprintf("%s:%d:%s\n%s:%d:%s\n", eicarMD5, len(eicar), SigEICARHash, clamExeMD5, len(exe), SigClamExe)
 	ndb := fmt.Sprintf("%s:4:*:%s\n", SigEICARBody, hex.EncodeToString(eicar))
-	for _, err := range []error{
-		os.WriteFile(c.EICARFile, eicar, 0o644),
-		os.Mkdir(db, 0o755),
-		os.WriteFile(filepath.Join(db, "sluice-test.hdb"), []byte(hdb), 0o644),
-		os.WriteFile(filepath.Join(db, "sluice-test.ndb"), []byte(ndb), 0o644),
+	for _, write := range []func() error{
+		func() error { return os.MkdirAll(db, 0o755) },
+		func() error { return os.WriteFile(c.EICARFile, eicar, 0o644) },
+		func() error { return os.WriteFile(filepath.Join(db, "sluice-test.hdb"), []byte(hdb), 0o644) },
+		func() error { return os.WriteFile(filepath.Join(db, "sluice-test.ndb"), []byte(ndb), 0o644) },
 	} {
-		if err != nil {
-			t.Fatalf("clamdtest: %v", err)
+		if err := write(); err != nil {
+			return nil, err
 		}
 	}
 
-	// A unix socket path has at most 107 bytes; t.TempDir's can be longer.
+	// A unix socket path has at most 107 bytes; dir's (t.TempDir's) can
+	// be longer: then the socket goes into a directory of its own, which
+	// Stop removes.
 	sock := filepath.Join(c.Dir, "clamd.sock")
 	if len(sock) > 100 {
-		dir, err := os.MkdirTemp("", "clamd")
+		sockDir, err := os.MkdirTemp("", "clamd")
 		if err != nil {
-			t.Fatalf("clamdtest: %v", err)
+			return nil, err
 		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		sock = filepath.Join(dir, "clamd.sock")
+		c.sockDir = sockDir
+		sock = filepath.Join(sockDir, "clamd.sock")
 	}
 	c.Socket = "unix://" + sock
 	c.LogFile = filepath.Join(c.Dir, "clamd.log")
@@ -158,29 +202,43 @@ func Start(t testing.TB) *Clamd {
 	// The free port can be taken between finding it and clamd binding it:
 	// try again then.
 	for attempt := 1; ; attempt++ {
-		port := freePort(t)
-		conf := filepath.Join(c.Dir, "clamd.conf")
-		if err := os.WriteFile(conf, []byte(config(c.Dir, db, sock, c.LogFile, port)), 0o644); err != nil {
-			t.Fatalf("clamdtest: %v", err)
-		}
-		c.Addr = fmt.Sprintf("tcp://127.0.0.1:%d", port)
-		err := c.start(bin, conf, fmt.Sprintf("127.0.0.1:%d", port))
+		err := c.startOnFreePort(bin, db, sock, opts)
 		if err == nil {
-			break
+			return c, nil
 		}
-		if attempt == 3 || !strings.Contains(c.output.String()+readFile(c.LogFile), "Address already in use") {
-			t.Fatalf("clamdtest: %v\nclamd output:\n%s\nclamd log:\n%s", err, c.output, readFile(c.LogFile))
+		if c.output != nil && attempt < 3 && strings.Contains(c.output.String()+readFile(c.LogFile), "Address already in use") {
+			continue
 		}
+		if c.output != nil {
+			err = fmt.Errorf("%v\nclamd output:\n%s\nclamd log:\n%s", err, c.output, readFile(c.LogFile))
+		}
+		if c.sockDir != "" {
+			os.RemoveAll(c.sockDir)
+		}
+		return nil, err
 	}
-	t.Cleanup(c.Stop)
-	return c
+}
+
+// startOnFreePort writes clamd.conf for a free port and starts clamd on it.
+func (c *Clamd) startOnFreePort(bin, db, sock string, opts Options) error {
+	c.output = nil
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	conf := filepath.Join(c.Dir, "clamd.conf")
+	if err := os.WriteFile(conf, []byte(config(c.Dir, db, sock, c.LogFile, port, opts)), 0o644); err != nil {
+		return err
+	}
+	c.Addr = fmt.Sprintf("tcp://127.0.0.1:%d", port)
+	return c.start(bin, conf, fmt.Sprintf("127.0.0.1:%d", port))
 }
 
 // config is clamd.conf for the test instance. clamd runs as the user
 // running the test, root included: no User line (with one it would drop to
 // a user that cannot read t.TempDir()).
-func config(dir, db, sock, logFile string, port int) string {
-	return fmt.Sprintf(`# clamd for a Sluice test (plugins/internal/clamdtest)
+func config(dir, db, sock, logFile string, port int, opts Options) string {
+	return fmt.Sprintf(`# clamd for a Sluice test (plugins/clamav/clamdtest)
 Foreground yes
 DatabaseDirectory %s
 TemporaryDirectory %s
@@ -194,9 +252,9 @@ LogFile %s
 LogTime yes
 LogSyslog no
 StreamMaxLength %d
-MaxThreads 4
+MaxThreads %d
 SelfCheck 0
-`, db, dir, port, sock, filepath.Join(dir, "clamd.pid"), logFile, StreamMaxLength)
+`, db, dir, port, sock, filepath.Join(dir, "clamd.pid"), logFile, opts.StreamMaxLength, opts.MaxThreads)
 }
 
 // start runs clamd and waits until it answers PING on tcpAddr.
@@ -242,8 +300,25 @@ func (c *Clamd) Stop() {
 		case <-time.After(10 * time.Second):
 			c.kill()
 		}
+		if c.sockDir != "" {
+			os.RemoveAll(c.sockDir)
+		}
 	})
 }
+
+// Exited returns how clamd exited (after Stop, or on its own), or nil
+// while it runs.
+func (c *Clamd) Exited() *os.ProcessState {
+	select {
+	case <-c.exited:
+		return c.cmd.ProcessState
+	default:
+		return nil
+	}
+}
+
+// Pid is clamd's process id.
+func (c *Clamd) Pid() int { return c.cmd.Process.Pid }
 
 func (c *Clamd) kill() {
 	c.cmd.Process.Kill()
@@ -279,27 +354,26 @@ func ping(addr string) error {
 	return nil
 }
 
-func findClamd(t testing.TB) string {
-	t.Helper()
+// Binary returns the path of the clamd program that Run starts, or an
+// error that says what to install.
+func Binary() (string, error) {
 	if p, err := exec.LookPath("clamd"); err == nil {
-		return p
+		return p, nil
 	}
 	const p = "/usr/sbin/clamd"
 	if _, err := os.Stat(p); err == nil {
-		return p
+		return p, nil
 	}
-	t.Fatalf("clamdtest: clamd not found (not in PATH, not %s); install the Debian packages: apt-get install -y %s", p, Packages)
-	return ""
+	return "", fmt.Errorf("clamd not found (not in PATH, not %s); install the Debian packages: apt-get install -y %s", p, Packages)
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("clamdtest: %v", err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func md5hex(b []byte) string {

@@ -1,5 +1,8 @@
-// Package dnstest runs a DNS server on 127.0.0.1 for the plugins' tests,
-// serving a zone the test writes, so that no test asks the real DNS.
+// Package dnstest runs a DNS server on 127.0.0.1 serving a zone that a
+// test writes, so that no test asks the real DNS. It is for plugin authors
+// testing DNS-based filters (DNSBLs, SPF, DKIM, DMARC, ...): point the
+// plugin's DNS setting at the server's address and write the records the
+// test needs.
 //
 //	srv := dnstest.Start(t, `
 //	example.org.        TXT  "v=spf1 ip4:192.0.2.0/24 -all"
@@ -10,9 +13,14 @@
 // Names not in the zone get NXDOMAIN; names listed under SERVFAIL get a
 // server failure, and names under TIMEOUT get no answer at all, to test
 // how filters handle DNS failures.
+//
+// Outside a test (a benchmark harness, say), Serve starts the same server
+// and Close stops it.
 package dnstest
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -31,13 +39,30 @@ type Server struct {
 	servfail map[string]bool
 	timeout  map[string]bool
 	queries  []string
+
+	udp, tcp  *dns.Server
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Start starts a server for the zone, given as RFC 1035 master-file lines
-// ("name [ttl] [class] type data", names absolute), plus lines "SERVFAIL
-// name" and "TIMEOUT name". It stops when the test ends.
+// Start starts a server for the zone, as Serve does, and stops it when
+// the test ends; it fails the test if the server cannot start.
 func Start(t testing.TB, zone string) *Server {
 	t.Helper()
+	s, err := Serve(zone)
+	if err != nil {
+		t.Fatalf("dnstest: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Serve starts a server for the zone, given as RFC 1035 master-file lines
+// ("name [ttl] [class] type data", names absolute), plus lines "SERVFAIL
+// name" and "TIMEOUT name"; lines starting with ";" are comments. It
+// returns once the server answers on Addr, over UDP and TCP; Close stops
+// it.
+func Serve(zone string) (*Server, error) {
 	s := &Server{records: map[string][]dns.RR{}, servfail: map[string]bool{}, timeout: map[string]bool{}}
 	for _, line := range strings.Split(zone, "\n") {
 		line = strings.TrimSpace(line)
@@ -54,7 +79,7 @@ func Start(t testing.TB, zone string) *Server {
 		}
 		rr, err := dns.NewRR(line)
 		if err != nil {
-			t.Fatalf("dnstest: %q: %v", line, err)
+			return nil, fmt.Errorf("%q: %v", line, err)
 		}
 		if rr == nil {
 			continue
@@ -66,15 +91,48 @@ func Start(t testing.TB, zone string) *Server {
 	mux.HandleFunc(".", s.serve)
 	pc, ln, err := listenPair()
 	if err != nil {
-		t.Fatalf("dnstest: %v", err)
+		return nil, err
 	}
 	s.Addr = pc.LocalAddr().String()
-	udp := &dns.Server{PacketConn: pc, Handler: mux}
-	tcp := &dns.Server{Listener: ln, Handler: mux}
-	go udp.ActivateAndServe()
-	go tcp.ActivateAndServe()
-	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
-	return s
+	s.udp = &dns.Server{PacketConn: pc, Handler: mux}
+	s.tcp = &dns.Server{Listener: ln, Handler: mux}
+	// Wait until both serve, so that Close can shut them down (a
+	// dns.Server not yet started refuses to), and return an error rather
+	// than hang if one fails to start.
+	errs := make(chan error, 2)
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { errs <- srv.ActivateAndServe() }()
+		select {
+		case <-started:
+		case err := <-errs:
+			if err == nil {
+				err = errors.New("the server stopped at start")
+			}
+			s.Close()
+			pc.Close()
+			ln.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Close stops the server. Calling it again does nothing.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		for _, srv := range []*dns.Server{s.udp, s.tcp} {
+			// One that did not start (Serve failing) has nothing to
+			// shut down.
+			if err := srv.Shutdown(); err != nil && !strings.Contains(err.Error(), "not started") {
+				errs = append(errs, err)
+			}
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
 }
 
 // listenPair binds UDP and TCP on the same free port of 127.0.0.1,
@@ -138,6 +196,17 @@ func (s *Server) Queries() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.queries...)
+}
+
+// TakeQueries returns the queries seen since the server started or since
+// the last TakeQueries, as Queries does, and forgets them: Queries and
+// TakeQueries then start again from none.
+func (s *Server) TakeQueries() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queries
+	s.queries = nil
+	return q
 }
 
 // Set replaces the records of one name (every type), for tests that change

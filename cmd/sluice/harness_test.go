@@ -24,6 +24,7 @@ var sluiceBin string
 // testPlugins are built into the plugins directory beside sluiceBin.
 var testPlugins = map[string]string{
 	"faulty": "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty",
+	"clamav": "github.com/sluice-mail/sluice/plugins/clamav",
 }
 
 func TestMain(m *testing.M) {

@@ -13,9 +13,16 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// send sends one message over the MX port and returns the reply to DATA
-// (or the first error), as "CODE ENHANCED TEXT".
+// send sends one message with the given Subject and body over the MX
+// port and returns the reply to DATA (or the first error), as "CODE
+// ENHANCED TEXT".
 func send(t *testing.T, addr, subject string, body string, rcpts ...string) string {
+	t.Helper()
+	return sendRaw(t, addr, "Subject: "+subject+"\r\n\r\n"+body, rcpts...)
+}
+
+// sendRaw is send with the whole message, header included.
+func sendRaw(t *testing.T, addr, message string, rcpts ...string) string {
 	t.Helper()
 	c, err := smtp.Dial(addr)
 	if err != nil {
@@ -37,7 +44,7 @@ func send(t *testing.T, addr, subject string, body string, rcpts ...string) stri
 	if err != nil {
 		return err.Error()
 	}
-	w.Write([]byte("Subject: " + subject + "\r\n\r\n" + body))
+	w.Write([]byte(message))
 	resp, err := w.CloseWithResponse()
 	if err != nil {
 		if se, ok := err.(*smtp.SMTPError); ok {

@@ -89,10 +89,10 @@ func TestPluginFaultsOverSMTP(t *testing.T) {
 		if fault == "sigkill" {
 			// Killed from outside while a check is in flight.
 			subject = "sleep:3s"
-			go func() {
+			go func(pid int) {
 				time.Sleep(500 * time.Millisecond)
 				syscall.Kill(pid, syscall.SIGKILL)
-			}()
+			}(pid)
 		}
 		if got := send(t, in.mx, subject, "body\r\n", "alice@example.test"); !strings.HasPrefix(got, "451 4.3.0") {
 			t.Errorf("%s: reply %q, want 451 4.3.0", fault, got)

@@ -22,6 +22,9 @@ type Envelope struct {
 	// AuthUser is the authenticated user; empty when the client did not
 	// authenticate.
 	AuthUser string
+	// AuthAddresses are the addresses the authenticated user may send
+	// as: their own, and those of the aliases that deliver to them.
+	AuthAddresses []string
 	// MailFrom is the reverse-path; empty for the null sender <> and
 	// before MAIL FROM.
 	MailFrom string

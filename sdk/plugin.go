@@ -377,9 +377,14 @@ func envelopeToPB(e *Envelope) *pluginpb.Envelope {
 	for i, r := range e.RcptTo {
 		rcpts[i] = validUTF8(r)
 	}
+	addrs := make([]string, len(e.AuthAddresses))
+	for i, a := range e.AuthAddresses {
+		addrs[i] = validUTF8(a)
+	}
 	return &pluginpb.Envelope{
 		QueueId: e.QueueID, ClientIp: ip, Helo: validUTF8(e.HELO), Tls: e.TLS, AuthUser: validUTF8(e.AuthUser),
 		MailFrom: validUTF8(e.MailFrom), RcptTo: rcpts, Listener: e.Listener, Pipeline: e.Pipeline, Hostname: e.Hostname,
+		AuthAddresses: addrs,
 	}
 }
 
@@ -397,6 +402,7 @@ func envelopeFromPB(e *pluginpb.Envelope) *Envelope {
 	return &Envelope{
 		QueueID: e.GetQueueId(), ClientIP: ip, HELO: e.GetHelo(), TLS: e.GetTls(), AuthUser: e.GetAuthUser(),
 		MailFrom: e.GetMailFrom(), RcptTo: e.GetRcptTo(), Listener: e.GetListener(), Pipeline: e.GetPipeline(), Hostname: e.GetHostname(),
+		AuthAddresses: e.GetAuthAddresses(),
 	}
 }
 

@@ -67,15 +67,16 @@ const (
 // from the connection's goroutine, except Data under BDAT, which it calls
 // from another goroutine while the connection's goroutine waits.
 type session struct {
-	srv    *Server
-	kind   Kind
-	conn   *smtp.Conn
-	remote netip.Addr
-	tc     *trackedConn // nil when the connection is not ours (tests)
-	tlsOn  bool
-	tlsStr string
-	user   string // authenticated user
-	errs   int    // rejected commands so far
+	srv       *Server
+	kind      Kind
+	conn      *smtp.Conn
+	remote    netip.Addr
+	tc        *trackedConn // nil when the connection is not ours (tests)
+	tlsOn     bool
+	tlsStr    string
+	user      string   // authenticated user
+	userAddrs []string // the addresses they may send as
+	errs      int      // rejected commands so far
 
 	// The current transaction; tx is nil outside one.
 	tx *transaction
@@ -155,7 +156,7 @@ func (s *session) pipeline() (*pipeline.Pipeline, func()) {
 // envelope describes the session for the filters.
 func (s *session) envelope() *sdk.Envelope {
 	env := &sdk.Envelope{
-		ClientIP: s.remote, HELO: s.conn.Hostname(), TLS: s.tlsStr, AuthUser: s.user,
+		ClientIP: s.remote, HELO: s.conn.Hostname(), TLS: s.tlsStr, AuthUser: s.user, AuthAddresses: s.userAddrs,
 		Listener: string(s.kind), Pipeline: s.pipelineName(), Hostname: s.srv.cfg.Hostname,
 	}
 	if s.tx != nil {
@@ -256,6 +257,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		switch {
 		case err == nil:
 			s.user = user
+			if addrs, err := s.srv.opts.Store.SenderAddresses(user); err == nil {
+				s.userAddrs = addrs
+			}
 			s.srv.log.Info("authenticated", "listener", string(s.kind), "remote", s.remote.String(), "user", user, "mech", mech)
 			return nil
 		case errors.Is(err, auth.ErrInvalidCredentials):

@@ -150,3 +150,38 @@ func (s *Store) OverQuota(userID uint64) (bool, error) {
 	})
 	return over, err
 }
+
+// SenderAddresses returns the addresses a user may send as: their own, and
+// every alias (not a catch-all) whose expansion reaches them. The
+// senderpolicy filter enforces it for authenticated mail.
+func (s *Store) SenderAddresses(user string) ([]string, error) {
+	u, err := s.User(user)
+	if err != nil {
+		return nil, err
+	}
+	out := []string{u.Address}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bAliases).ForEach(func(k, _ []byte) error {
+			key := string(k)
+			if strings.HasPrefix(key, "@") {
+				return nil
+			}
+			a, err := address.Parse(key)
+			if err != nil {
+				return nil
+			}
+			r := resolver{tx: tx, delim: s.opts.RecipientDelimiter, seen: map[string]bool{}}
+			if err := r.expand(a, 0); err != nil {
+				return nil
+			}
+			for _, t := range r.out {
+				if t.UserID == u.ID {
+					out = append(out, key)
+					break
+				}
+			}
+			return nil
+		})
+	})
+	return out, err
+}

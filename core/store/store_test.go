@@ -318,3 +318,19 @@ func TestReopenAndLock(t *testing.T) {
 		t.Error("domain lost across reopen")
 	}
 }
+
+func TestSenderAddresses(t *testing.T) {
+	s := withUsers(t)
+	s.AddAlias("team@example.test", []string{"alice@example.test", "bob@example.test"})
+	s.AddAlias("boss@example.test", []string{"team@example.test"})
+	s.AddAlias("bobs@example.test", []string{"bob@example.test"})
+	s.AddAlias("@example.test", []string{"alice@example.test"})
+	got, err := s.SenderAddresses("Alice@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"alice@example.test", "boss@example.test", "team@example.test"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("SenderAddresses(alice) = %v, want %v (no catch-all)", got, want)
+	}
+}

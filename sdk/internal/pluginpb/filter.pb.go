@@ -325,7 +325,10 @@ type Envelope struct {
 	// The pipeline: "inbound" or "outbound".
 	Pipeline string `protobuf:"bytes,9,opt,name=pipeline,proto3" json:"pipeline,omitempty"`
 	// The server's own host name.
-	Hostname      string `protobuf:"bytes,10,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Hostname string `protobuf:"bytes,10,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// For an authenticated user: the addresses they may send as, their own
+	// and those of the aliases that deliver to them.
+	AuthAddresses []string `protobuf:"bytes,11,rep,name=auth_addresses,json=authAddresses,proto3" json:"auth_addresses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -428,6 +431,13 @@ func (x *Envelope) GetHostname() string {
 		return x.Hostname
 	}
 	return ""
+}
+
+func (x *Envelope) GetAuthAddresses() []string {
+	if x != nil {
+		return x.AuthAddresses
+	}
+	return nil
 }
 
 type ConnectRequest struct {
@@ -1067,7 +1077,7 @@ const file_sluice_plugin_v1_filter_proto_rawDesc = "" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +
 	"configJson\x12\x1b\n" +
 	"\tstate_dir\x18\x03 \x01(\tR\bstateDir\"\x13\n" +
-	"\x11ConfigureResponse\"\x8f\x02\n" +
+	"\x11ConfigureResponse\"\xb6\x02\n" +
 	"\bEnvelope\x12\x19\n" +
 	"\bqueue_id\x18\x01 \x01(\tR\aqueueId\x12\x1b\n" +
 	"\tclient_ip\x18\x02 \x01(\tR\bclientIp\x12\x12\n" +
@@ -1079,7 +1089,8 @@ const file_sluice_plugin_v1_filter_proto_rawDesc = "" +
 	"\blistener\x18\b \x01(\tR\blistener\x12\x1a\n" +
 	"\bpipeline\x18\t \x01(\tR\bpipeline\x12\x1a\n" +
 	"\bhostname\x18\n" +
-	" \x01(\tR\bhostname\"H\n" +
+	" \x01(\tR\bhostname\x12%\n" +
+	"\x0eauth_addresses\x18\v \x03(\tR\rauthAddresses\"H\n" +
 	"\x0eConnectRequest\x126\n" +
 	"\benvelope\x18\x01 \x01(\v2\x1a.sluice.plugin.v1.EnvelopeR\benvelope\"E\n" +
 	"\vMailRequest\x126\n" +

@@ -25,6 +25,10 @@ type Config struct {
 	Store Store `yaml:"store" doc:"Mailboxes and accounts."`
 	Auth  Auth  `yaml:"auth" doc:"Password checks and login throttling for SMTP AUTH (and later IMAP, POP3 and webmail)."`
 
+	DNS    DNS     `yaml:"dns" doc:"How Sluice looks up MX and address records for delivery."`
+	Remote Remote  `yaml:"remote" doc:"Delivery to other servers: MX lookup, retries, bounces."`
+	Routes []Route `yaml:"routes" doc:"Next hops: mail for the listed domains (or, with \"*\", all mail to other domains) goes to a fixed server instead of the domain's MX. This is how Sluice works as a company's gateway: it accepts mail for the company's domains on port 25, filters it and hands it to the internal server."`
+
 	Plugins   Plugins            `yaml:"plugins" doc:"Where the filter plugins are."`
 	Pipelines map[string][]Stage `yaml:"pipelines" doc:"The filter pipelines, each a list of stages run on every message: inbound for mail from other servers (the MX listener), outbound for mail from authenticated users. A pipeline left out has no stages."`
 
@@ -65,6 +69,7 @@ type SMTP struct {
 	MaxConnections      int      `yaml:"max_connections" default:"1000" doc:"Open SMTP connections across all listeners; more get 421 4.7.0 and are closed."`
 	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip" default:"20" doc:"Open SMTP connections from one IP address (IPv6: one /64); more get 421 4.7.0 and are closed."`
 	ShutdownGrace       Duration `yaml:"shutdown_grace" default:"30s" doc:"On shutdown, how long messages already in DATA may take to finish before their connections are closed. Idle connections get 421 at once."`
+	RelayNetworks       []string `yaml:"relay_networks" doc:"Client address ranges (CIDR, such as 10.0.0.0/8) that may send mail to any domain on the MX listener without AUTH: printers, applications. Their mail goes through the outbound pipeline. Keep this list short."`
 }
 
 // Listener is one SMTP listener.
@@ -118,4 +123,46 @@ type Actions struct {
 	JunkAt       float64 `yaml:"junk_at" doc:"Deliver to the local recipients' Junk folder when the stage's score reaches this value; 0 turns it off."`
 	QuarantineAt float64 `yaml:"quarantine_at" doc:"Quarantine the message when the stage's score reaches this value; 0 turns it off."`
 	RejectAt     float64 `yaml:"reject_at" doc:"Reject the message when the stage's score reaches this value; 0 turns it off."`
+}
+
+// DNS configures lookups for delivery.
+type DNS struct {
+	Servers []string `yaml:"servers" doc:"DNS servers as host:port. Empty means the system resolver."`
+	Timeout Duration `yaml:"timeout" default:"10s" doc:"How long one lookup may take; a timeout is a temporary failure."`
+}
+
+// Remote configures delivery to other servers.
+type Remote struct {
+	Port               int               `yaml:"port" default:"25" doc:"The port of MX hosts. Only tests change it."`
+	AllowPrivate       bool              `yaml:"allow_private" default:"false" doc:"Deliver to MX hosts on loopback or private addresses. Off, such mail is bounced, since an MX record pointing there is a mistake or an attack; tests on 127.0.0.x turn it on. Routes may always use private addresses."`
+	Workers            int               `yaml:"workers" default:"64" doc:"Deliveries in progress at once, across all destinations."`
+	PerDestination     int               `yaml:"per_destination" default:"10" doc:"Connections at once to one destination (a domain's MX hosts, or a route)."`
+	MessagesPerConn    int               `yaml:"messages_per_connection" default:"100" doc:"Messages sent over one connection before it is closed."`
+	ConnectTimeout     Duration          `yaml:"connect_timeout" default:"30s" doc:"How long a connection attempt may take."`
+	CommandTimeout     Duration          `yaml:"command_timeout" default:"5m" doc:"How long the other server may take to answer a command (RFC 5321 section 4.5.3.2)."`
+	DataTimeout        Duration          `yaml:"data_timeout" default:"10m" doc:"How long the other server may take to answer the end of the message."`
+	Retry              []Duration        `yaml:"retry" default:"[5m, 10m, 20m, 40m, 1h, 2h, 4h]" doc:"The waits between delivery attempts to one recipient; the last one repeats. Each wait varies by up to 10% so that retries spread out."`
+	MaxAge             Duration          `yaml:"max_age" default:"5d" doc:"How long a message is retried before it is bounced to its sender."`
+	DelayWarning       Duration          `yaml:"delay_warning" default:"0s" doc:"After this long undelivered, the sender is told once that the message is delayed (a DSN with Action: delayed). 0 turns it off."`
+	TLS                map[string]string `yaml:"tls" doc:"TLS per recipient domain: opportunistic (the default: STARTTLS when offered, plain text otherwise), require (encrypted, certificate not checked) or verify (encrypted, and the certificate must be valid for the MX host name)."`
+	TLSCAFile          string            `yaml:"tls_ca_file" doc:"A PEM file of CA certificates trusted (besides the system's) for verify."`
+	MaxReturnedContent Size              `yaml:"max_returned_content" default:"64KiB" doc:"How much of a bounced message's header is returned in the bounce (the body never is)."`
+}
+
+// Route sends mail for some domains to a fixed next hop.
+type Route struct {
+	Domains      []string  `yaml:"domains" doc:"The recipient domains this route applies to; \"*\" matches every domain that is not local (a smarthost for outgoing mail). The listed domains are accepted on the MX listener, like local ones."`
+	Host         string    `yaml:"host" doc:"The next hop's host name or address."`
+	Port         int       `yaml:"port" default:"25" doc:"The next hop's port."`
+	TLS          string    `yaml:"tls" default:"opportunistic" doc:"none, opportunistic, require, verify, or implicit (TLS from the first byte, as on port 465)."`
+	Auth         RouteAuth `yaml:"auth" doc:"Credentials for the next hop, if it wants AUTH (only over TLS)."`
+	Verify       string    `yaml:"verify" default:"none" doc:"How recipients of the route's domains are checked at RCPT: none (accept all), list (only those in users), or callout (ask the next hop with RCPT TO, and remember the answer for callout_cache)."`
+	Users        []string  `yaml:"users" doc:"For verify: list, the valid addresses (a full address, or @domain for a whole domain)."`
+	CalloutCache Duration  `yaml:"callout_cache" default:"1h" doc:"How long a callout's answer is remembered (refusals for a tenth of it)."`
+}
+
+// RouteAuth is a route's AUTH credentials.
+type RouteAuth struct {
+	Username     string `yaml:"username" doc:"The user name; empty means no AUTH."`
+	PasswordFile string `yaml:"password_file" doc:"A file holding the password (its first line), so that the config file need not."`
 }

@@ -254,3 +254,50 @@ pipelines:
 		}
 	}
 }
+
+func TestRoutesAndRemote(t *testing.T) {
+	c, err := parse(t, `
+domains: [example.test]
+smtp:
+  relay_networks: [10.0.0.0/8, 192.0.2.7]
+remote:
+  retry: [1m, 5m]
+  tls: {secure.test: verify}
+routes:
+  - domains: [Corp.TEST, sub.corp.test]
+    host: 10.1.2.3
+    verify: list
+    users: [alice@corp.test, "@sub.corp.test"]
+  - domains: ["*"]
+    host: smarthost.test
+    port: 587
+    tls: require
+    auth: {username: u, password_file: /etc/sluice/pw}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Routes[0].Domains[0] != "corp.test" || c.Routes[0].Port != 25 || c.Routes[0].TLS != "opportunistic" || c.Routes[1].Verify != "none" {
+		t.Errorf("routes = %+v", c.Routes)
+	}
+	if len(c.Remote.Retry) != 2 || c.Remote.Retry[1].D() != 5*time.Minute || c.Remote.Port != 25 {
+		t.Errorf("remote = %+v", c.Remote)
+	}
+	bad := []struct{ yml, want string }{
+		{"routes:\n  - host: x.test\n", "a route needs at least one domain"},
+		{"routes:\n  - domains: [a.test]\n", "a route needs a host"},
+		{"domains: [a.test]\nroutes:\n  - domains: [a.test]\n    host: x.test\n", "a.test is a local domain"},
+		{"routes:\n  - domains: [a.test]\n    host: x.test\n  - domains: [a.test]\n    host: y.test\n", "already routed by routes[0]"},
+		{"routes:\n  - domains: [a.test]\n    host: x.test\n    verify: list\n", "verify: list needs the list of users"},
+		{"routes:\n  - domains: [a.test]\n    host: x.test\n    tls: none\n    auth: {username: u, password_file: f}\n", "AUTH is only sent over TLS"},
+		{"smtp:\n  relay_networks: [everyone]\n", "is not an address range"},
+		{"remote:\n  tls: {a.test: maybe}\n", "\"maybe\" is not one of opportunistic, require, verify"},
+		{"remote:\n  retry: []\n", "needs at least one wait"},
+		{"dns:\n  servers: [\"8.8.8.8\"]\n", "is not host:port"},
+	}
+	for _, b := range bad {
+		if _, err := parse(t, b.yml); err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", b.yml, err, b.want)
+		}
+	}
+}

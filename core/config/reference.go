@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 )
 
@@ -116,6 +117,28 @@ func yamlValue(v reflect.Value) string {
 			q[i] = fmt.Sprintf("%q", s)
 		}
 		return "[" + strings.Join(q, ", ") + "]"
+	}
+	switch v.Kind() {
+	case reflect.Slice:
+		if v.Len() == 0 {
+			return "[]"
+		}
+		q := make([]string, v.Len())
+		for i := range q {
+			q[i] = yamlValue(v.Index(i))
+		}
+		return "[" + strings.Join(q, ", ") + "]"
+	case reflect.Map:
+		if v.Len() == 0 {
+			return "{}"
+		}
+		var q []string
+		iter := v.MapRange()
+		for iter.Next() {
+			q = append(q, yamlValue(iter.Key())+": "+yamlValue(iter.Value()))
+		}
+		sort.Strings(q)
+		return "{" + strings.Join(q, ", ") + "}"
 	}
 	return fmt.Sprint(v.Interface())
 }

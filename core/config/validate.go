@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -115,6 +116,7 @@ func (c *Config) Validate() error {
 	v.positive("auth.failure_window", int64(c.Auth.FailureWindow))
 
 	v.pipelines()
+	v.delivery()
 
 	if len(v.errs) > 0 {
 		// Report in file order, as parse errors are.
@@ -275,4 +277,122 @@ func validStageName(s string) bool {
 		}
 	}
 	return true
+}
+
+// TLS modes of remote delivery and routes.
+var (
+	remoteTLSModes = []string{"opportunistic", "require", "verify"}
+	routeTLSModes  = []string{"none", "opportunistic", "require", "verify", "implicit"}
+)
+
+func (v *validator) delivery() {
+	c := v.c
+	for i, srv := range c.DNS.Servers {
+		if err := checkHostPort(srv); err != nil {
+			v.errf(fmt.Sprintf("dns.servers[%d]", i), "%v", err)
+		}
+	}
+	v.positive("dns.timeout", int64(c.DNS.Timeout))
+	r := c.Remote
+	if r.Port < 1 || r.Port > 65535 {
+		v.errf("remote.port", "%d is not a port", r.Port)
+	}
+	v.atLeast("remote.workers", r.Workers, 1)
+	v.atLeast("remote.per_destination", r.PerDestination, 1)
+	v.atLeast("remote.messages_per_connection", r.MessagesPerConn, 1)
+	v.positive("remote.connect_timeout", int64(r.ConnectTimeout))
+	v.positive("remote.command_timeout", int64(r.CommandTimeout))
+	v.positive("remote.data_timeout", int64(r.DataTimeout))
+	v.positive("remote.max_age", int64(r.MaxAge))
+	if len(r.Retry) == 0 {
+		v.errf("remote.retry", "needs at least one wait")
+	}
+	for i, d := range r.Retry {
+		v.positive(fmt.Sprintf("remote.retry[%d]", i), int64(d))
+	}
+	for dom, mode := range r.TLS {
+		key := "remote.tls." + dom
+		if n, err := address.ParseDomain(dom); err != nil || strings.HasPrefix(n, "[") {
+			v.errf(key, "%q is not a domain", dom)
+		}
+		v.oneOf(key, mode, remoteTLSModes...)
+	}
+	for i, n := range c.SMTP.RelayNetworks {
+		if _, err := ParsePrefix(n); err != nil {
+			v.errf(fmt.Sprintf("smtp.relay_networks[%d]", i), "%v", err)
+		}
+	}
+	local := map[string]bool{}
+	for _, d := range c.Domains {
+		local[d] = true
+	}
+	routed := map[string]int{}
+	for i := range c.Routes {
+		rt := &c.Routes[i]
+		key := fmt.Sprintf("routes[%d]", i)
+		if len(rt.Domains) == 0 {
+			v.errf(key+".domains", "a route needs at least one domain, or \"*\"")
+		}
+		for j, d := range rt.Domains {
+			dk := fmt.Sprintf("%s.domains[%d]", key, j)
+			if d != "*" {
+				n, err := address.ParseDomain(d)
+				if err != nil || strings.HasPrefix(n, "[") {
+					v.errf(dk, "%q is not a domain", d)
+					continue
+				}
+				rt.Domains[j], d = n, n
+				if local[n] {
+					v.errf(dk, "%s is a local domain; its mail is delivered here, not routed", n)
+				}
+			}
+			if prev, dup := routed[d]; dup {
+				v.errf(dk, "%s is already routed by routes[%d]", d, prev)
+			}
+			routed[d] = i
+		}
+		if strings.TrimSpace(rt.Host) == "" {
+			v.errf(key+".host", "a route needs a host")
+		} else if err := checkHostPort(net.JoinHostPort(rt.Host, "25")); err != nil {
+			v.errf(key+".host", "%q is not a host name or address", rt.Host)
+		}
+		if rt.Port < 1 || rt.Port > 65535 {
+			v.errf(key+".port", "%d is not a port", rt.Port)
+		}
+		v.oneOf(key+".tls", rt.TLS, routeTLSModes...)
+		if rt.Auth.Username != "" && rt.Auth.PasswordFile == "" {
+			v.errf(key+".auth", "username needs a password_file")
+		}
+		if rt.Auth.Username != "" && rt.TLS == "none" {
+			v.errf(key+".auth", "AUTH is only sent over TLS: tls must not be none")
+		}
+		v.oneOf(key+".verify", rt.Verify, "none", "list", "callout")
+		if rt.Verify == "list" && len(rt.Users) == 0 {
+			v.errf(key+".users", "verify: list needs the list of users")
+		}
+		for j, u := range rt.Users {
+			if strings.HasPrefix(u, "@") {
+				if _, err := address.ParseDomain(u[1:]); err != nil {
+					v.errf(fmt.Sprintf("%s.users[%d]", key, j), "%q is not @domain", u)
+				}
+				continue
+			}
+			if a, err := address.Parse(u); err != nil || a.IsNull() {
+				v.errf(fmt.Sprintf("%s.users[%d]", key, j), "%q is not an address", u)
+			}
+		}
+		v.positive(key+".callout_cache", int64(rt.CalloutCache))
+	}
+}
+
+// ParsePrefix parses an address range: CIDR, or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address range such as 10.0.0.0/8", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }

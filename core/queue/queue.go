@@ -93,6 +93,30 @@ type Recipient struct {
 	LastError   string    `json:"last_error,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	Updated     time.Time `json:"updated,omitzero"`
+	// History holds the last attempts, oldest first (at most
+	// MaxHistory).
+	History []Attempt `json:"history,omitempty"`
+	// Notified is the last DSN sent to the sender about this recipient:
+	// "delayed" or "failed" (RFC 3464 actions); "" when none.
+	Notified string `json:"notified,omitempty"`
+}
+
+// Attempt is one delivery attempt of one recipient.
+type Attempt struct {
+	Time   time.Time `json:"time"`
+	Host   string    `json:"host,omitempty"` // the server tried, "" for local delivery
+	Result string    `json:"result"`         // the reply or the error
+}
+
+// MaxHistory bounds Recipient.History.
+const MaxHistory = 10
+
+// Record appends an attempt to the recipient's history.
+func (r *Recipient) Record(a Attempt) {
+	r.History = append(r.History, a)
+	if len(r.History) > MaxHistory {
+		r.History = append(r.History[:0], r.History[len(r.History)-MaxHistory:]...)
+	}
 }
 
 // Final reports whether nothing more will be done for r.
@@ -168,6 +192,7 @@ type Queue struct {
 	syncer *durable.DirSyncer
 	log    *slog.Logger
 	local  *readyList
+	remote *readyList
 
 	recovered RecoveryReport
 
@@ -207,7 +232,7 @@ func Open(opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	q := &Queue{opts: opts, db: db, batch: durable.NewBatcher(db), spool: spool, syncer: durable.NewDirSyncer(spool), log: opts.Logger, local: newReadyList()}
+	q := &Queue{opts: opts, db: db, batch: durable.NewBatcher(db), spool: spool, syncer: durable.NewDirSyncer(spool), log: opts.Logger, local: newReadyList(), remote: newReadyList()}
 	rep, err := q.recover()
 	if err != nil {
 		db.Close()
@@ -227,6 +252,7 @@ func Open(opts Options) (*Queue, error) {
 // Close closes the database. Pending work stays in the queue.
 func (q *Queue) Close() error {
 	q.local.close()
+	q.remote.close()
 	q.temps.mu.Lock()
 	for _, f := range q.temps.idle {
 		f.Close()
@@ -394,10 +420,21 @@ func (w *SpoolWriter) Commit(m *Message) error {
 		return fmt.Errorf("queue: commit %s: %w", m.ID, err)
 	}
 	w.done = true
-	if m.Pending(RouteLocal) {
-		w.q.local.push(m.ID)
-	}
+	w.q.schedule(m)
 	return nil
+}
+
+// schedule hands an active message to the deliveries it needs.
+func (q *Queue) schedule(m *Message) {
+	if m.Status != StatusActive {
+		return
+	}
+	if m.Pending(RouteLocal) {
+		q.local.push(m.ID)
+	}
+	if m.Pending(RouteRemote) {
+		q.remote.push(m.ID)
+	}
 }
 
 // Get returns a message's record.
@@ -490,7 +527,7 @@ func (q *Queue) Hold(id, reason string) error {
 // Release takes a message off hold or out of quarantine and makes it due
 // for delivery now, without filtering it again.
 func (q *Queue) Release(id string) error {
-	var local bool
+	var released Message
 	_, err := q.Update(id, func(m *Message) error {
 		if m.Status != StatusHold && m.Status != StatusQuarantine {
 			return fmt.Errorf("%w: %s is not on hold or in quarantine", ErrBadState, id)
@@ -502,13 +539,52 @@ func (q *Queue) Release(id string) error {
 				m.Rcpts[i].Attempts = 0
 			}
 		}
-		local = m.Pending(RouteLocal)
+		released = *m
 		return nil
 	})
-	if err == nil && local {
-		q.local.push(id)
+	if err == nil {
+		q.schedule(&released)
 	}
 	return err
+}
+
+// Flush makes the pending recipients of a message due now: the retry
+// wait is skipped (a message on hold stays there).
+func (q *Queue) Flush(id string) error {
+	var flushed Message
+	_, err := q.Update(id, func(m *Message) error {
+		for i := range m.Rcpts {
+			if !m.Rcpts[i].Final() {
+				m.Rcpts[i].NextAttempt = time.Time{}
+			}
+		}
+		flushed = *m
+		return nil
+	})
+	if err == nil {
+		q.schedule(&flushed)
+	}
+	return err
+}
+
+// FlushDomain flushes every message with a pending recipient in domain, or
+// every message when domain is empty, and returns how many.
+func (q *Queue) FlushDomain(domain string) (int, error) {
+	ms, err := q.List(Filter{Domain: domain})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, m := range ms {
+		if m.Status != StatusActive {
+			continue
+		}
+		if err := q.Flush(m.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // Filter selects messages for List. The zero Filter selects all.
@@ -573,6 +649,17 @@ func (q *Queue) NextLocal(stop <-chan struct{}) string { return q.local.pop(stop
 
 // DoneLocal ends the delivery attempt started by NextLocal.
 func (q *Queue) DoneLocal(id string) { q.local.finish(id) }
+
+// NextRemote is NextLocal for messages with pending remote recipients.
+func (q *Queue) NextRemote(stop <-chan struct{}) string { return q.remote.pop(stop) }
+
+// DoneRemote ends the delivery attempt started by NextRemote.
+func (q *Queue) DoneRemote(id string) { q.remote.finish(id) }
+
+// RetryRemote makes a message due for remote delivery again after d.
+func (q *Queue) RetryRemote(id string, d time.Duration) {
+	time.AfterFunc(d, func() { q.remote.push(id) })
+}
 
 // RetryLocal makes a message due for local delivery again after d.
 func (q *Queue) RetryLocal(id string, d time.Duration) {

@@ -61,7 +61,7 @@ func (q *Queue) recover() (RecoveryReport, error) {
 			default:
 				delete(files, id)
 				rep.Messages++
-				if m.Status == StatusActive && m.Pending(RouteLocal) {
+				if m.Status == StatusActive && (m.Pending(RouteLocal) || m.Pending(RouteRemote)) {
 					local = append(local, id)
 				}
 				return nil
@@ -91,9 +91,17 @@ func (q *Queue) recover() (RecoveryReport, error) {
 		}
 		rep.OrphanSpool = append(rep.OrphanSpool, id)
 	}
-	rep.LocalPending = len(local)
 	for _, id := range local {
-		q.local.push(id)
+		// Pushed by ID; the deliverers read the record and skip what is
+		// not theirs.
+		m, err := q.Get(id)
+		if err != nil {
+			continue
+		}
+		if m.Pending(RouteLocal) {
+			rep.LocalPending++
+		}
+		q.schedule(m)
 	}
 	if len(rep.OrphanSpool)+len(rep.MissingSpool)+len(rep.CorruptRecord) > 0 || rep.Messages > 0 {
 		q.log.Info("queue: recovered", "messages", rep.Messages, "local_pending", rep.LocalPending,

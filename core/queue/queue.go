@@ -474,6 +474,31 @@ func put(tx *bolt.Tx, m *Message) error {
 // is final afterwards, the record is deleted and the spool file removed;
 // done reports that.
 func (q *Queue) Update(id string, fn func(*Message) error) (done bool, err error) {
+	return q.UpdateAndCommit(id, fn, nil, nil)
+}
+
+// UpdateAndCommit is Update that also commits a new message, written to w
+// and described by nm, in the same transaction: a bounce and the recipient
+// states it reports are committed together, so that a crash neither loses
+// the bounce nor sends it twice. w and nm may be nil. When err is not nil,
+// w is still the caller's to Abort.
+func (q *Queue) UpdateAndCommit(id string, fn func(*Message) error, w *SpoolWriter, nm *Message) (done bool, err error) {
+	var data []byte
+	if w != nil {
+		nm.ID, nm.Size = w.id, w.n
+		if nm.Status == "" {
+			nm.Status = StatusActive
+		}
+		if !w.dirSynced {
+			if err := w.q.syncer.Sync(); err != nil {
+				return false, fmt.Errorf("queue: commit %s: %w", nm.ID, err)
+			}
+			w.dirSynced = true
+		}
+		if data, err = json.Marshal(nm); err != nil {
+			return false, fmt.Errorf("queue: %w", err)
+		}
+	}
 	err = q.batch.Update(func(tx *bolt.Tx) error {
 		m, err := get(tx, id)
 		if err != nil {
@@ -482,16 +507,28 @@ func (q *Queue) Update(id string, fn func(*Message) error) (done bool, err error
 		if err := fn(m); err != nil {
 			return err
 		}
+		if data != nil {
+			if err := tx.Bucket(bMsgs).Put([]byte(nm.ID), data); err != nil {
+				return err
+			}
+		}
 		done = m.Done()
 		if done {
 			return tx.Bucket(bMsgs).Delete([]byte(id))
 		}
 		return put(tx, m)
 	})
-	if err == nil && done {
+	if err != nil {
+		return false, err
+	}
+	if w != nil {
+		w.done = true
+		q.schedule(nm)
+	}
+	if done {
 		q.removeSpool(id)
 	}
-	return done, err
+	return done, nil
 }
 
 func (q *Queue) removeSpool(id string) {

@@ -96,12 +96,14 @@ type Bouncer struct {
 // it gets no DSN.
 var ErrNoSender = errors.New("dsn: the null sender gets no DSN")
 
-// Prepare writes a DSN about rcpts of m into a new spool file and returns
-// it with its record, for queue.UpdateAndCommit to commit together with
-// the recipients' new states (or for the caller to Abort). It returns
+// Prepare writes the DSN r about m into a new spool file and returns it
+// with its record, for queue.UpdateAndCommit to commit together with the
+// recipients' new states (or for the caller to Abort). The caller fills
+// r's Action, Rcpts, Now and RetryUntil; the Bouncer the rest. It returns
 // ErrNoSender for a message with the null sender, and an error when the
 // sender cannot be reached at all (a local address that does not exist).
-func (b *Bouncer) Prepare(m *queue.Message, action Action, rcpts []Rcpt, now time.Time) (*queue.SpoolWriter, *queue.Message, error) {
+func (b *Bouncer) Prepare(m *queue.Message, r Report) (*queue.SpoolWriter, *queue.Message, error) {
+	now := r.Now
 	if m.From == "" {
 		return nil, nil, ErrNoSender
 	}
@@ -120,11 +122,8 @@ func (b *Bouncer) Prepare(m *queue.Message, action Action, rcpts []Rcpt, now tim
 	if err != nil {
 		return nil, nil, err
 	}
-	r := Report{
-		Action: action, Hostname: b.Hostname, Msg: m, Rcpts: rcpts,
-		Spool: b.Queue.SpoolPath(m.ID), MaxReturned: b.MaxReturned, Now: now,
-		MessageID: w.ID() + "@" + b.Hostname,
-	}
+	r.Hostname, r.Msg, r.Spool, r.MaxReturned = b.Hostname, m, b.Queue.SpoolPath(m.ID), b.MaxReturned
+	r.MessageID = w.ID() + "@" + b.Hostname
 	utf8, err := r.Write(w)
 	if err == nil {
 		err = w.Sync()

@@ -283,7 +283,7 @@ func TestPrepare(t *testing.T) {
 	}
 	b := &Bouncer{Queue: q, Store: fakeStore{"alice@example.org": {{Address: "alice@example.org", UserID: 7}}}, Hostname: "mx.test"}
 	now := time.Now()
-	dw, nm, err := b.Prepare(orig, Failed, []Rcpt{{Orig: "bob@remote.test", Addr: "bob@remote.test", Status: "5.1.1"}}, now)
+	dw, nm, err := b.Prepare(orig, Report{Action: Failed, Rcpts: []Rcpt{{Orig: "bob@remote.test", Addr: "bob@remote.test", Status: "5.1.1"}}, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,17 +309,17 @@ func TestPrepare(t *testing.T) {
 	// A remote sender gets a remote DSN; the null sender none; an unknown
 	// local sender is an error.
 	orig.From = "someone@elsewhere.test"
-	dw, nm, err = b.Prepare(orig, Failed, nil, now)
+	dw, nm, err = b.Prepare(orig, Report{Action: Failed, Now: now})
 	if err != nil || nm.Rcpts[0].Route != queue.RouteRemote {
 		t.Fatalf("remote sender: %+v, %v", nm, err)
 	}
 	dw.Abort()
 	orig.From = ""
-	if _, _, err := b.Prepare(orig, Failed, nil, now); !errors.Is(err, ErrNoSender) {
+	if _, _, err := b.Prepare(orig, Report{Action: Failed, Now: now}); !errors.Is(err, ErrNoSender) {
 		t.Errorf("null sender: %v", err)
 	}
 	orig.From = "ghost@example.org"
-	if _, _, err := b.Prepare(orig, Failed, nil, now); !errors.Is(err, store.ErrUnknownUser) {
+	if _, _, err := b.Prepare(orig, Report{Action: Failed, Now: now}); !errors.Is(err, store.ErrUnknownUser) {
 		t.Errorf("unknown local sender: %v", err)
 	}
 }

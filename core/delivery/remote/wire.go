@@ -34,8 +34,8 @@ func writeData(w *bufio.Writer, r io.Reader, progress func()) error {
 	bp := dataBufs.Get().(*[]byte)
 	defer dataBufs.Put(bp)
 	buf := *bp
-	col := 0     // bytes on the current output line
-	cr := false  // the previous input byte was a CR, already sent as CRLF
+	col := 0    // bytes on the current output line
+	cr := false // the previous input byte was a CR, already sent as CRLF
 	var werr error
 	write := func(b []byte) {
 		if werr == nil {

@@ -756,6 +756,13 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 		listener = "submission"
 	}
 	env := &sdk.Envelope{ClientIP: ip, HELO: helo, AuthUser: p.User, Listener: listener, Pipeline: name, Hostname: s.Hostname, QueueID: "0000000000000000"}
+	if p.User != "" {
+		addrs, err := s.Store.SenderAddresses(p.User)
+		if err != nil {
+			return nil, fmt.Errorf("user %s: %w", p.User, err)
+		}
+		env.AuthAddresses = addrs
+	}
 	set, release := s.Pipelines.Acquire()
 	defer release()
 	pipe := set.Get(name)

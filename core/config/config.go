@@ -107,7 +107,7 @@ type Plugins struct {
 // Stage is one filter stage of a pipeline.
 type Stage struct {
 	Name    string    `yaml:"name" doc:"The stage's name in logs, message traces and quarantine listings; unique within its pipeline. Default: the plugin's name."`
-	Plugin  string    `yaml:"plugin" doc:"A built-in plugin (clamav, spam, rspamd, spf, dkim, dmarc, dnsbl, example) or the path of a plugin program."`
+	Plugin  string    `yaml:"plugin" doc:"A built-in plugin (clamav, spam, rspamd, spf, dkim, dmarc, dnsbl, senderpolicy, ratelimit, dkim-sign, example) or the path of a plugin program."`
 	SHA256  string    `yaml:"sha256" doc:"When set, the plugin program must have this SHA-256 checksum (hex); it is checked each time the plugin starts."`
 	Hooks   []string  `yaml:"hooks" doc:"Which hooks run: connect (after HELO), mail, rcpt, data. Empty means every hook the plugin implements."`
 	Timeout Duration  `yaml:"timeout" default:"30s" doc:"How long one check may take before it counts as a failure."`

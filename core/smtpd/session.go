@@ -259,6 +259,10 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			s.user = user
 			if addrs, err := s.srv.opts.Store.SenderAddresses(user); err == nil {
 				s.userAddrs = addrs
+			} else {
+				// Stages that check senders fail on an empty list, and
+				// their on_error decides.
+				s.srv.log.Error("looking up the user's addresses", "user", user, "err", err)
 			}
 			s.srv.log.Info("authenticated", "listener", string(s.kind), "remote", s.remote.String(), "user", user, "mech", mech)
 			return nil

@@ -42,6 +42,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./sdk
 	$(GO) test -run '^$$' -fuzz '^FuzzMIME$$' -fuzztime $(FUZZTIME) ./plugins/spam
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME) ./plugins/clamav
+	$(GO) test -run '^$$' -fuzz '^FuzzWriteData$$' -fuzztime $(FUZZTIME) ./core/delivery/remote
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckHeader$$' -fuzztime $(FUZZTIME) ./plugins/senderpolicy
+	$(GO) test -run '^$$' -fuzz '^FuzzSign$$' -fuzztime $(FUZZTIME) ./plugins/dkim-sign
+	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./plugins/dkim-sign
 
 bench: build
 	@.ci/deps.sh bench

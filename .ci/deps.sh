@@ -20,8 +20,11 @@ have clamd   || need+=(clamav-daemon)
 have clamdscan || need+=(clamdscan)
 [ -d /usr/share/clamav-testfiles ] || need+=(clamav-testfiles)
 have rspamd  || need+=(rspamd)
+# Remote delivery is tested against a real Postfix (as the gateway's next
+# hop), and DKIM signatures with an independent verifier (dkimpy).
+have smtp-sink || need+=(postfix)
+/usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim)
 if [ "${1:-}" = bench ]; then
-	have smtp-source || need+=(postfix)
 	# SpamAssassin's spamd, to compare the spam filter with.
 	have spamd || need+=(spamassassin spamd spamc)
 fi

@@ -1,0 +1,5 @@
+package main
+
+import "github.com/sluice-mail/sluice/sdk"
+
+func main() { sdk.Serve(newFilter()) }

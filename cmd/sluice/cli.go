@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/admin"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/delivery/dsn"
 	"github.com/sluice-mail/sluice/core/server"
 )
 
@@ -167,7 +168,8 @@ func (c *ctx) connect() (caller admin.Caller, close func(), err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &admin.Service{Store: data.Store, Queue: data.Queue}, func() { data.Close() }, nil
+	bouncer := &dsn.Bouncer{Queue: data.Queue, Store: data.Store, Hostname: cfg.Hostname, MaxReturned: int64(cfg.Remote.MaxReturnedContent), Logger: log}
+	return &admin.Service{Store: data.Store, Queue: data.Queue, Bouncer: bouncer}, func() { data.Close() }, nil
 }
 
 // call runs one admin method.

@@ -122,6 +122,15 @@ var groups = map[string]map[string]command{
 			},
 			exec: pipelineTest, min: 1, max: 1},
 	},
+	"dkim": {
+		"keygen": {args: "dkim keygen DOMAIN SELECTOR", help: "Make a DKIM signing key; print its DNS record and the outbound stage that signs with it.\nThe key goes to data_dir/dkim/DOMAIN.SELECTOR.key (or into --dir), mode 0600; an existing key is kept\nunless --force. Needs no running server.",
+			setup: func(fs *flag.FlagSet) {
+				fs.String("algorithm", "rsa", "key `type`: rsa (2048 bits) or ed25519")
+				fs.String("dir", "", "write the key into this `directory` (default: data_dir/dkim)")
+				fs.Bool("force", false, "replace an existing key for DOMAIN and SELECTOR")
+			},
+			exec: dkimKeygen, min: 2, max: 2},
+	},
 	"queue": {
 		"ls": {args: "queue ls", help: "List the queued messages (--status quarantine for the quarantine).",
 			setup: func(fs *flag.FlagSet) {
@@ -135,6 +144,16 @@ var groups = map[string]map[string]command{
 		"rm":      {args: "queue rm ID", help: "Delete a queued message without delivering it.", exec: queueOp("queue.rm", "removed"), min: 1, max: 1},
 		"hold":    {args: "queue hold ID", help: "Put a message on hold: it is kept but not delivered.", exec: queueOp("queue.hold", "held"), min: 1, max: 1},
 		"release": {args: "queue release ID", help: "Take a message off hold; it is delivered now.", exec: queueOp("queue.release", "released"), min: 1, max: 1},
+		"flush": {args: "queue flush [ID | --domain DOMAIN]", help: "Retry now, without waiting for the next scheduled attempt: one message, the messages for a domain, or all.",
+			setup: func(fs *flag.FlagSet) {
+				fs.String("domain", "", "retry the messages with a recipient in this `domain`")
+			},
+			exec: queueFlush, max: 1},
+		"bounce": {args: "queue bounce ID", help: "Give up on a message: its undelivered recipients fail and the sender gets a bounce (DSN).",
+			setup: func(fs *flag.FlagSet) {
+				fs.String("reason", "", "the `text` the bounce gives as the reason")
+			},
+			exec: queueBounce, min: 1, max: 1},
 	},
 }
 
@@ -468,6 +487,16 @@ func queueShow(c *ctx) error {
 		rows = append(rows, []string{"  " + r.Addr, r.Orig, string(r.Route), string(r.State), strconv.Itoa(r.Attempts), next, r.LastError})
 	}
 	c.table("  ADDRESS\tRCPT TO\tROUTE\tSTATE\tTRIES\tNEXT\tLAST ERROR", rows)
+	var hist [][]string
+	for _, r := range m.Rcpts {
+		for _, a := range r.History {
+			hist = append(hist, []string{"  " + r.Addr, a.Time.Local().Format("2006-01-02 15:04:05"), a.Host, a.Result})
+		}
+	}
+	if len(hist) > 0 {
+		fmt.Fprintln(c.stdout, "attempts:")
+		c.table("  ADDRESS\tTIME\tSERVER\tRESULT", hist)
+	}
 	if len(m.Trace) > 0 {
 		fmt.Fprintf(c.stdout, "filters (%s pipeline, score %.2f):\n", m.Pipeline, m.Score)
 		printTrace(c, m.Trace)
@@ -516,7 +545,16 @@ func (c *ctx) connectPipelines() (admin.Caller, func(), error) {
 		return nil, nil, err
 	}
 	h := pipeline.NewHolder(set)
-	return &admin.Service{Pipelines: h, Hostname: cfg.Hostname}, func() { h.Close(5 * time.Second) }, nil
+	svc := &admin.Service{Pipelines: h, Hostname: cfg.Hostname}
+	closeFn := func() { h.Close(5 * time.Second) }
+	// The store, when there is one, supplies a --user's addresses.
+	if _, err := os.Stat(cfg.DataDir); err == nil {
+		if data, err := server.OpenData(cfg, log); err == nil {
+			svc.Store = data.Store
+			closeFn = func() { h.Close(5 * time.Second); data.Close() }
+		}
+	}
+	return svc, closeFn, nil
 }
 
 func spamTrain(c *ctx) error {
@@ -628,6 +666,33 @@ func pipelineTest(c *ctx) error {
 	if o.Header != "" {
 		fmt.Fprintf(c.stdout, "header fields added:\n%s", o.Header)
 	}
+	return nil
+}
+
+func queueFlush(c *ctx) error {
+	p := admin.QueueFlushParams{Domain: c.str("domain")}
+	if len(c.args) == 1 {
+		p.ID = c.args[0]
+	}
+	var res admin.CountResult
+	if err := c.call("queue.flush", p, &res); err != nil {
+		return err
+	}
+	switch {
+	case p.ID != "":
+		fmt.Fprintf(c.stdout, "flushed %s\n", p.ID)
+	default:
+		fmt.Fprintf(c.stdout, "flushed %d messages\n", res.Count)
+	}
+	return nil
+}
+
+func queueBounce(c *ctx) error {
+	var res admin.CountResult
+	if err := c.call("queue.bounce", admin.QueueParams{ID: c.args[0], Reason: c.str("reason")}, &res); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "bounced %s (%d recipients)\n", c.args[0], res.Count)
 	return nil
 }
 

@@ -100,7 +100,7 @@ queue:
   min_free_disk: 0
 log:
   level: debug
-%s`, filepath.Join(dir, "data"), in.mx, in.sub, in.subs, extraYAML)
+%s%s`, filepath.Join(dir, "data"), in.mx, in.sub, in.subs, defaultDNS(extraYAML), extraYAML)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +111,16 @@ log:
 		}
 	})
 	return in
+}
+
+// defaultDNS points the resolver at a closed loopback port unless the
+// test configures DNS itself: lookups fail as temporary errors, so mail
+// for other domains stays queued, and no test ever asks the real DNS.
+func defaultDNS(extraYAML string) string {
+	if strings.HasPrefix(extraYAML, "dns:") || strings.Contains(extraYAML, "\ndns:") {
+		return ""
+	}
+	return "dns:\n  servers: [\"127.0.0.1:1\"]\n  timeout: 2s\n"
 }
 
 type logWriter struct{ in *instance }

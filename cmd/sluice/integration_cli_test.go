@@ -95,6 +95,11 @@ var cliSequence = []cliStep{
 	fails("not on hold", "queue", "release", "QID"),
 	fails("not found", "queue", "show", "0000000000000000"),
 	fails("not found", "queue", "rm", "0000000000000000"),
+	step("queue", "flush", "QID"),
+	step("queue", "flush", "--domain", "remote.test"),
+	step("queue", "flush"),
+	fails("not found", "queue", "flush", "0000000000000000"),
+	fails("not found", "queue", "bounce", "0000000000000000"),
 	step("queue", "rm", "QID"),
 	step("queue", "ls", "--json"),
 
@@ -144,6 +149,7 @@ var volatile = []struct {
 	{regexp.MustCompile(`[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}`), "TIME"},
 	{regexp.MustCompile(`"(uid_validity|pid)": \d+`), `"$1": N`},
 	{regexp.MustCompile(`pid \d+`), "pid N"},
+	{regexp.MustCompile(`\b\d\d:\d\d:\d\d\b`), "CLOCK"}, // the next attempt in queue show
 }
 
 func normalize(s, qid string) string {

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/delivery/dsn"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
@@ -93,6 +94,8 @@ type Service struct {
 	Hostname string
 	// Started is when the server started; zero when there is no server.
 	Started time.Time
+	// Bouncer sends DSNs for queue.bounce.
+	Bouncer *dsn.Bouncer
 }
 
 // method is one admin operation: it decodes its params from JSON.
@@ -119,6 +122,8 @@ var methods = map[string]method{
 	"queue.rm":           (*Service).queueRemove,
 	"queue.hold":         (*Service).queueHold,
 	"queue.release":      (*Service).queueRelease,
+	"queue.flush":        (*Service).queueFlush,
+	"queue.bounce":       (*Service).queueBounce,
 	"spam.learn":         (*Service).spamLearn,
 	"pipeline.test":      (*Service).pipelineTest,
 	"verify":             (*Service).verify,
@@ -600,6 +605,48 @@ func (s *Service) queueRelease(ctx context.Context, raw json.RawMessage) (any, e
 	return nil, s.Queue.Release(p.ID)
 }
 
+// QueueFlushParams names what queue.flush retries now: one message, the
+// messages for one domain, or (both empty) everything.
+type QueueFlushParams struct {
+	ID     string `json:"id,omitempty"`
+	Domain string `json:"domain,omitempty"`
+}
+
+// CountResult is a number of things done.
+type CountResult struct {
+	Count int `json:"count"`
+}
+
+func (s *Service) queueFlush(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[QueueFlushParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	if p.ID != "" {
+		if p.Domain != "" {
+			return nil, &Error{Code: CodeInvalid, Message: "admin: flush an ID or a domain, not both"}
+		}
+		if err := s.Queue.Flush(p.ID); err != nil {
+			return nil, err
+		}
+		return CountResult{Count: 1}, nil
+	}
+	n, err := s.Queue.FlushDomain(strings.ToLower(p.Domain))
+	return CountResult{Count: n}, err
+}
+
+func (s *Service) queueBounce(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[QueueParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	if s.Bouncer == nil {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: bouncing is not available here"}
+	}
+	n, err := s.Bouncer.Bounce(p.ID, p.Reason, time.Now())
+	return CountResult{Count: n}, err
+}
+
 // VerifyResult is what verify returns.
 type VerifyResult struct {
 	Store store.VerifyReport `json:"store"`
@@ -756,7 +803,7 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 		listener = "submission"
 	}
 	env := &sdk.Envelope{ClientIP: ip, HELO: helo, AuthUser: p.User, Listener: listener, Pipeline: name, Hostname: s.Hostname, QueueID: "0000000000000000"}
-	if p.User != "" {
+	if p.User != "" && s.Store != nil {
 		addrs, err := s.Store.SenderAddresses(p.User)
 		if err != nil {
 			return nil, fmt.Errorf("user %s: %w", p.User, err)

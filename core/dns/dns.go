@@ -107,7 +107,27 @@ func classify(kind, name string, err error) error {
 	if errors.As(err, &de) && de.IsNotFound {
 		return fmt.Errorf("%w: no %s record for %s", ErrNotFound, kind, name)
 	}
-	return fmt.Errorf("%w: %s lookup of %s: %v", ErrTemporary, kind, name, err)
+	return fmt.Errorf("%w: %s lookup of %s: %s", ErrTemporary, kind, name, reason(err))
+}
+
+// reason says briefly why a lookup failed, without the addresses and
+// ports of the attempt (which vary and tell the reader nothing).
+func reason(err error) string {
+	var de *net.DNSError
+	if !errors.As(err, &de) {
+		return err.Error()
+	}
+	switch {
+	case de.IsTimeout:
+		return "timed out"
+	case strings.Contains(de.Err, "server misbehaving"):
+		return "server failure"
+	}
+	msg := de.Err
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
 }
 
 // Static is a Resolver that answers from maps, for tests. Names are

@@ -25,7 +25,10 @@ import (
 	"github.com/sluice-mail/sluice/core/admin"
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/delivery/dsn"
 	"github.com/sluice-mail/sluice/core/delivery/local"
+	"github.com/sluice-mail/sluice/core/delivery/remote"
+	"github.com/sluice-mail/sluice/core/dns"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/smtpd"
@@ -158,33 +161,48 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			holder.Close(0)
 		}
 	}()
+	bouncer := &dsn.Bouncer{Queue: data.Queue, Store: data.Store, Hostname: cfg.Hostname, MaxReturned: int64(cfg.Remote.MaxReturnedContent), Logger: log}
 	deliverer := local.New(local.Options{
 		Queue:      data.Queue,
 		Store:      data.Store,
 		Workers:    cfg.Queue.LocalWorkers,
 		RetryAfter: cfg.Queue.RetryAfter.D(),
 		HoldAfter:  cfg.Queue.HoldAfter,
+		Bouncer:    bouncer,
 		Logger:     log,
 	})
+	relay, err := remote.New(remote.Options{
+		Queue:    data.Queue,
+		Bouncer:  bouncer,
+		DNS:      dns.New(cfg.DNS.Servers, cfg.DNS.Timeout.D()),
+		Config:   cfg.Remote,
+		Routes:   cfg.Routes,
+		Hostname: cfg.Hostname,
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	var immediate smtpd.LocalDeliverer
 	if cfg.Queue.Immediate {
 		immediate = deliverer
 	}
-	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: immediate, Pipelines: holder, Auth: authn, TLS: tlsConf, Logger: log})
+	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: immediate, Pipelines: holder, Auth: authn, TLS: tlsConf, Relay: relay, Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	if err := smtp.Listen(); err != nil {
 		return nil, err
 	}
-	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started}, log)
+	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer}, log)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, admin: adm, pipes: holder, cancel: cancel}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
+	go func() { defer s.wg.Done(); relay.Run(ctx) }()
 	go func() { defer s.wg.Done(); adm.Serve() }()
 	smtp.Serve()
 	log.Info("sluice started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "tls", tlsConf != nil, "recovered_messages", data.Queue.Recovered().Messages)
@@ -226,6 +244,9 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("queue", a.Queue, b.Queue)
 	check("store", a.Store, b.Store)
 	check("auth", a.Auth, b.Auth)
+	check("dns", a.DNS, b.DNS)
+	check("remote", a.Remote, b.Remote)
+	check("routes", a.Routes, b.Routes)
 	return out
 }
 
@@ -234,7 +255,9 @@ func (s *Server) SMTP() *smtpd.Server { return s.smtp }
 
 // Shutdown stops accepting mail, lets messages being received finish for
 // up to smtp.shutdown_grace, stops local delivery after the messages in
-// hand, and closes the databases. Nothing accepted is lost: what is not
+// hand and remote delivery after the transfers in progress (cut off after
+// ten seconds: what they had not finished is sent again at the next
+// start), and closes the databases. Nothing accepted is lost: what is not
 // delivered stays queued for the next start.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")

@@ -62,8 +62,22 @@ type Options struct {
 	// TLS is the server certificate configuration; nil means no TLS,
 	// which disables STARTTLS and refuses the submission listeners.
 	TLS *tls.Config
+	// Relay knows the domains Sluice relays to a next hop (routes) and
+	// verifies their recipients; nil means none.
+	Relay Relay
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// Relay is what the MX listener needs to accept mail for routed domains
+// (the corporate-gateway case); *remote.Deliverer implements it.
+type Relay interface {
+	// Routed reports whether domain is relayed to a next hop, so that its
+	// mail is accepted from anyone, like local mail.
+	Routed(domain string) bool
+	// Verify reports whether the next hop has the recipient addr. An
+	// error means the answer is unknown for now (451).
+	Verify(ctx context.Context, addr string) (bool, error)
 }
 
 // LocalDeliverer delivers a spooled message's local recipients at once
@@ -74,15 +88,16 @@ type LocalDeliverer interface {
 
 // Server runs the SMTP listeners.
 type Server struct {
-	opts     Options
-	cfg      *config.Config
-	log      *slog.Logger
-	lim      *connLimiter
-	closing  atomic.Bool
-	servers  map[Kind]*smtp.Server
-	mu       sync.Mutex
-	listener map[Kind][]net.Listener
-	wg       sync.WaitGroup
+	opts      Options
+	relayNets []netip.Prefix
+	cfg       *config.Config
+	log       *slog.Logger
+	lim       *connLimiter
+	closing   atomic.Bool
+	servers   map[Kind]*smtp.Server
+	mu        sync.Mutex
+	listener  map[Kind][]net.Listener
+	wg        sync.WaitGroup
 }
 
 // New returns a Server; Listen and Serve start it.
@@ -94,13 +109,22 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	cfg := opts.Config
+	var relayNets []netip.Prefix
+	for _, n := range cfg.SMTP.RelayNetworks {
+		p, err := config.ParsePrefix(n)
+		if err != nil {
+			return nil, fmt.Errorf("smtpd: relay_networks: %w", err)
+		}
+		relayNets = append(relayNets, p)
+	}
 	s := &Server{
-		opts:     opts,
-		cfg:      cfg,
-		log:      opts.Logger,
-		lim:      newConnLimiter(cfg.SMTP.MaxConnections, cfg.SMTP.MaxConnectionsPerIP),
-		servers:  map[Kind]*smtp.Server{},
-		listener: map[Kind][]net.Listener{},
+		relayNets: relayNets,
+		opts:      opts,
+		cfg:       cfg,
+		log:       opts.Logger,
+		lim:       newConnLimiter(cfg.SMTP.MaxConnections, cfg.SMTP.MaxConnectionsPerIP),
+		servers:   map[Kind]*smtp.Server{},
+		listener:  map[Kind][]net.Listener{},
 	}
 	for _, k := range []Kind{KindMX, KindSubmission, KindSubmissions} {
 		s.servers[k] = s.newSMTPServer(k)

@@ -37,6 +37,7 @@ var (
 	replyAuthRequired  = reply(530, 5, 7, 0, "Authentication required")
 	replyRelayDenied   = reply(550, 5, 7, 1, "Relaying denied")
 	replyUnknownUser   = reply(550, 5, 1, 1, "No such user here")
+	replyVerifyTemp    = reply(451, 4, 4, 3, "Cannot verify the recipient now, try again later")
 	replyMailboxFull   = reply(452, 4, 2, 2, "Mailbox full, try again later")
 	replyBadSender     = reply(553, 5, 1, 7, "Bad sender address syntax")
 	replyBadRcpt       = reply(501, 5, 1, 3, "Bad recipient address syntax")
@@ -76,7 +77,10 @@ type session struct {
 	tlsStr    string
 	user      string   // authenticated user
 	userAddrs []string // the addresses they may send as
-	errs      int      // rejected commands so far
+	// relay is set for an MX client in smtp.relay_networks: it may send to
+	// any domain without AUTH, and its mail takes the outbound pipeline.
+	relay bool
+	errs  int // rejected commands so far
 
 	// The current transaction; tx is nil outside one.
 	tx *transaction
@@ -121,6 +125,14 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 	if s.closing.Load() {
 		return nil, replyShuttingDown
 	}
+	if kind == KindMX {
+		for _, p := range s.relayNets {
+			if p.Contains(sess.remote.Unmap()) {
+				sess.relay = true
+				break
+			}
+		}
+	}
 	if !validHelo(c.Hostname()) {
 		s.log.Info("bad HELO", "listener", string(kind), "remote", sess.remote.String(), "helo", c.Hostname())
 		return nil, replyBadHelo
@@ -137,7 +149,7 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 // pipelineName is the pipeline that checks this session's mail: inbound
 // on the MX listener, outbound for our own users.
 func (s *session) pipelineName() string {
-	if s.kind == KindMX {
+	if s.kind == KindMX && !s.relay {
 		return config.PipelineInbound
 	}
 	return config.PipelineOutbound
@@ -372,7 +384,24 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	targets, err := s.srv.opts.Store.Resolve(a)
 	switch {
 	case errors.Is(err, store.ErrNotLocal):
-		if s.user == "" {
+		relay := s.srv.opts.Relay
+		switch {
+		case s.user != "" || s.relay:
+		case relay != nil && relay.Routed(a.Domain):
+			// A domain we are the gateway for: its next hop says which
+			// addresses exist, so that mail for unknown ones is refused
+			// now rather than bounced later.
+			ok, err := relay.Verify(context.Background(), a.String())
+			if err != nil {
+				s.srv.log.Warn("verifying recipient", "rcpt", a.String(), "err", err)
+				s.tx.rejected = append(s.tx.rejected, a.String()+" (451 verification failed)")
+				return replyVerifyTemp
+			}
+			if !ok {
+				s.tx.rejected = append(s.tx.rejected, a.String()+" (550 unknown)")
+				return s.fail(replyUnknownUser)
+			}
+		default:
 			// RFC 5321 section 3.6.2: never relay for strangers.
 			s.tx.rejected = append(s.tx.rejected, a.String()+" (550 relaying denied)")
 			return s.fail(replyRelayDenied)

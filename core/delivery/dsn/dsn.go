@@ -389,3 +389,56 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+// Bounce fails every pending recipient of a queued message now, as an
+// administrator asks, and sends the sender one DSN about them (none to
+// the null sender). It returns how many recipients it failed.
+func (b *Bouncer) Bounce(id, reason string, now time.Time) (int, error) {
+	m, err := b.Queue.Get(id)
+	if err != nil {
+		return 0, err
+	}
+	if reason == "" {
+		reason = "returned to the sender by the postmaster"
+	}
+	var rcpts []Rcpt
+	for _, r := range m.Rcpts {
+		if !r.Final() {
+			rcpts = append(rcpts, Rcpt{Orig: r.Orig, Addr: r.Addr, Status: "5.0.0", Diagnostic: reason, LastAttempt: now})
+		}
+	}
+	if len(rcpts) == 0 {
+		return 0, nil
+	}
+	w, nm, err := b.Prepare(m, Report{Action: Failed, Rcpts: rcpts, Now: now})
+	if err != nil && !errors.Is(err, ErrNoSender) {
+		return 0, err
+	}
+	n := 0
+	_, err = b.Queue.UpdateAndCommit(id, func(m *queue.Message) error {
+		n = 0
+		for i := range m.Rcpts {
+			r := &m.Rcpts[i]
+			if r.Final() {
+				continue
+			}
+			r.State, r.LastError, r.Updated = queue.StateFailed, "5.0.0 "+reason, now
+			r.Record(queue.Attempt{Time: now, Result: r.LastError})
+			if w != nil {
+				r.Notified = string(Failed)
+			}
+			n++
+		}
+		return nil
+	}, w, nm)
+	if err != nil {
+		if w != nil {
+			w.Abort()
+		}
+		return 0, err
+	}
+	if b.Logger != nil {
+		b.Logger.Info("bounced by the administrator", "queue_id", id, "rcpts", n, "dsn", nm != nil)
+	}
+	return n, nil
+}

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-mail/sluice/core/delivery/dsn"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 )
@@ -54,6 +55,9 @@ type Options struct {
 	// HoldAfter is the number of failed attempts after which a message is
 	// put on hold; 0 means 5.
 	HoldAfter int
+	// Bouncer reports permanent failures to the sender; nil means they
+	// are only logged.
+	Bouncer *dsn.Bouncer
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -201,21 +205,48 @@ func (d *Deliverer) deliver(id string) {
 		}
 		return
 	}
+	// A recipient whose account is gone is reported to the sender, in the
+	// same commit as its failure.
+	var failed []dsn.Rcpt
+	for i, res := range results {
+		if res.permanent {
+			r := m.Rcpts[i]
+			failed = append(failed, dsn.Rcpt{Orig: r.Orig, Addr: r.Addr, Status: "5.1.1", Diagnostic: "the mailbox no longer exists", LastAttempt: now})
+		}
+	}
+	var dw *queue.SpoolWriter
+	var dm *queue.Message
+	if len(failed) > 0 && d.opts.Bouncer != nil {
+		var err error
+		dw, dm, err = d.opts.Bouncer.Prepare(m, dsn.Report{Action: dsn.Failed, Rcpts: failed, Now: now})
+		if err != nil && !errors.Is(err, dsn.ErrNoSender) {
+			d.log.Error("local delivery: no DSN could be made", "queue_id", id, "from", m.From, "err", err)
+		}
+	}
 	var retry time.Duration
 	var hold bool
-	_, err = q.Update(id, func(m *queue.Message) error {
+	_, err = q.UpdateAndCommit(id, func(m *queue.Message) error {
 		retry, hold = wait, false
 		for i, res := range results {
 			r := &m.Rcpts[i]
+			if r.Final() {
+				continue // bounced by an administrator meanwhile
+			}
 			r.Attempts++
 			r.Updated = now
 			switch {
 			case res.err == nil:
 				r.State, r.LastError, r.NextAttempt = queue.StateDelivered, "", time.Time{}
+				r.Record(queue.Attempt{Time: now, Result: "delivered to " + res.mailbox})
 			case res.permanent:
 				r.State, r.LastError = queue.StateFailed, "5.1.1 mailbox no longer exists"
+				r.Record(queue.Attempt{Time: now, Result: r.LastError})
+				if dm != nil {
+					r.Notified = string(dsn.Failed)
+				}
 			default:
 				r.LastError = "4.3.0 " + res.err.Error()
+				r.Record(queue.Attempt{Time: now, Result: r.LastError})
 				delay := d.backoff(r.Attempts)
 				r.NextAttempt = now.Add(delay)
 				if retry == 0 || delay < retry {
@@ -231,7 +262,10 @@ func (d *Deliverer) deliver(id string) {
 			m.HoldReason = fmt.Sprintf("local delivery failed %d times", d.opts.HoldAfter)
 		}
 		return nil
-	})
+	}, dw, dm)
+	if err != nil && dw != nil {
+		dw.Abort()
+	}
 	for i, res := range results {
 		r := m.Rcpts[i]
 		switch {

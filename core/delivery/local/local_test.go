@@ -3,11 +3,13 @@ package local
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/core/delivery/dsn"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 )
@@ -117,7 +119,8 @@ func TestRemovedUserFails(t *testing.T) {
 	e := newEnv(t)
 	id := e.enqueue(t, rcpt(e.alice, ""), rcpt(e.bob, ""))
 	e.s.RemoveUser("bob@example.test")
-	stop := run(t, New(Options{Queue: e.q, Store: e.s}))
+	bouncer := &dsn.Bouncer{Queue: e.q, Store: e.s, Hostname: "mx.example.test"}
+	stop := run(t, New(Options{Queue: e.q, Store: e.s, Bouncer: bouncer}))
 	defer stop()
 	waitFor(t, "message done", func() bool {
 		_, err := e.q.Get(id)
@@ -125,6 +128,16 @@ func TestRemovedUserFails(t *testing.T) {
 	})
 	if n := count(t, e.s, e.alice, "INBOX"); n != 1 {
 		t.Errorf("alice INBOX = %d", n)
+	}
+	// The sender, a remote address, gets a DSN about bob through the
+	// remote queue.
+	ms, _ := e.q.List(queue.Filter{Route: queue.RouteRemote})
+	if len(ms) != 1 || ms[0].From != "" || ms[0].Rcpts[0].Addr != "x@remote.test" {
+		t.Fatalf("queued DSNs: %+v", ms)
+	}
+	b, _ := os.ReadFile(e.q.SpoolPath(ms[0].ID))
+	if !strings.Contains(string(b), "Final-Recipient: rfc822; bob@example.test") || !strings.Contains(string(b), "Status: 5.1.1") {
+		t.Errorf("DSN:\n%s", b)
 	}
 }
 

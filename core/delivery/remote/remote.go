@@ -99,6 +99,8 @@ type Deliverer struct {
 	noTLS   map[string]time.Time // addresses whose TLS handshake failed, until when we skip STARTTLS
 	active  map[*conn]struct{}
 	wg      sync.WaitGroup
+
+	callouts calloutCache
 }
 
 type route struct {

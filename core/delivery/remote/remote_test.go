@@ -2,10 +2,12 @@ package remote
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -626,5 +628,81 @@ func TestConcurrentMessagesManyDomains(t *testing.T) {
 	defer mx.mu.Unlock()
 	if mx.maxActive > 4 {
 		t.Errorf("%d transfers at once with workers = 4", mx.maxActive)
+	}
+}
+
+// Recipient verification for routed domains: a list, or a callout to the
+// next hop whose answers are cached; a next hop that cannot answer gives
+// an error (the client is told to retry), never a refusal.
+func TestVerify(t *testing.T) {
+	port := freePort(t, "127.0.0.2")
+	internal := startServer(t, "127.0.0.2", port, nil)
+	var mu sync.Mutex
+	asked := map[string]int{}
+	internal.set(func(s *testServer) {
+		s.rcpt = func(to string) error {
+			mu.Lock()
+			asked[to]++
+			mu.Unlock()
+			switch {
+			case strings.HasPrefix(to, "ghost@"):
+				return reject(550, smtp.EnhancedCode{5, 1, 1}, "no such user")
+			case strings.HasPrefix(to, "later@"):
+				return reject(451, smtp.EnhancedCode{4, 3, 0}, "directory unavailable")
+			}
+			return nil
+		}
+	})
+	h := newHarness(t, harnessOpts{port: 1, routes: []config.Route{
+		{Domains: []string{"corp.test"}, Host: "127.0.0.2", Port: port, TLS: "opportunistic", Verify: "callout", CalloutCache: config.Duration(time.Hour)},
+		{Domains: []string{"listed.test"}, Host: "127.0.0.2", Port: port, Verify: "list", Users: []string{"Alice@listed.test", "@sub.listed.test"}},
+		{Domains: []string{"open.test"}, Host: "127.0.0.2", Port: port, Verify: "none"},
+		{Domains: []string{"*"}, Host: "127.0.0.2", Port: port},
+	}})
+	d := h.d
+	ctx := context.Background()
+	for _, dom := range []string{"corp.test", "CORP.test", "listed.test", "open.test"} {
+		if !d.Routed(dom) {
+			t.Errorf("%s not routed", dom)
+		}
+	}
+	if d.Routed("elsewhere.test") {
+		t.Errorf("the * route makes every domain routed")
+	}
+	check := func(addr string, want bool, wantErr bool) {
+		t.Helper()
+		ok, err := d.Verify(ctx, addr)
+		if ok != want || (err != nil) != wantErr {
+			t.Errorf("Verify(%s) = %v, %v; want %v, error %v", addr, ok, err, want, wantErr)
+		}
+	}
+	check("alice@listed.test", true, false)
+	check("bob@listed.test", false, false)
+	check("anyone@open.test", true, false)
+	for range 3 {
+		check("bob@corp.test", true, false)
+		check("ghost@corp.test", false, false)
+	}
+	check("later@corp.test", false, true)
+	check("later@corp.test", false, true)
+	mu.Lock()
+	defer mu.Unlock()
+	if asked["bob@corp.test"] != 1 || asked["ghost@corp.test"] != 1 {
+		t.Errorf("callouts not cached: %v", asked)
+	}
+	if asked["later@corp.test"] != 2 {
+		t.Errorf("a 4xx answer was cached: %v", asked)
+	}
+	if len(internal.received()) != 0 {
+		t.Errorf("a callout sent a message")
+	}
+	// A refusal expires after a tenth of callout_cache.
+	h.clock.advance(7 * time.Minute)
+	mu.Unlock()
+	check("ghost@corp.test", false, false)
+	check("bob@corp.test", true, false)
+	mu.Lock()
+	if asked["ghost@corp.test"] != 2 || asked["bob@corp.test"] != 1 {
+		t.Errorf("cache expiry: %v", asked)
 	}
 }

@@ -42,7 +42,11 @@ func writeStruct(b *strings.Builder, v reflect.Value, depth int) {
 		}
 		fmt.Fprintf(b, "%s%s: %s\n", indent, name, yamlValue(fv))
 		if et := elemStruct(fv.Type()); et != nil {
-			writeElemDoc(b, reflect.New(*et).Elem(), indent)
+			what := "Each entry of the list"
+			if fv.Kind() == reflect.Map {
+				what = "Each entry (stage) of each list"
+			}
+			writeElemDoc(b, reflect.New(*et).Elem(), indent, what)
 		}
 	}
 }
@@ -61,11 +65,11 @@ func elemStruct(t reflect.Type) *reflect.Type {
 
 // writeElemDoc documents the fields of a list element as comments, with
 // their defaults: the list itself is empty by default.
-func writeElemDoc(b *strings.Builder, v reflect.Value, indent string) {
+func writeElemDoc(b *strings.Builder, v reflect.Value, indent, what string) {
 	if err := applyDefaults(v, ""); err != nil {
 		panic(err)
 	}
-	fmt.Fprintf(b, "%s# Each entry (stage) of each list has these keys:\n", indent)
+	fmt.Fprintf(b, "%s# %s has these keys:\n", indent, what)
 	var walk func(v reflect.Value, pad string)
 	walk = func(v reflect.Value, pad string) {
 		t := v.Type()

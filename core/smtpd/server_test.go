@@ -93,17 +93,21 @@ func testConfig(t *testing.T) *config.Config {
 // team@example.test -> alice, carol@remote.test on every kind of listener.
 //
 // Options: a func(*config.Config) changes the configuration; a
-// *pipeline.Set gives the server filter pipelines (in-process filters).
+// *pipeline.Set gives the server filter pipelines (in-process filters); a
+// Relay knows routed domains.
 func newServer(t *testing.T, options ...any) *testEnv {
 	t.Helper()
 	cfg := testConfig(t)
 	var pipes *pipeline.Holder
+	var relay Relay
 	for _, o := range options {
 		switch o := o.(type) {
 		case func(*config.Config):
 			o(cfg)
 		case *pipeline.Set:
 			pipes = pipeline.NewHolder(o)
+		case Relay:
+			relay = o
 		default:
 			t.Fatalf("newServer: unknown option %T", o)
 		}
@@ -132,7 +136,7 @@ func newServer(t *testing.T, options ...any) *testEnv {
 		ld = local.New(local.Options{Queue: q, Store: st, Logger: log})
 	}
 	srv, err := New(Options{
-		Config: cfg, Store: st, Queue: q, Logger: log, Local: ld, Pipelines: pipes,
+		Config: cfg, Store: st, Queue: q, Logger: log, Local: ld, Pipelines: pipes, Relay: relay,
 		Auth: &auth.Authenticator{Users: st, Throttle: &auth.Throttle{MaxPerIP: cfg.Auth.MaxFailuresPerIP, MaxPerUser: cfg.Auth.MaxFailuresPerUser, Window: cfg.Auth.FailureWindow.D()}},
 		TLS:  &tls.Config{Certificates: []tls.Certificate{testCert}, MinVersion: tls.VersionTLS12},
 	})

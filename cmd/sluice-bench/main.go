@@ -1,15 +1,18 @@
 // Command sluice-bench measures SMTP ingest of Sluice against a real
 // Postfix, under the same load in the same run, and prints one table; then
-// what Sluice's filter pipelines cost, in a second table (pipelines.go).
+// what Sluice's filter pipelines cost, in a second table (pipelines.go);
+// then remote delivery of Sluice against Postfix, in a third (remote.go).
 // 'make bench' runs it from the repository root after 'make build'.
 //
 // -sections picks the parts, all by default, in this order: postfix (the
 // comparison described below), stage (one no-op plugin stage vs none),
-// pipeline (the full inbound pipeline vs none) and clamav (clamd fed
-// directly vs Sluice with a clamav stage). The last three run at
-// -sessions (20) with the same smtp-source messages of -size bytes, and
-// need bin/plugins (make build), the go command (to build the noop test
-// plugin) and clamd with clamav-testfiles (.ci/deps.sh installs them).
+// pipeline (the full inbound pipeline vs none), clamav (clamd fed
+// directly vs Sluice with a clamav stage) and remote (-remote-count queued
+// messages to ten domains delivered to smtp-sink, Sluice vs Postfix). The
+// stage, pipeline and clamav sections run at -sessions (20) with the same
+// smtp-source messages of -size bytes, and need bin/plugins (make build),
+// the go command (to build the noop test plugin) and clamd with
+// clamav-testfiles (.ci/deps.sh installs them).
 //
 // The load is Postfix's smtp-source: 10 KiB (-size) messages from
 // bench@example.test to rcpt@bench.test, one message per connection, at 1,
@@ -147,13 +150,13 @@ func (r *result) failed() bool { return r.errors > 0 || len(r.problems) > 0 || !
 func main() { os.Exit(run()) }
 
 // allSections are the parts of the benchmark, in the order they run.
-var allSections = []string{"postfix", "stage", "pipeline", "clamav"}
+var allSections = []string{"postfix", "stage", "pipeline", "clamav", "remote"}
 
 func run() int {
-	sectionsFlag := flag.String("sections", strings.Join(allSections, ","), "comma-separated `parts` to run: postfix (Sluice vs Postfix at -levels), stage (one noop plugin stage vs none), pipeline (the full inbound pipeline vs none), clamav (clamd fed directly vs Sluice with a clamav stage)")
+	sectionsFlag := flag.String("sections", strings.Join(allSections, ","), "comma-separated `parts` to run: postfix (Sluice vs Postfix at -levels), stage (one noop plugin stage vs none), pipeline (the full inbound pipeline vs none), clamav (clamd fed directly vs Sluice with a clamav stage), remote (remote delivery to smtp-sink, Sluice vs Postfix)")
 	levelsFlag := flag.String("levels", "1,20,100", "postfix section: comma-separated session `counts` to run (smtp-source -s)")
 	countsFlag := flag.String("count", defaultCounts, "postfix section: messages per level as `level=count,...`; a level not listed gets 10000")
-	only := flag.String("only", "", "postfix section: run only this `server`: sluice or postfix")
+	only := flag.String("only", "", "postfix and remote sections: run only this `server`: sluice or postfix")
 	size := flag.Int("size", messageSize, "message size in `bytes` (smtp-source -l), for every section")
 	var pc pipelineConfig
 	flag.IntVar(&pc.sessions, "sessions", 20, "stage, pipeline and clamav sections: parallel `sessions` (smtp-source -s)")
@@ -162,6 +165,10 @@ func run() int {
 	flag.IntVar(&pc.clamavCount, "clamav-count", defaultClamavCount, "clamav section: `messages` through Sluice with a clamav stage")
 	flag.IntVar(&pc.clamdThreads, "clamd-threads", 8, "clamd's MaxThreads, and the `connections` of the direct scan")
 	flag.DurationVar(&pc.clamdDuration, "clamd-duration", 10*time.Second, "clamav section: how long clamd is fed directly")
+	var rc remoteConfig
+	flag.IntVar(&rc.count, "remote-count", defaultRemoteCount, "remote section: `messages` queued, then delivered, per server and run")
+	flag.IntVar(&rc.runs, "remote-runs", 1, "remote section: `runs` per server (Sluice, Postfix, Sluice, ...), each with fresh servers")
+	flag.StringVar(&rc.cpuProfile, "remote-cpuprofile", "", "remote section: save CPU profiles of Sluice's deliveries (its SLUICE_PPROF), one a second, as `prefix`.sluice-RUN.N.pprof")
 	bin := flag.String("bin", "bin/sluice", "the sluice `binary`; its plugins are in the plugins directory beside it")
 	drainTimeout := flag.Duration("drain-timeout", 5*time.Minute, "how long to wait for a server's queue to empty after a run")
 	direct := flag.Bool("direct", false, "postfix section: send straight to the servers, without the latency proxy (no p50/p99, errors only as delivery mismatches): shows what the proxy itself costs")
@@ -186,6 +193,9 @@ func run() int {
 		return fatalf("-size: %d is too small", *size)
 	}
 	messageSize = *size
+	if rc.count < 1 || rc.runs < 1 {
+		return fatalf("-remote-count and -remote-runs must be positive")
+	}
 	if pc.sessions < 1 || pc.stageCount < 1 || pc.pipelineCount < 1 || pc.clamavCount < 1 || pc.clamdThreads < 1 || pc.clamdDuration <= 0 {
 		return fatalf("-sessions, -stage-count, -pipeline-count, -clamav-count, -clamd-threads and -clamd-duration must be positive")
 	}
@@ -207,6 +217,7 @@ func run() int {
 	default:
 		return fatalf("-only: %q is neither sluice nor postfix", *only)
 	}
+	rc.runSluice, rc.runPostfix = runSluice && sections["remote"], runPostfix && sections["remote"]
 	if !sections["postfix"] {
 		runSluice, runPostfix = false, false
 	}
@@ -217,7 +228,7 @@ func run() int {
 	if err == nil {
 		_, err = os.Stat(sluiceBin)
 	}
-	if (runSluice || sections["stage"] || sections["pipeline"] || sections["clamav"]) && err != nil {
+	if (runSluice || rc.runSluice || sections["stage"] || sections["pipeline"] || sections["clamav"]) && err != nil {
 		return fatalf("%s not found: run 'make build' first, from the repository root (%v)", *bin, err)
 	}
 	if sections["pipeline"] || sections["clamav"] {
@@ -272,6 +283,12 @@ func run() int {
 		pc.sluiceBin, pc.base, pc.drainTimeout = sluiceBin, base, *drainTimeout
 		pc.stage, pc.pipeline, pc.clamav = sections["stage"], sections["pipeline"], sections["clamav"]
 		if c := pipelineSections(ctx, os.Stdout, pc); c != 0 && (code == 0 || c == 130) {
+			code = c
+		}
+	}
+	if (rc.runSluice || rc.runPostfix) && code != 130 {
+		rc.sluiceBin, rc.base, rc.drainTimeout = sluiceBin, base, *drainTimeout
+		if c := remoteSection(ctx, os.Stdout, rc); c != 0 && (code == 0 || c == 130) {
 			code = c
 		}
 	}

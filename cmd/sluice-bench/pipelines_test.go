@@ -23,7 +23,7 @@ import (
 // TestConfigs checks that the configs the pipeline sections give Sluice
 // parse, with each stage's settings as meant.
 func TestConfigs(t *testing.T) {
-	base := fmt.Sprintf(sluiceConfig, t.TempDir(), "127.0.0.1:2525") + fmt.Sprintf("plugins: {dir: %q}\n", "/x/plugins")
+	base := sluiceConfigYAML(t.TempDir(), "127.0.0.1:2525", sluiceOptions{extraConfig: fmt.Sprintf("plugins: {dir: %q}\n", "/x/plugins")})
 	for _, plugins := range [][]string{{"noop"}, {"clamav"}, fullPipeline, {"spf", "spam"}} {
 		yaml := base + stagesYAML(plugins, "127.0.0.1:5353", "127.0.0.1:3310")
 		c, err := config.Parse("bench.yaml", []byte(yaml))

@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-//go:embed testdata/postfix/main.cf testdata/postfix/master.cf
+//go:embed testdata/postfix/main.cf testdata/postfix/master.cf testdata/postfix-remote/main.cf testdata/postfix-remote/master.cf
 var postfixTemplates embed.FS
 
 // postfixServer is a private Postfix instance: its own config directory,
@@ -41,9 +41,21 @@ type postfixServer struct {
 
 type postfixParams struct {
 	BaseDir, QueueDir, DataDir, MaillogFile, Listen string
+	// TransportMap is the inline: table of the remote section's
+	// transport_maps (testdata/postfix-remote).
+	TransportMap string
 }
 
+// startPostfix starts the instance of the SMTP ingest comparison
+// (testdata/postfix).
 func startPostfix(ctx context.Context, base string) (*postfixServer, error) {
+	return startPostfixFrom(ctx, base, "testdata/postfix", postfixParams{})
+}
+
+// startPostfixFrom starts an instance from the main.cf and master.cf
+// templates in dir (embedded), with the paths and the listen address of
+// params filled in here.
+func startPostfixFrom(ctx context.Context, base, dir string, params postfixParams) (*postfixServer, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the Postfix peer needs root (its master runs as root and drops to the postfix user)")
 	}
@@ -68,15 +80,13 @@ func startPostfix(ctx context.Context, base string) (*postfixServer, error) {
 			return nil, err
 		}
 	}
-	params := postfixParams{
-		BaseDir:     base,
-		QueueDir:    p.queueDir,
-		DataDir:     filepath.Join(base, "data"),
-		MaillogFile: p.maillog,
-		Listen:      addr,
-	}
+	params.BaseDir = base
+	params.QueueDir = p.queueDir
+	params.DataDir = filepath.Join(base, "data")
+	params.MaillogFile = p.maillog
+	params.Listen = addr
 	for _, name := range []string{"main.cf", "master.cf"} {
-		t, err := template.ParseFS(postfixTemplates, "testdata/postfix/"+name)
+		t, err := template.ParseFS(postfixTemplates, dir+"/"+name)
 		if err != nil {
 			return nil, err
 		}

@@ -43,6 +43,12 @@ type sluiceOptions struct {
 	// extraConfig is YAML appended to the config: plugins and pipelines.
 	extraConfig string
 	filtered    bool
+	// smtpConfig is YAML added to the smtp section (indented two spaces).
+	smtpConfig string
+	// logLevel is log.level; empty means warn.
+	logLevel string
+	// env is added to Sluice's environment (SLUICE_PPROF, to profile it).
+	env []string
 }
 
 const sluiceConfig = `# Written by cmd/sluice-bench.
@@ -54,9 +60,19 @@ smtp:
     listen: [%q]
   max_connections_per_ip: 1000
   max_connections: 2000
-queue: {min_free_disk: 0}
-log: {level: warn}
+%squeue: {min_free_disk: 0}
+log: {level: %s}
 `
+
+// sluiceConfigYAML returns the config of an instance with its data in
+// dataDir and its MX listener on addr.
+func sluiceConfigYAML(dataDir, addr string, opts sluiceOptions) string {
+	level := opts.logLevel
+	if level == "" {
+		level = "warn"
+	}
+	return fmt.Sprintf(sluiceConfig, dataDir, addr, opts.smtpConfig, level) + opts.extraConfig
+}
 
 func startSluice(ctx context.Context, bin, dir string, opts sluiceOptions) (*sluiceServer, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -75,7 +91,7 @@ func startSluice(ctx context.Context, bin, dir string, opts sluiceOptions) (*slu
 		logFile:  filepath.Join(dir, "sluice.log"),
 		addr:     addr,
 	}
-	cfg := fmt.Sprintf(sluiceConfig, filepath.Join(dir, "data"), addr) + opts.extraConfig
+	cfg := sluiceConfigYAML(filepath.Join(dir, "data"), addr, opts)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -92,6 +108,9 @@ func startSluice(ctx context.Context, bin, dir string, opts sluiceOptions) (*slu
 	s.cmd = exec.Command(bin, "serve", "-c", s.config)
 	s.cmd.Stdout = logf
 	s.cmd.Stderr = logf
+	if len(opts.env) > 0 {
+		s.cmd.Env = append(os.Environ(), opts.env...)
+	}
 	// Its own process group: a Ctrl-C reaches the harness, which stops
 	// Sluice itself after the run.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

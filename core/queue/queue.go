@@ -604,22 +604,60 @@ func (q *Queue) Flush(id string) error {
 	return err
 }
 
-// FlushDomain flushes every message with a pending recipient in domain, or
-// every message when domain is empty, and returns how many.
+// flushChunk is how many messages FlushDomain updates per transaction:
+// one commit (and its fsyncs) per message would make flushing a large
+// queue take longer than delivering it.
+const flushChunk = 500
+
+// FlushDomain flushes every active message with a pending recipient in
+// domain, or every active message when domain is empty, and returns how
+// many.
 func (q *Queue) FlushDomain(domain string) (int, error) {
-	ms, err := q.List(Filter{Domain: domain})
+	ms, err := q.List(Filter{Domain: domain, Status: StatusActive})
 	if err != nil {
 		return 0, err
 	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
 	n := 0
-	for _, m := range ms {
-		if m.Status != StatusActive {
-			continue
-		}
-		if err := q.Flush(m.ID); err != nil && !errors.Is(err, ErrNotFound) {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), flushChunk)]
+		ids = ids[len(chunk):]
+		var flushed []*Message
+		err := q.batch.Update(func(tx *bolt.Tx) error {
+			flushed = flushed[:0]
+			for _, id := range chunk {
+				m, err := get(tx, id)
+				if errors.Is(err, ErrNotFound) {
+					continue // delivered or removed meanwhile
+				}
+				if err != nil {
+					return err
+				}
+				if m.Status != StatusActive {
+					continue
+				}
+				for i := range m.Rcpts {
+					if !m.Rcpts[i].Final() {
+						m.Rcpts[i].NextAttempt = time.Time{}
+					}
+				}
+				if err := put(tx, m); err != nil {
+					return err
+				}
+				flushed = append(flushed, m)
+			}
+			return nil
+		})
+		if err != nil {
 			return n, err
 		}
-		n++
+		for _, m := range flushed {
+			q.schedule(m)
+		}
+		n += len(flushed)
 	}
 	return n, nil
 }

@@ -192,3 +192,50 @@ func TestAbort(t *testing.T) {
 		t.Error("Abort left the spool file")
 	}
 }
+
+// FlushDomain makes due now the waiting recipients of every active message
+// for the domain, across several transactions, and leaves held messages,
+// other domains and finished recipients alone.
+func TestFlushDomain(t *testing.T) {
+	q := openQueue(t, t.TempDir())
+	defer q.Close()
+	later := time.Now().Add(time.Hour)
+	wait := func(r Recipient) Recipient { r.NextAttempt = later; return r }
+	const n = flushChunk + 7 // more than one chunk
+	var ids []string
+	for range n {
+		ids = append(ids, enqueue(t, q, "x", wait(remote("a@flush.test")), wait(remote("b@other.test"))).ID)
+	}
+	done := wait(remote("c@flush.test"))
+	done.State = StateDelivered
+	mixed := enqueue(t, q, "x", done, wait(remote("d@flush.test")))
+	other := enqueue(t, q, "x", wait(remote("e@other.test")))
+	held := enqueue(t, q, "x", wait(remote("f@flush.test")))
+	if err := q.Hold(held.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := q.FlushDomain("flush.test")
+	if err != nil || got != n+1 {
+		t.Fatalf("FlushDomain = %d, %v; want %d", got, err, n+1)
+	}
+	for _, id := range append(ids, mixed.ID) {
+		m, err := q.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range m.Rcpts {
+			if !r.Final() && !r.NextAttempt.IsZero() {
+				t.Fatalf("%s %s still waits until %v", id, r.Addr, r.NextAttempt)
+			}
+		}
+	}
+	for _, id := range []string{other.ID, held.ID} {
+		m, _ := q.Get(id)
+		if m.Rcpts[0].NextAttempt.IsZero() {
+			t.Errorf("%s (%s) was flushed", id, m.Rcpts[0].Addr)
+		}
+	}
+	if m, _ := q.Get(held.ID); m.Status != StatusHold {
+		t.Errorf("held message status = %v", m.Status)
+	}
+}

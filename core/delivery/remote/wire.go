@@ -44,7 +44,24 @@ func writeData(w *bufio.Writer, r io.Reader, progress func()) error {
 	}
 	for {
 		n, rerr := r.Read(buf)
-		p := buf[:n]
+		chunk := buf[:n]
+		p := chunk
+		// The next CR and the next LF in chunk (n: none), each found once:
+		// IndexAny would rescan for both at every line.
+		nextCR, nextLF := -1, -1
+		next := func() int {
+			base := n - len(p)
+			if nextCR < base {
+				nextCR = indexFrom(chunk, base, '\r')
+			}
+			if nextLF < base {
+				nextLF = indexFrom(chunk, base, '\n')
+			}
+			if m := min(nextCR, nextLF); m < n {
+				return m - base
+			}
+			return -1
+		}
 		for len(p) > 0 && werr == nil {
 			if cr {
 				cr = false
@@ -53,7 +70,7 @@ func writeData(w *bufio.Writer, r io.Reader, progress func()) error {
 					continue
 				}
 			}
-			i := bytes.IndexAny(p, "\r\n")
+			i := next()
 			seg := p
 			if i >= 0 {
 				seg = p[:i]
@@ -98,6 +115,14 @@ func writeData(w *bufio.Writer, r io.Reader, progress func()) error {
 	}
 	write(dotCRLF)
 	return werr
+}
+
+// indexFrom returns the index of c in b at or after from, or len(b).
+func indexFrom(b []byte, from int, c byte) int {
+	if i := bytes.IndexByte(b[from:], c); i >= 0 {
+		return from + i
+	}
+	return len(b)
 }
 
 var (

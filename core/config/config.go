@@ -23,7 +23,9 @@ type Config struct {
 	SMTP  SMTP  `yaml:"smtp" doc:"The SMTP listeners and their limits."`
 	Queue Queue `yaml:"queue" doc:"The durable queue that holds accepted mail until it is delivered."`
 	Store Store `yaml:"store" doc:"Mailboxes and accounts."`
-	Auth  Auth  `yaml:"auth" doc:"Password checks and login throttling for SMTP AUTH (and later IMAP, POP3 and webmail)."`
+	Auth  Auth  `yaml:"auth" doc:"Password checks and login throttling for SMTP AUTH, IMAP and POP3."`
+	IMAP  IMAP  `yaml:"imap" doc:"Mailbox access over IMAP (RFC 9051 and RFC 3501)."`
+	POP3  POP3  `yaml:"pop3" doc:"Mailbox access over POP3 (RFC 1939): INBOX only."`
 
 	DNS    DNS     `yaml:"dns" doc:"How Sluice looks up MX and address records for delivery."`
 	Remote Remote  `yaml:"remote" doc:"Delivery to other servers: MX lookup, retries, bounces."`
@@ -97,6 +99,24 @@ type Auth struct {
 	MaxFailuresPerIP   int      `yaml:"max_failures_per_ip" default:"10" doc:"Failed logins from one IP address within failure_window, after which further attempts from that address are refused (454 4.7.0) until the window has passed."`
 	MaxFailuresPerUser int      `yaml:"max_failures_per_user" default:"20" doc:"Failed logins for one account within failure_window, after which further attempts for that account are refused until the window has passed."`
 	FailureWindow      Duration `yaml:"failure_window" default:"15m" doc:"The window over which failed logins are counted."`
+	PlaintextLoopback  bool     `yaml:"plaintext_loopback" default:"false" doc:"Let IMAP and POP3 clients connecting from a loopback address (127.0.0.0/8, ::1) log in without TLS. Elsewhere passwords are only accepted over TLS (STARTTLS, STLS or the implicit-TLS ports)."`
+}
+
+// IMAP configures the IMAP listeners.
+type IMAP struct {
+	Listen              []string `yaml:"listen" doc:"Addresses for IMAP with STARTTLS (port 143), as host:port. Empty disables the listener."`
+	ListenTLS           []string `yaml:"listen_tls" doc:"Addresses for IMAP over implicit TLS (port 993). Empty disables the listener."`
+	MaxConnections      int      `yaml:"max_connections" default:"1000" doc:"Open IMAP connections across all listeners; more get BYE and are closed."`
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip" default:"50" doc:"Open IMAP connections from one IP address (IPv6: one /64). Mail clients open several per account."`
+}
+
+// POP3 configures the POP3 listeners.
+type POP3 struct {
+	Listen              []string `yaml:"listen" doc:"Addresses for POP3 with STLS (port 110), as host:port. Empty disables the listener."`
+	ListenTLS           []string `yaml:"listen_tls" doc:"Addresses for POP3 over implicit TLS (port 995). Empty disables the listener."`
+	MaxConnections      int      `yaml:"max_connections" default:"1000" doc:"Open POP3 connections across all listeners; more get -ERR and are closed."`
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip" default:"20" doc:"Open POP3 connections from one IP address (IPv6: one /64)."`
+	ReadTimeout         Duration `yaml:"read_timeout" default:"10m" doc:"How long Sluice waits for the next command before closing the connection (RFC 1939 asks for at least 10 minutes)."`
 }
 
 // Plugins configures where plugins are found.

@@ -67,16 +67,21 @@ func (c *Config) Validate() error {
 
 	listeners := map[string]string{}
 	for _, l := range []struct {
-		key      string
-		l        Listener
+		key      string // of the list, such as smtp.mx.listen
+		addrs    []string
 		needsTLS bool
 	}{
-		{"smtp.mx", c.SMTP.MX, false},
-		{"smtp.submission", c.SMTP.Submission, true},
-		{"smtp.submissions", c.SMTP.Submissions, true},
+		{"smtp.mx.listen", c.SMTP.MX.Listen, false},
+		{"smtp.submission.listen", c.SMTP.Submission.Listen, true},
+		{"smtp.submissions.listen", c.SMTP.Submissions.Listen, true},
+		{"imap.listen", c.IMAP.Listen, false},
+		{"imap.listen_tls", c.IMAP.ListenTLS, true},
+		{"pop3.listen", c.POP3.Listen, false},
+		{"pop3.listen_tls", c.POP3.ListenTLS, true},
 	} {
-		for i, addr := range l.l.Listen {
-			key := fmt.Sprintf("%s.listen[%d]", l.key, i)
+		owner := strings.TrimSuffix(l.key, ".listen")
+		for i, addr := range l.addrs {
+			key := fmt.Sprintf("%s[%d]", l.key, i)
 			if err := checkHostPort(addr); err != nil {
 				v.errf(key, "%v", err)
 				continue
@@ -84,10 +89,10 @@ func (c *Config) Validate() error {
 			if other, dup := listeners[addr]; dup {
 				v.errf(key, "%s is also used by %s", addr, other)
 			}
-			listeners[addr] = l.key
+			listeners[addr] = owner
 		}
-		if l.needsTLS && len(l.l.Listen) > 0 && !haveTLS {
-			v.errf(l.key, "needs TLS: set tls.cert_file and tls.key_file (or tls.self_signed for development)")
+		if l.needsTLS && len(l.addrs) > 0 && !haveTLS {
+			v.errf(owner, "needs TLS: set tls.cert_file and tls.key_file (or tls.self_signed for development)")
 		}
 	}
 
@@ -100,6 +105,12 @@ func (c *Config) Validate() error {
 	v.positive("smtp.write_timeout", int64(c.SMTP.WriteTimeout))
 	v.atLeast("smtp.max_connections", c.SMTP.MaxConnections, 1)
 	v.atLeast("smtp.max_connections_per_ip", c.SMTP.MaxConnectionsPerIP, 1)
+
+	v.atLeast("imap.max_connections", c.IMAP.MaxConnections, 1)
+	v.atLeast("imap.max_connections_per_ip", c.IMAP.MaxConnectionsPerIP, 1)
+	v.atLeast("pop3.max_connections", c.POP3.MaxConnections, 1)
+	v.atLeast("pop3.max_connections_per_ip", c.POP3.MaxConnectionsPerIP, 1)
+	v.positive("pop3.read_timeout", int64(c.POP3.ReadTimeout))
 
 	v.atLeast("queue.local_workers", c.Queue.LocalWorkers, 1)
 	v.positive("queue.retry_after", int64(c.Queue.RetryAfter))

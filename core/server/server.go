@@ -1,6 +1,6 @@
 // Package server wires Sluice together: it opens the data directory, starts
-// the SMTP listeners, local delivery and the admin socket, and stops them
-// in order. cmd/sluice's serve command is a thin wrapper around it.
+// the SMTP and IMAP listeners, local delivery and the admin socket, and
+// stops them in order. cmd/sluice's serve command is a thin wrapper around it.
 //
 // Layout of the data directory:
 //
@@ -11,6 +11,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -29,11 +30,13 @@ import (
 	"github.com/sluice-mail/sluice/core/delivery/local"
 	"github.com/sluice-mail/sluice/core/delivery/remote"
 	"github.com/sluice-mail/sluice/core/dns"
+	"github.com/sluice-mail/sluice/core/imapd"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/smtpd"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
+	"github.com/sluice-mail/sluice/sdk"
 )
 
 // NewLogger returns the process logger the config asks for, writing to w.
@@ -112,6 +115,7 @@ type Server struct {
 	log   *slog.Logger
 	data  *Data
 	smtp  *smtpd.Server
+	imap  *imapd.Server // nil when no IMAP listener is configured
 	admin *admin.Server
 	pipes *pipeline.Holder
 
@@ -194,17 +198,35 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err := smtp.Listen(); err != nil {
 		return nil, err
 	}
+	var imapSrv *imapd.Server
+	if len(cfg.IMAP.Listen)+len(cfg.IMAP.ListenTLS) > 0 {
+		imapSrv, err = imapd.New(imapd.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Learn: spamLearner(holder, log), Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		if err := imapSrv.Listen(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				imapSrv.Shutdown(context.Background())
+			}
+		}()
+	}
 	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer}, log)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, admin: adm, pipes: holder, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, admin: adm, pipes: holder, cancel: cancel}
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
 	go func() { defer s.wg.Done(); adm.Serve() }()
 	smtp.Serve()
+	if imapSrv != nil {
+		imapSrv.Serve()
+	}
 	log.Info("sluice started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "tls", tlsConf != nil, "recovered_messages", data.Queue.Recovered().Messages)
 	return s, nil
 }
@@ -244,6 +266,7 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("queue", a.Queue, b.Queue)
 	check("store", a.Store, b.Store)
 	check("auth", a.Auth, b.Auth)
+	check("imap", a.IMAP, b.IMAP)
 	check("dns", a.DNS, b.DNS)
 	check("remote", a.Remote, b.Remote)
 	check("routes", a.Routes, b.Routes)
@@ -252,6 +275,37 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 
 // SMTP returns the SMTP server, for tests that need its addresses.
 func (s *Server) SMTP() *smtpd.Server { return s.smtp }
+
+// IMAP returns the IMAP server, or nil when no IMAP listener is
+// configured; for tests that need its addresses.
+func (s *Server) IMAP() *imapd.Server { return s.imap }
+
+// spamLearner returns what imapd calls when a user moves a message into or
+// out of Junk: it teaches the inbound pipeline's learning stages (the spam
+// plugin), as 'sluice spam learn' does. A pipeline without such a stage is
+// not an error.
+func spamLearner(holder *pipeline.Holder, log *slog.Logger) imapd.LearnFunc {
+	return func(ctx context.Context, open func() (io.ReadCloser, error), size int64, spam bool) error {
+		set, release := holder.Acquire()
+		defer release()
+		p := set.Get("inbound")
+		if p.Empty() {
+			return nil
+		}
+		r, err := open()
+		if err != nil {
+			return err
+		}
+		header, _ := sdk.ParseHeader(bufio.NewReader(r))
+		r.Close()
+		err = p.Learn(ctx, "", &sdk.Envelope{Pipeline: p.Name}, header, size, pipeline.Opener(open), spam)
+		if errors.Is(err, pipeline.ErrNoLearner) {
+			log.Debug("imap: no stage of the inbound pipeline learns; message not learnt", "spam", spam)
+			return nil
+		}
+		return err
+	}
+}
 
 // Shutdown stops accepting mail, lets messages being received finish for
 // up to smtp.shutdown_grace, stops local delivery after the messages in
@@ -263,10 +317,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")
 	graceCtx, cancel := context.WithTimeout(ctx, s.cfg.SMTP.ShutdownGrace.D())
 	defer cancel()
+	var imapDone chan error
+	if s.imap != nil {
+		// IMAP sessions get BYE at once; those still being written to when
+		// the SMTP grace period ends are cut off.
+		imapDone = make(chan error, 1)
+		go func() { imapDone <- s.imap.Shutdown(graceCtx) }()
+	}
 	err := s.smtp.Shutdown(graceCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("closed connections still receiving messages after the grace period")
 		err = nil
+	}
+	if imapDone != nil {
+		if ierr := <-imapDone; ierr != nil && !errors.Is(ierr, context.DeadlineExceeded) {
+			err = errors.Join(err, ierr)
+		}
 	}
 	s.cancel()
 	adminCtx, cancel2 := context.WithTimeout(ctx, 5*time.Second)

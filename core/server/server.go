@@ -1,5 +1,5 @@
 // Package server wires Sluice together: it opens the data directory, starts
-// the SMTP and IMAP listeners, local delivery and the admin socket, and
+// the SMTP, IMAP and POP3 listeners, local delivery and the admin socket, and
 // stops them in order. cmd/sluice's serve command is a thin wrapper around it.
 //
 // Layout of the data directory:
@@ -32,6 +32,7 @@ import (
 	"github.com/sluice-mail/sluice/core/dns"
 	"github.com/sluice-mail/sluice/core/imapd"
 	"github.com/sluice-mail/sluice/core/pipeline"
+	"github.com/sluice-mail/sluice/core/pop3d"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/smtpd"
 	"github.com/sluice-mail/sluice/core/store"
@@ -116,6 +117,7 @@ type Server struct {
 	data  *Data
 	smtp  *smtpd.Server
 	imap  *imapd.Server // nil when no IMAP listener is configured
+	pop3  *pop3d.Server // nil when no POP3 listener is configured
 	admin *admin.Server
 	pipes *pipeline.Holder
 
@@ -213,12 +215,21 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			}
 		}()
 	}
+	var pop3 *pop3d.Server
+	if len(cfg.POP3.Listen)+len(cfg.POP3.ListenTLS) > 0 {
+		if pop3, err = pop3d.New(pop3d.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Logger: log}); err != nil {
+			return nil, err
+		}
+		if err := pop3.Listen(); err != nil {
+			return nil, err
+		}
+	}
 	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer}, log)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, admin: adm, pipes: holder, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, cancel: cancel}
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
@@ -226,6 +237,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	smtp.Serve()
 	if imapSrv != nil {
 		imapSrv.Serve()
+	}
+	if pop3 != nil {
+		pop3.Serve()
 	}
 	log.Info("sluice started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "tls", tlsConf != nil, "recovered_messages", data.Queue.Recovered().Messages)
 	return s, nil
@@ -263,10 +277,11 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("log", a.Log, b.Log)
 	check("tls", a.TLS, b.TLS)
 	check("smtp", a.SMTP, b.SMTP)
+	check("imap", a.IMAP, b.IMAP)
+	check("pop3", a.POP3, b.POP3)
 	check("queue", a.Queue, b.Queue)
 	check("store", a.Store, b.Store)
 	check("auth", a.Auth, b.Auth)
-	check("imap", a.IMAP, b.IMAP)
 	check("dns", a.DNS, b.DNS)
 	check("remote", a.Remote, b.Remote)
 	check("routes", a.Routes, b.Routes)
@@ -275,6 +290,10 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 
 // SMTP returns the SMTP server, for tests that need its addresses.
 func (s *Server) SMTP() *smtpd.Server { return s.smtp }
+
+// POP3 returns the POP3 server, or nil when no POP3 listener is
+// configured.
+func (s *Server) POP3() *pop3d.Server { return s.pop3 }
 
 // IMAP returns the IMAP server, or nil when no IMAP listener is
 // configured; for tests that need its addresses.
@@ -312,27 +331,45 @@ func spamLearner(holder *pipeline.Holder, log *slog.Logger) imapd.LearnFunc {
 // hand and remote delivery after the transfers in progress (cut off after
 // ten seconds: what they had not finished is sent again at the next
 // start), and closes the databases. Nothing accepted is lost: what is not
-// delivered stays queued for the next start.
+// delivered stays queued for the next start. POP3 sessions waiting for a
+// command are closed at once; one sending a message or applying its QUIT
+// may finish within the same grace period. Deletions of POP3 sessions
+// that did not reach QUIT are not applied. IMAP sessions get BYE at once;
+// those still being written to at the end of the grace period are cut off.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")
 	graceCtx, cancel := context.WithTimeout(ctx, s.cfg.SMTP.ShutdownGrace.D())
 	defer cancel()
-	var imapDone chan error
-	if s.imap != nil {
-		// IMAP sessions get BYE at once; those still being written to when
-		// the SMTP grace period ends are cut off.
-		imapDone = make(chan error, 1)
-		go func() { imapDone <- s.imap.Shutdown(graceCtx) }()
-	}
+	popDone := make(chan error, 1)
+	go func() {
+		if s.pop3 == nil {
+			popDone <- nil
+			return
+		}
+		popDone <- s.pop3.Shutdown(graceCtx)
+	}()
+	imapDone := make(chan error, 1)
+	go func() {
+		if s.imap == nil {
+			imapDone <- nil
+			return
+		}
+		imapDone <- s.imap.Shutdown(graceCtx)
+	}()
 	err := s.smtp.Shutdown(graceCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("closed connections still receiving messages after the grace period")
 		err = nil
 	}
-	if imapDone != nil {
-		if ierr := <-imapDone; ierr != nil && !errors.Is(ierr, context.DeadlineExceeded) {
-			err = errors.Join(err, ierr)
-		}
+	if perr := <-popDone; errors.Is(perr, context.DeadlineExceeded) {
+		s.log.Warn("closed POP3 connections still busy after the grace period")
+	} else if perr != nil {
+		err = errors.Join(err, perr)
+	}
+	if ierr := <-imapDone; errors.Is(ierr, context.DeadlineExceeded) {
+		s.log.Warn("closed IMAP connections still busy after the grace period")
+	} else if ierr != nil {
+		err = errors.Join(err, ierr)
 	}
 	s.cancel()
 	adminCtx, cancel2 := context.WithTimeout(ctx, 5*time.Second)

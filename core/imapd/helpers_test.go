@@ -79,7 +79,7 @@ type testEnv struct {
 // newEnv starts a server with example.test, alice (quota 1 MiB) and bob on
 // a STARTTLS and an implicit-TLS listener. A func(*config.Config) option
 // changes the configuration.
-func newEnv(t *testing.T, options ...func(*config.Config)) *testEnv {
+func newEnv(t testing.TB, options ...func(*config.Config)) *testEnv {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Hostname = "mx.example.test"
@@ -207,7 +207,7 @@ func (e *testEnv) selected(t *testing.T, mailbox string, h *imapclient.Unilatera
 
 // deliver stores a message for user in mailbox, as local delivery does,
 // and returns its UID.
-func (e *testEnv) deliver(t *testing.T, user, mailbox, body string) uint32 {
+func (e *testEnv) deliver(t testing.TB, user, mailbox, body string) uint32 {
 	t.Helper()
 	_, m, err := e.st.Deliver(store.Delivery{UserID: e.users[user].ID, Mailbox: mailbox, Body: strings.NewReader(body), Summary: store.ParseSummary(strings.NewReader(body))})
 	if err != nil {

@@ -717,3 +717,15 @@ func TestShutdownSaysBye(t *testing.T) {
 		t.Errorf("at shutdown: %q, want * BYE", line)
 	}
 }
+
+// A client that opens the implicit-TLS port and never starts the handshake
+// is hung up on.
+func TestSilentTLSClient(t *testing.T) {
+	e := newEnv(t)
+	e.srv.handshake.Store(int64(300 * time.Millisecond))
+	r := dialRaw(t, e.implicit, false)
+	start := time.Now()
+	if got := r.line(); got != "closed" || time.Since(start) > 5*time.Second {
+		t.Errorf("silent client on the TLS port: %q after %v, want closed", got, time.Since(start))
+	}
+}

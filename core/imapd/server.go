@@ -77,6 +77,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// handshakeTimeout bounds the TLS handshake on the implicit-TLS listeners,
+// like imapserver's 30 seconds for a command before login.
+const handshakeTimeout = 30 * time.Second
+
 // Server runs the IMAP listeners.
 type Server struct {
 	opts Options
@@ -95,6 +99,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	closing   atomic.Bool
+	handshake atomic.Int64 // handshakeTimeout; tests shorten it
 	mu        sync.Mutex
 	listeners []*listener
 	served    bool
@@ -149,6 +154,7 @@ func New(opts Options) (*Server, error) {
 		cancel:     cancel,
 		sessions:   map[*session]struct{}{},
 	}
+	s.handshake.Store(int64(handshakeTimeout))
 	s.reg = newRegistry(opts.Store, s.log)
 	if opts.Learn != nil {
 		s.lrn = newLearner(opts.Store, opts.Learn, s.log)
@@ -326,6 +332,12 @@ func (s *Server) accept(l *listener, kind string) {
 		target := s.secureLn
 		switch {
 		case l.implicitTLS:
+			// imapserver writes its greeting before it sets a read
+			// deadline, and that write runs the handshake: without this
+			// deadline a client that never says hello would hold the
+			// connection forever. imapserver sets its own deadlines
+			// from the first command on.
+			tc.SetReadDeadline(time.Now().Add(time.Duration(s.handshake.Load())))
 			conn = tls.Server(tc, s.opts.TLS)
 		case s.cfg.Auth.PlaintextLoopback && ip.IsLoopback():
 			target = s.loopbackLn

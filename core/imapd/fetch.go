@@ -21,7 +21,6 @@ import (
 // response then carries FLAGS.
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
 	sel := s.sel
-	refs := s.resolve(numSet)
 	markSeen := false
 	if !sel.readOnly {
 		for _, bs := range options.BodySection {
@@ -31,29 +30,69 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			markSeen = markSeen || !bs.Peek
 		}
 	}
-	st := s.srv.opts.Store
+	seenNow := map[uint32]bool{} // \Seen set by this FETCH
+	load := func(uids []uint32) ([]store.Message, error) {
+		msgs, err := s.srv.opts.Store.MessagesByUID(sel.mb.ID, uids)
+		if err != nil {
+			return nil, s.storeErr("fetch", err)
+		}
+		if !markSeen {
+			return msgs, nil
+		}
+		var unseen []uint32
+		for _, m := range msgs {
+			if !slices.Contains(m.Flags, store.FlagSeen) {
+				unseen = append(unseen, m.UID)
+			}
+		}
+		if len(unseen) == 0 {
+			return msgs, nil
+		}
+		updated, err := s.setFlags(unseen, store.FlagsAdd, []string{store.FlagSeen})
+		if err != nil {
+			return nil, err
+		}
+		k := 0
+		for i := range msgs {
+			for k < len(updated) && updated[k].UID < msgs[i].UID {
+				k++
+			}
+			if k < len(updated) && updated[k].UID == msgs[i].UID {
+				msgs[i] = updated[k]
+				seenNow[msgs[i].UID] = true
+			}
+		}
+		return msgs, nil
+	}
+	return s.eachMessage(s.resolve(numSet), load, func(seq uint32, m store.Message) error {
+		return s.fetchOne(w, seq, m, options, seenNow[m.UID])
+	})
+}
+
+// eachMessage calls fn with each message of refs that load returns, and
+// its sequence number. load gets the UIDs of up to fetchChunk refs at a
+// time and returns their messages in UID order, leaving out those that no
+// longer exist.
+func (s *session) eachMessage(refs []msgRef, load func(uids []uint32) ([]store.Message, error), fn func(seq uint32, m store.Message) error) error {
 	for len(refs) > 0 {
 		chunk := refs[:min(len(refs), fetchChunk)]
 		refs = refs[len(chunk):]
-		msgs, err := st.MessagesByUID(sel.mb.ID, refUIDs(chunk))
+		msgs, err := load(refUIDs(chunk))
 		if err != nil {
-			return s.storeErr("fetch", err)
-		}
-		seenNow := map[uint32]bool{}
-		if markSeen {
-			if msgs, err = s.markSeen(msgs, seenNow); err != nil {
-				return err
-			}
+			return err
 		}
 		j := 0
 		for _, m := range msgs {
 			for j < len(chunk) && chunk[j].uid < m.UID {
 				j++
 			}
-			if j == len(chunk) || chunk[j].uid != m.UID {
+			if j == len(chunk) {
+				break
+			}
+			if chunk[j].uid != m.UID {
 				continue
 			}
-			if err := s.fetchOne(w, chunk[j].seq, m, options, seenNow[m.UID]); err != nil {
+			if err := fn(chunk[j].seq, m); err != nil {
 				return err
 			}
 		}
@@ -61,43 +100,23 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	return nil
 }
 
-// markSeen adds \Seen to those of msgs that lack it and returns msgs as
-// they are then; seenNow gets the UIDs that changed.
-func (s *session) markSeen(msgs []store.Message, seenNow map[uint32]bool) ([]store.Message, error) {
-	var unseen []uint32
-	for _, m := range msgs {
-		if !slices.Contains(m.Flags, store.FlagSeen) {
-			unseen = append(unseen, m.UID)
-		}
-	}
-	if len(unseen) == 0 {
-		return msgs, nil
-	}
+// setFlags changes flags of messages of the selected mailbox and queues
+// the change to the other sessions; this session reports it itself (or,
+// with STORE .SILENT, not at all).
+func (s *session) setFlags(uids []uint32, op store.FlagOp, flags []string) ([]store.Message, error) {
 	sel := s.sel
 	sel.om.mu.Lock()
-	updated, err := s.srv.opts.Store.SetFlags(sel.mb.ID, unseen, store.FlagsAdd, []string{store.FlagSeen})
+	defer sel.om.mu.Unlock()
+	updated, err := s.srv.opts.Store.SetFlags(sel.mb.ID, uids, op, flags)
 	if err != nil {
-		sel.om.mu.Unlock()
-		return nil, s.storeErr("fetch", err)
+		return nil, s.storeErr("store", err)
 	}
-	reported := map[uint32]uint64{}
+	reported := make(map[uint32]uint64, len(updated))
 	for _, m := range updated {
 		reported[m.UID] = m.ModSeq
-		seenNow[m.UID] = true
 	}
 	sel.om.reconcileLocked(sel.t, reported)
-	sel.om.mu.Unlock()
-	out := slices.Clone(msgs)
-	k := 0
-	for i := range out {
-		for k < len(updated) && updated[k].UID < out[i].UID {
-			k++
-		}
-		if k < len(updated) && updated[k].UID == out[i].UID {
-			out[i] = updated[k]
-		}
-	}
-	return out, nil
+	return updated, nil
 }
 
 // needsFile reports whether a fetch of m needs its file.
@@ -221,43 +240,17 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 	default:
 		op = store.FlagsRemove
 	}
-	refs := s.resolve(numSet)
 	_, isUID := numSet.(imap.UIDSet)
-	for len(refs) > 0 {
-		chunk := refs[:min(len(refs), fetchChunk)]
-		refs = refs[len(chunk):]
-		sel.om.mu.Lock()
-		updated, err := s.srv.opts.Store.SetFlags(sel.mb.ID, refUIDs(chunk), op, fl)
-		if err != nil {
-			sel.om.mu.Unlock()
-			return s.storeErr("store", err)
-		}
-		reported := map[uint32]uint64{}
-		for _, m := range updated {
-			reported[m.UID] = m.ModSeq
-		}
-		sel.om.reconcileLocked(sel.t, reported)
-		sel.om.mu.Unlock()
+	load := func(uids []uint32) ([]store.Message, error) { return s.setFlags(uids, op, fl) }
+	return s.eachMessage(s.resolve(numSet), load, func(seq uint32, m store.Message) error {
 		if flags.Silent {
-			continue
+			return nil
 		}
-		j := 0
-		for _, m := range updated {
-			for j < len(chunk) && chunk[j].uid < m.UID {
-				j++
-			}
-			if j == len(chunk) || chunk[j].uid != m.UID {
-				continue
-			}
-			rw := w.CreateMessage(chunk[j].seq)
-			if isUID {
-				rw.WriteUID(imap.UID(m.UID))
-			}
-			rw.WriteFlags(imapFlags(m.Flags))
-			if err := rw.Close(); err != nil {
-				return err
-			}
+		rw := w.CreateMessage(seq)
+		if isUID {
+			rw.WriteUID(imap.UID(m.UID))
 		}
-	}
-	return nil
+		rw.WriteFlags(imapFlags(m.Flags))
+		return rw.Close()
+	})
 }

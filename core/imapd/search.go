@@ -50,39 +50,35 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	var seqs imap.SeqSet
 	var uids imap.UIDSet
 	st := s.srv.opts.Store
-	for len(refs) > 0 {
-		chunk := refs[:min(len(refs), fetchChunk)]
-		refs = refs[len(chunk):]
-		msgs, err := st.MessagesByUID(s.sel.mb.ID, refUIDs(chunk))
+	load := func(batch []uint32) ([]store.Message, error) {
+		msgs, err := st.MessagesByUID(s.sel.mb.ID, batch)
 		if err != nil {
 			return nil, s.storeErr("search", err)
 		}
-		j := 0
-		for _, msg := range msgs {
-			for j < len(chunk) && chunk[j].uid < msg.UID {
-				j++
-			}
-			if j == len(chunk) || chunk[j].uid != msg.UID {
-				continue
-			}
-			cand := &candidate{st: st, ref: chunk[j], m: msg}
-			ok := m.match(cand)
-			cand.close()
-			if !ok {
-				continue
-			}
-			num := chunk[j].seq
-			if kind == imapserver.NumKindUID {
-				num = msg.UID
-			}
-			seqs.AddNum(chunk[j].seq)
-			uids.AddNum(imap.UID(msg.UID))
-			if data.Min == 0 || num < data.Min {
-				data.Min = num
-			}
-			data.Max = max(data.Max, num)
-			data.Count++
+		return msgs, nil
+	}
+	err = s.eachMessage(refs, load, func(seq uint32, msg store.Message) error {
+		cand := &candidate{st: st, seq: seq, m: msg}
+		ok := m.match(cand)
+		cand.close()
+		if !ok {
+			return nil
 		}
+		num := seq
+		if kind == imapserver.NumKindUID {
+			num = msg.UID
+		}
+		seqs.AddNum(seq)
+		uids.AddNum(imap.UID(msg.UID))
+		if data.Min == 0 || num < data.Min {
+			data.Min = num
+		}
+		data.Max = max(data.Max, num)
+		data.Count++
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if kind == imapserver.NumKindUID {
 		data.All = uids
@@ -176,7 +172,7 @@ func (c *compiler) compile(cr *imap.SearchCriteria, depth int) (*matcher, error)
 // then NOT and OR, then those that read the file.
 func (m *matcher) match(c *candidate) bool {
 	for _, sp := range m.seq {
-		if !inSpans(sp, c.ref.seq) {
+		if !inSpans(sp, c.seq) {
 			return false
 		}
 	}
@@ -268,7 +264,7 @@ func hasFlag(flags []string, f string) bool {
 // candidate is a message being searched, with what was read of its file.
 type candidate struct {
 	st  *store.Store
-	ref msgRef
+	seq uint32 // the client's sequence number
 	m   store.Message
 
 	f          *os.File

@@ -408,7 +408,6 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
 	}
 	sess := &session{srv: s, conn: c, remote: remoteIP(c.NetConn().RemoteAddr())}
-	_, sess.tls = c.NetConn().(*tls.Conn)
 	s.sessMu.Lock()
 	s.sessions[sess] = struct{}{}
 	s.sessWG.Add(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -35,7 +36,6 @@ type session struct {
 	srv    *Server
 	conn   *imapserver.Conn
 	remote netip.Addr
-	tls    bool // implicit TLS; STARTTLS is seen in conn.NetConn()
 
 	user      *store.User // nil until logged in
 	log       *slog.Logger
@@ -74,12 +74,8 @@ func (s *session) Close() error {
 }
 
 // Errors sent to clients. Texts are short and generic; details are logged.
-func imapErr(typ imap.StatusResponseType, code imap.ResponseCode, text string) *imap.Error {
-	return &imap.Error{Type: typ, Code: code, Text: text}
-}
-
 func no(code imap.ResponseCode, text string) *imap.Error {
-	return imapErr(imap.StatusResponseTypeNo, code, text)
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: text}
 }
 
 var (
@@ -238,7 +234,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		}
 	}
 	data.Flags = slices.Clone(systemFlags)
-	for _, k := range slices.Sorted(mapKeys(keywords)) {
+	for _, k := range slices.Sorted(maps.Keys(keywords)) {
 		data.Flags = append(data.Flags, k)
 	}
 	if !options.ReadOnly {
@@ -247,16 +243,6 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		data.PermanentFlags = []imap.Flag{}
 	}
 	return data, nil
-}
-
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // Unselect implements imapserver.Session (UNSELECT, CLOSE).

@@ -14,6 +14,9 @@ perl -MNet::SSLeay -e1 2>/dev/null    || need+=(libnet-ssleay-perl)
 perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl)
 perl -MAuthen::SASL -e1 2>/dev/null   || need+=(libauthen-sasl-perl)
 have python3 || need+=(python3)
+# Mail-reading clients for the IMAP and POP3 tests: mbsync and fetchmail.
+have mbsync    || need+=(isync)
+have fetchmail || need+=(fetchmail)
 have protoc  || need+=(protobuf-compiler)
 # The filter plugins' tests run a real clamd and a real rspamd.
 have clamd   || need+=(clamav-daemon)

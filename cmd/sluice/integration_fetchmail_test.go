@@ -23,7 +23,9 @@ func fetchmail(t *testing.T, rc, home string) (string, int) {
 	bin := requireTool(t, "fetchmail")
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-v", "--nosyslog", "--nodetach", "-f", rc)
+	// Its own pid file: as root, fetchmail would lock /var/run/fetchmail.pid
+	// and the parallel tests would refuse each other.
+	cmd := exec.CommandContext(ctx, bin, "-v", "--nosyslog", "--nodetach", "--pidfile", filepath.Join(home, "fetchmail.pid"), "-f", rc)
 	cmd.Env = append(os.Environ(), "HOME="+home, "FETCHMAILHOME="+home)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {

@@ -8,8 +8,8 @@
 //     implicit TLS on port 995.
 //   - RFC 5034, AUTH with SASL PLAIN (RFC 4616), including the initial
 //     response and the "*" cancel.
-//   - RFC 3206, the SYS/TEMP, SYS/PERM and AUTH response codes; IN-USE
-//     from RFC 2449.
+//   - RFC 3206, the SYS/TEMP and AUTH response codes; IN-USE from RFC
+//     2449.
 //
 // Passwords (USER/PASS, AUTH PLAIN) are accepted only over TLS, or from a
 // loopback address when auth.plaintext_loopback is on; before that CAPA

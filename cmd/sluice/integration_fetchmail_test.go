@@ -15,17 +15,17 @@ import (
 	"testing"
 )
 
-// fetchmail runs 'fetchmail -f rc --nodetach' with HOME in a temporary
+// runFetchmail runs 'fetchmail -f rc --nodetach' with HOME in a temporary
 // directory and returns its output and exit code (0: mail fetched, 1: no
 // mail).
-func fetchmail(t *testing.T, rc, home string) (string, int) {
+func runFetchmail(t *testing.T, rc, home string) (string, int) {
 	t.Helper()
 	bin := requireTool(t, "fetchmail")
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
 	// Its own pid file: as root, fetchmail would lock /var/run/fetchmail.pid
 	// and the parallel tests would refuse each other.
-	cmd := exec.CommandContext(ctx, bin, "-v", "--nosyslog", "--nodetach", "--pidfile", filepath.Join(home, "fetchmail.pid"), "-f", rc)
+	cmd := exec.CommandContext(ctx, bin, "-v", "--nosyslog", "--nodetach", "--pidfile", filepath.Join(home, "fetchmail.pid"), "--idfile", filepath.Join(home, "fetchids"), "-f", rc)
 	cmd.Env = append(os.Environ(), "HOME="+home, "FETCHMAILHOME="+home)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
@@ -142,7 +142,7 @@ poll 127.0.0.1 service %s protocol %s auth password
 				t.Fatal(err)
 			}
 
-			out, code := fetchmail(t, rc, home)
+			out, code := runFetchmail(t, rc, home)
 			if code != 0 {
 				t.Fatalf("fetchmail: exit code %d, want 0 (mail fetched)\n%s", code, out)
 			}
@@ -176,7 +176,7 @@ poll 127.0.0.1 service %s protocol %s auth password
 			} else {
 				in.waitFolder(user, "", 0)
 				// A second run finds nothing.
-				if out, code := fetchmail(t, rc, home); code != 1 {
+				if out, code := runFetchmail(t, rc, home); code != 1 {
 					t.Errorf("second fetchmail: exit code %d, want 1 (no mail)\n%s", code, out)
 				}
 				if n := len(fetchedMessages(t, outDir)); n != 2 {

@@ -16,7 +16,10 @@ import (
 	"testing"
 )
 
-var tuidField = regexp.MustCompile(`(?m)^X-TUID: [^\r\n]*\r\n`)
+// tuidField is the X-TUID field mbsync adds to the messages it copies, in
+// either direction, to find them again after an APPEND or a Maildir store
+// that does not report the new UID.
+var tuidField = regexp.MustCompile(`(?m)^X-TUID: [^\r\n]*\r?\n`)
 
 // mbsync runs 'mbsync -c rc -a' with HOME in a temporary directory.
 func mbsync(t *testing.T, rc, home string) string {
@@ -142,8 +145,10 @@ SyncState *
 		subj := string(sent[bytes.Index(sent, []byte("Subject: ")):])
 		subj = subj[:strings.Index(subj, "\r\n")]
 		m := findMaildir(t, inbox, subj)
-		// mbsync stores LF line ends; the server's Received comes first.
-		if lf := crlfToLF(sent); !bytes.HasSuffix(m.data, lf) || !bytes.HasPrefix(m.data, []byte("Received: ")) {
+		// mbsync stores LF line ends and adds X-TUID; the server's Received
+		// comes first.
+		data := tuidField.ReplaceAll(m.data, nil)
+		if lf := crlfToLF(sent); !bytes.HasSuffix(data, lf) || !bytes.HasPrefix(data, []byte("Received: ")) {
 			t.Errorf("Maildir message %s: got %q, want Sluice's Received and then %q", m.path, m.data, lf)
 		}
 	}
@@ -231,8 +236,7 @@ SyncState *
 		t.Fatalf("UID SEARCH HEADER Message-ID: got %q, want one UID", got)
 	}
 	body := c.imapOK("UID", "FETCH", got[0], "(BODY.PEEK[])").literal("FETCH")
-	// mbsync marks what it uploads with X-TUID when the server does not
-	// tell the new UID; that field aside, the message is what was written.
+	// X-TUID aside, the message is what was written, with CRLF.
 	if got := tuidField.ReplaceAll(body, nil); !bytes.Equal(got, local) {
 		t.Errorf("uploaded message over IMAP: got %q, want %q", body, local)
 	}

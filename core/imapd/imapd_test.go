@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/store"
 )
 
 func TestLoginNeedsTLS(t *testing.T) {
@@ -421,10 +422,20 @@ func TestFetchEnvelopeWithoutFileRead(t *testing.T) {
 	if err := removeFile(e.st.BlobPath(msgs[0])); err != nil {
 		t.Fatal(err)
 	}
+	// A message stored without the envelope fields (before they were
+	// kept): ENVELOPE reads its file.
+	if _, _, err := e.st.Deliver(store.Delivery{UserID: e.users[alice].ID, Body: strings.NewReader(multipart)}); err != nil {
+		t.Fatal(err)
+	}
 	c := e.selected(t, "INBOX", nil)
-	mm, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{Envelope: true, Flags: true, UID: true}).Collect()
-	if err != nil || len(mm) != 1 || mm[0].Envelope == nil || mm[0].Envelope.Subject != "Café report" {
-		t.Errorf("FETCH ENVELOPE without the file = %+v, %v", mm, err)
+	mm, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 2}}, &imap.FetchOptions{Envelope: true, Flags: true, UID: true}).Collect()
+	if err != nil || len(mm) != 2 {
+		t.Fatalf("FETCH ENVELOPE = %+v, %v", mm, err)
+	}
+	for _, m := range mm {
+		if m.Envelope == nil || m.Envelope.Subject != "Café report" || len(m.Envelope.To) != 2 {
+			t.Errorf("FETCH %d ENVELOPE = %+v", m.SeqNum, m.Envelope)
+		}
 	}
 }
 
@@ -554,6 +565,12 @@ func TestCopyMoveExpunge(t *testing.T) {
 	st, _ := c.Status("Archive", &imap.StatusOptions{NumMessages: true}).Wait()
 	if *st.NumMessages != 4 {
 		t.Errorf("Archive has %d messages, want 4", *st.NumMessages)
+	}
+	// COPY that would take alice over her quota (1 MiB).
+	e.deliver(t, alice, "INBOX", "Subject: big\r\n\r\n"+strings.Repeat("b", 600<<10))
+	c.Noop().Wait()
+	if _, err := c.Copy(imap.SeqSet{{Start: 1, Stop: 0}}, "Archive").Wait(); imapCode(err) != imap.ResponseCodeOverQuota {
+		t.Errorf("COPY over quota = %v, want OVERQUOTA", err)
 	}
 }
 

@@ -161,14 +161,16 @@ type viewMsg struct {
 	modseq uint64
 }
 
-// syncIfDirty reconciles the view when the store reported a change.
+// syncIfDirty reconciles the view when the store reported a change. It
+// takes the lock even when nothing is to be done, so that it waits for a
+// reconcile in progress on the worker: a change committed before it was
+// called is then queued when it returns.
 func (om *openMailbox) syncIfDirty() {
-	if !om.dirty.Load() {
-		return
-	}
 	om.mu.Lock()
 	defer om.mu.Unlock()
-	om.reconcileLocked(nil, nil)
+	if om.dirty.Load() {
+		om.reconcileLocked(nil, nil)
+	}
 }
 
 // reconcileLocked brings the view up to date with the store and returns the

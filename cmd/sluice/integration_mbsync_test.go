@@ -241,8 +241,19 @@ SyncState *
 		t.Errorf("uploaded message over IMAP: got %q, want %q", body, local)
 	}
 
-	// A third run has nothing to do and changes nothing.
-	mbsync(t, rc, home)
+	// A flag set over IMAP reaches the Maildir on the third run (F in the
+	// file name), which adds and removes nothing.
+	r = c.imapOK("UID", "SEARCH", "HEADER", "Message-ID", `"<mbsync-2@client.test>"`)
+	got = strings.Fields(strings.Join(r.lines("SEARCH"), " "))
+	if len(got) != 1 {
+		t.Fatalf("UID SEARCH HEADER Message-ID: got %q, want one UID", got)
+	}
+	c.imapOK("UID", "STORE", got[0], "+FLAGS", `(\Flagged)`)
+	out = mbsync(t, rc, home)
+	m2 := findMaildir(t, inbox, "Subject: Synced two")
+	if _, flags, _ := strings.Cut(filepath.Base(m2.path), ":2,"); !strings.Contains(flags, "F") {
+		t.Errorf("Maildir \"Synced two\" after \\Flagged over IMAP and a third mbsync: got %s, want the F flag\n%s", m2.path, out)
+	}
 	if ms := in.mailboxMsgs(user, ""); len(ms) != 3 {
 		t.Errorf("INBOX after a third mbsync: got %d messages, want 3", len(ms))
 	}

@@ -116,8 +116,8 @@ type Server struct {
 	log   *slog.Logger
 	data  *Data
 	smtp  *smtpd.Server
-	pop3  *pop3d.Server // nil when no POP3 listener is configured
 	imap  *imapd.Server // nil when no IMAP listener is configured
+	pop3  *pop3d.Server // nil when no POP3 listener is configured
 	admin *admin.Server
 	pipes *pipeline.Holder
 
@@ -200,15 +200,6 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err := smtp.Listen(); err != nil {
 		return nil, err
 	}
-	var pop3 *pop3d.Server
-	if len(cfg.POP3.Listen)+len(cfg.POP3.ListenTLS) > 0 {
-		if pop3, err = pop3d.New(pop3d.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Logger: log}); err != nil {
-			return nil, err
-		}
-		if err := pop3.Listen(); err != nil {
-			return nil, err
-		}
-	}
 	var imapSrv *imapd.Server
 	if len(cfg.IMAP.Listen)+len(cfg.IMAP.ListenTLS) > 0 {
 		imapSrv, err = imapd.New(imapd.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Learn: spamLearner(holder, log), Logger: log})
@@ -224,22 +215,31 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			}
 		}()
 	}
+	var pop3 *pop3d.Server
+	if len(cfg.POP3.Listen)+len(cfg.POP3.ListenTLS) > 0 {
+		if pop3, err = pop3d.New(pop3d.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Logger: log}); err != nil {
+			return nil, err
+		}
+		if err := pop3.Listen(); err != nil {
+			return nil, err
+		}
+	}
 	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer}, log)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, pop3: pop3, imap: imapSrv, admin: adm, pipes: holder, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, cancel: cancel}
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
 	go func() { defer s.wg.Done(); adm.Serve() }()
 	smtp.Serve()
-	if pop3 != nil {
-		pop3.Serve()
-	}
 	if imapSrv != nil {
 		imapSrv.Serve()
+	}
+	if pop3 != nil {
+		pop3.Serve()
 	}
 	log.Info("sluice started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "tls", tlsConf != nil, "recovered_messages", data.Queue.Recovered().Messages)
 	return s, nil
@@ -277,11 +277,11 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("log", a.Log, b.Log)
 	check("tls", a.TLS, b.TLS)
 	check("smtp", a.SMTP, b.SMTP)
+	check("imap", a.IMAP, b.IMAP)
 	check("pop3", a.POP3, b.POP3)
 	check("queue", a.Queue, b.Queue)
 	check("store", a.Store, b.Store)
 	check("auth", a.Auth, b.Auth)
-	check("imap", a.IMAP, b.IMAP)
 	check("dns", a.DNS, b.DNS)
 	check("remote", a.Remote, b.Remote)
 	check("routes", a.Routes, b.Routes)
@@ -334,7 +334,8 @@ func spamLearner(holder *pipeline.Holder, log *slog.Logger) imapd.LearnFunc {
 // delivered stays queued for the next start. POP3 sessions waiting for a
 // command are closed at once; one sending a message or applying its QUIT
 // may finish within the same grace period. Deletions of POP3 sessions
-// that did not reach QUIT are not applied.
+// that did not reach QUIT are not applied. IMAP sessions get BYE at once;
+// those still being written to at the end of the grace period are cut off.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")
 	graceCtx, cancel := context.WithTimeout(ctx, s.cfg.SMTP.ShutdownGrace.D())
@@ -347,13 +348,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		popDone <- s.pop3.Shutdown(graceCtx)
 	}()
-	var imapDone chan error
-	if s.imap != nil {
-		// IMAP sessions get BYE at once; those still being written to when
-		// the SMTP grace period ends are cut off.
-		imapDone = make(chan error, 1)
-		go func() { imapDone <- s.imap.Shutdown(graceCtx) }()
-	}
+	imapDone := make(chan error, 1)
+	go func() {
+		if s.imap == nil {
+			imapDone <- nil
+			return
+		}
+		imapDone <- s.imap.Shutdown(graceCtx)
+	}()
 	err := s.smtp.Shutdown(graceCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("closed connections still receiving messages after the grace period")
@@ -364,10 +366,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	} else if perr != nil {
 		err = errors.Join(err, perr)
 	}
-	if imapDone != nil {
-		if ierr := <-imapDone; ierr != nil && !errors.Is(ierr, context.DeadlineExceeded) {
-			err = errors.Join(err, ierr)
-		}
+	if ierr := <-imapDone; errors.Is(ierr, context.DeadlineExceeded) {
+		s.log.Warn("closed IMAP connections still busy after the grace period")
+	} else if ierr != nil {
+		err = errors.Join(err, ierr)
 	}
 	s.cancel()
 	adminCtx, cancel2 := context.WithTimeout(ctx, 5*time.Second)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -56,12 +55,6 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 		return nil, nil
 	}
 	src, dstUIDs, err := s.srv.opts.Store.Copy(s.sel.mb.ID, refUIDs(refs), dst.ID)
-	for try := 0; try < 3 && errors.Is(err, fs.ErrNotExist); try++ {
-		// store.Copy links the files before its transaction and fails
-		// when another session expunged one of the messages meanwhile;
-		// the next try no longer finds that message.
-		src, dstUIDs, err = s.srv.opts.Store.Copy(s.sel.mb.ID, refUIDs(refs), dst.ID)
-	}
 	if err != nil {
 		return nil, s.storeErr("copy", err)
 	}

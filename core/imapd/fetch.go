@@ -31,10 +31,16 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 	}
 	seenNow := map[uint32]bool{} // \Seen set by this FETCH
+	envs := map[uint32]*imap.Envelope{}
 	load := func(uids []uint32) ([]store.Message, error) {
-		msgs, err := s.srv.opts.Store.MessagesByUID(sel.mb.ID, uids)
-		if err != nil {
-			return nil, s.storeErr("fetch", err)
+		// The records come from the registry's view, not the store: a
+		// listing of a large mailbox decodes nothing.
+		msgs, es := sel.om.records(uids, options.Envelope)
+		clear(envs)
+		for i, e := range es {
+			if e != nil {
+				envs[msgs[i].UID] = e
+			}
 		}
 		if !markSeen {
 			return msgs, nil
@@ -65,7 +71,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		return msgs, nil
 	}
 	return s.eachMessage(s.resolve(numSet), load, func(seq uint32, m store.Message) error {
-		return s.fetchOne(w, seq, m, options, seenNow[m.UID])
+		return s.fetchOne(w, seq, m, envs[m.UID], options, seenNow[m.UID])
 	})
 }
 
@@ -125,7 +131,9 @@ func needsFile(m store.Message, o *imap.FetchOptions) bool {
 		len(o.BinarySectionSize) > 0 || (o.Envelope && m.Envelope == nil)
 }
 
-func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, m store.Message, o *imap.FetchOptions, flagsChanged bool) error {
+// fetchOne writes the FETCH response of one message; env is its parsed
+// ENVELOPE when the caller has it.
+func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, m store.Message, env *imap.Envelope, o *imap.FetchOptions, flagsChanged bool) error {
 	var f *os.File
 	if needsFile(m, o) {
 		var err error
@@ -152,7 +160,10 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, m store.Messag
 		rw.WriteRFC822Size(m.Size)
 	}
 	if o.Envelope {
-		rw.WriteEnvelope(envelope(m, body))
+		if env == nil {
+			env = envelope(m, body)
+		}
+		rw.WriteEnvelope(env)
 	}
 	if o.BodyStructure != nil {
 		rw.WriteBodyStructure(imapserver.ExtractBodyStructure(body()))
@@ -205,16 +216,21 @@ func writeLiteral(wc io.WriteCloser, data []byte) error {
 // envelope returns a message's ENVELOPE: from the header fields kept in its
 // record when there are, from its file otherwise.
 func envelope(m store.Message, body func() io.Reader) *imap.Envelope {
-	var h textproto.Header
 	if m.Envelope != nil {
-		for _, kv := range m.Envelope.Fields() {
-			h.Add(kv[0], kv[1])
-		}
-	} else {
-		var err error
-		if h, err = textproto.ReadHeader(bufio.NewReader(body())); err != nil {
-			return &imap.Envelope{}
-		}
+		return envelopeOf(m.Envelope)
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(body()))
+	if err != nil {
+		return &imap.Envelope{}
+	}
+	return imapserver.ExtractEnvelope(h)
+}
+
+// envelopeOf parses the header fields of an ENVELOPE kept in a record.
+func envelopeOf(e *store.Envelope) *imap.Envelope {
+	var h textproto.Header
+	for _, kv := range e.Fields() {
+		h.Add(kv[0], kv[1])
 	}
 	return imapserver.ExtractEnvelope(h)
 }

@@ -729,3 +729,46 @@ func TestSilentTLSClient(t *testing.T) {
 		t.Errorf("silent client on the TLS port: %q after %v, want closed", got, time.Since(start))
 	}
 }
+
+// A mailbox no session has selected any more stays loaded in the
+// registry; what changes in the store meanwhile (deliveries, flags set by
+// POP3 or the CLI, removals) must show when it is selected again, and
+// FETCH must give the records as they are now, not as they were cached.
+func TestReselectAfterChangesWhileIdle(t *testing.T) {
+	e := newEnv(t)
+	for i := range 3 {
+		e.deliver(t, alice, "INBOX", simpleMessage(fmt.Sprint("m", i)))
+	}
+	c := e.selected(t, "INBOX", nil)
+	if mm, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{Flags: true, Envelope: true}).Collect(); err != nil || len(mm) != 3 {
+		t.Fatalf("FETCH = %v, %v", mm, err)
+	}
+	if err := c.Unselect().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	inbox, _ := e.st.MailboxByName(e.users[alice].ID, "INBOX")
+	e.deliver(t, alice, "INBOX", simpleMessage("m3"))
+	if _, err := e.st.SetFlags(inbox.ID, []uint32{2}, store.FlagsAdd, []string{`\Flagged`}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.Remove(inbox.ID, []uint32{1}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := c.Select("INBOX", nil).Wait()
+	if err != nil || data.NumMessages != 3 {
+		t.Fatalf("SELECT again = %+v, %v", data, err)
+	}
+	mm, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true, Envelope: true}).Collect()
+	if err != nil || len(mm) != 3 {
+		t.Fatalf("FETCH after changes = %v, %v", mm, err)
+	}
+	if mm[0].UID != 2 || !slices.Contains(mm[0].Flags, imap.FlagFlagged) || mm[2].UID != 4 || mm[2].Envelope.Subject != "m3" {
+		t.Errorf("after changes: uid %d flags %v, uid %d subject %q", mm[0].UID, mm[0].Flags, mm[2].UID, mm[2].Envelope.Subject)
+	}
+	// The same while selected, with the change made outside any session.
+	e.st.SetFlags(inbox.ID, []uint32{3}, store.FlagsAdd, []string{"$Late"})
+	mm, _ = c.Fetch(imap.UIDSetNum(3), &imap.FetchOptions{Flags: true}).Collect()
+	if len(mm) != 1 || !slices.Contains(mm[0].Flags, "$Late") {
+		t.Errorf("FETCH right after a flag change elsewhere = %+v", mm)
+	}
+}

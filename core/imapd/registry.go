@@ -3,6 +3,7 @@ package imapd
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -39,6 +40,11 @@ type registry struct {
 	mu      sync.Mutex
 	open    map[uint64]*openMailbox
 	pending map[uint64]struct{}
+	// idle lists, least recently used first, the open mailboxes no
+	// session uses any more: they stay loaded (up to maxIdleMailboxes and
+	// maxIdleMessages), so that selecting one again costs no store read
+	// unless it changed meanwhile.
+	idle []*openMailbox
 
 	wake   chan struct{}
 	done   chan struct{}
@@ -46,6 +52,12 @@ type registry struct {
 	cancel func()
 	once   sync.Once
 }
+
+// Bounds of what the registry keeps of mailboxes no session uses.
+const (
+	maxIdleMailboxes = 32
+	maxIdleMessages  = 200_000
+)
 
 func newRegistry(st *store.Store, log *slog.Logger) *registry {
 	return &registry{
@@ -113,7 +125,7 @@ func (r *registry) run() {
 		clear(r.pending)
 		r.mu.Unlock()
 		for _, om := range oms {
-			om.syncIfDirty()
+			om.syncIfWatched()
 			r.release(om)
 		}
 	}
@@ -129,6 +141,9 @@ func (r *registry) acquire(id uint64) *openMailbox {
 		om = &openMailbox{id: id, reg: r, sessions: map[*selected]struct{}{}}
 		r.open[id] = om
 	}
+	if om.refs == 0 {
+		r.idle = slices.DeleteFunc(r.idle, func(o *openMailbox) bool { return o == om })
+	}
 	om.refs++
 	return om
 }
@@ -136,8 +151,19 @@ func (r *registry) acquire(id uint64) *openMailbox {
 func (r *registry) release(om *openMailbox) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if om.refs--; om.refs == 0 {
-		delete(r.open, om.id)
+	if om.refs--; om.refs > 0 {
+		return
+	}
+	r.idle = append(r.idle, om)
+	total := 0
+	for _, o := range r.idle {
+		total += int(o.size.Load())
+	}
+	for len(r.idle) > 0 && (len(r.idle) > maxIdleMailboxes || total > maxIdleMessages) {
+		old := r.idle[0]
+		r.idle = r.idle[1:]
+		total -= int(old.size.Load())
+		delete(r.open, old.id)
 	}
 }
 
@@ -147,18 +173,22 @@ type openMailbox struct {
 	reg  *registry
 	refs int // under registry.mu
 
-	dirty atomic.Bool // the store reported a change not reconciled yet
+	dirty atomic.Bool  // the store reported a change not reconciled yet
+	size  atomic.Int64 // len(view), for the registry's bounds
 
 	mu       sync.Mutex
 	tracker  *imapserver.MailboxTracker // nil until first loaded
 	view     []viewMsg                  // server view: UIDs ascending, seq = index+1
+	envs     map[uint32]*imap.Envelope  // parsed ENVELOPEs of view messages, by UID
 	sessions map[*selected]struct{}
 	gone     bool // the mailbox was deleted
 }
 
+// viewMsg is a message of the view, with its record as last read.
 type viewMsg struct {
 	uid    uint32
 	modseq uint64
+	m      store.Message
 }
 
 // syncIfDirty reconciles the view when the store reported a change. It
@@ -171,6 +201,64 @@ func (om *openMailbox) syncIfDirty() {
 	if om.dirty.Load() {
 		om.reconcileLocked(nil, nil)
 	}
+}
+
+// syncIfWatched is syncIfDirty for the registry's worker: a mailbox no
+// session uses is left dirty, to be read when it is selected again.
+func (om *openMailbox) syncIfWatched() {
+	om.mu.Lock()
+	defer om.mu.Unlock()
+	if om.dirty.Load() && len(om.sessions) > 0 {
+		om.reconcileLocked(nil, nil)
+	}
+}
+
+// loadLocked makes sure the view is loaded and current: read from the
+// store when it never was or when the store reported a change.
+func (om *openMailbox) loadLocked() {
+	if om.tracker == nil || om.dirty.Load() {
+		om.reconcileLocked(nil, nil)
+	}
+}
+
+// records returns the records of the messages among uids (ascending) that
+// are in the view, in UID order, after bringing the view up to date. With
+// env, the parsed ENVELOPE of each (nil for a record without envelope
+// fields) comes too; parsing happens once per message.
+func (om *openMailbox) records(uids []uint32, env bool) ([]store.Message, []*imap.Envelope) {
+	om.mu.Lock()
+	defer om.mu.Unlock()
+	if om.dirty.Load() {
+		om.reconcileLocked(nil, nil)
+	}
+	msgs := make([]store.Message, 0, len(uids))
+	var envs []*imap.Envelope
+	i := 0
+	for _, uid := range uids {
+		for i < len(om.view) && om.view[i].uid < uid {
+			i++
+		}
+		if i == len(om.view) {
+			break
+		}
+		if om.view[i].uid != uid {
+			continue
+		}
+		m := om.view[i].m
+		msgs = append(msgs, m)
+		if env {
+			e := om.envs[uid]
+			if e == nil && m.Envelope != nil {
+				e = envelopeOf(m.Envelope)
+				if om.envs == nil {
+					om.envs = map[uint32]*imap.Envelope{}
+				}
+				om.envs[uid] = e
+			}
+			envs = append(envs, e)
+		}
+	}
+	return msgs, envs
 }
 
 // reconcileLocked brings the view up to date with the store and returns the
@@ -201,8 +289,9 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 		om.tracker = imapserver.NewMailboxTracker(uint32(len(msgs)))
 		om.view = make([]viewMsg, len(msgs))
 		for i, m := range msgs {
-			om.view[i] = viewMsg{m.UID, m.ModSeq}
+			om.view[i] = viewMsg{m.UID, m.ModSeq, m}
 		}
+		om.size.Store(int64(len(om.view)))
 		return
 	}
 	queued := false
@@ -219,6 +308,7 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 			kept = append(kept, v)
 		} else {
 			gone = append(gone, i)
+			delete(om.envs, v.uid)
 		}
 	}
 	for i := len(gone) - 1; i >= 0; i-- {
@@ -228,6 +318,7 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 	// Flags changed: a message whose modseq moved.
 	for i := range kept {
 		m := msgs[present[kept[i].uid]]
+		kept[i].m = m
 		if m.ModSeq == kept[i].modseq {
 			continue
 		}
@@ -250,11 +341,12 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 		if m.UID <= last {
 			continue
 		}
-		kept = append(kept, viewMsg{m.UID, m.ModSeq})
+		kept = append(kept, viewMsg{m.UID, m.ModSeq, m})
 		om.tracker.QueueNumMessages(uint32(len(kept)))
 		queued = true
 	}
 	om.view = kept
+	om.size.Store(int64(len(kept)))
 	if queued {
 		om.notifyLocked()
 	}
@@ -269,6 +361,8 @@ func (om *openMailbox) vanish() {
 		om.notifyLocked()
 	}
 	om.view = nil
+	om.envs = nil
+	om.size.Store(0)
 	om.gone = true
 }
 

@@ -51,10 +51,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	var uids imap.UIDSet
 	st := s.srv.opts.Store
 	load := func(batch []uint32) ([]store.Message, error) {
-		msgs, err := st.MessagesByUID(s.sel.mb.ID, batch)
-		if err != nil {
-			return nil, s.storeErr("search", err)
-		}
+		msgs, _ := s.sel.om.records(batch, false)
 		return msgs, nil
 	}
 	err = s.eachMessage(refs, load, func(seq uint32, msg store.Message) error {

@@ -199,7 +199,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	}
 	om := s.srv.reg.acquire(mb.ID)
 	om.mu.Lock()
-	msgs := om.reconcileLocked(nil, nil)
+	om.loadLocked()
 	if om.tracker == nil || om.gone {
 		gone := om.gone
 		om.mu.Unlock()
@@ -216,15 +216,13 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		UIDValidity: mb.UIDValidity,
 		UIDNext:     imap.UID(mb.UIDNext),
 	}
-	om.mu.Unlock()
-	s.sel = sel
-
 	keywords := map[imap.Flag]bool{}
-	for i, m := range msgs {
+	for i, v := range om.view {
+		m := &v.m
 		if m.UID >= uint32(data.UIDNext) {
 			data.UIDNext = imap.UID(m.UID + 1)
 		}
-		if data.FirstUnseenSeqNum == 0 && !slices.Contains(m.Flags, store.FlagSeen) && i < int(data.NumMessages) {
+		if data.FirstUnseenSeqNum == 0 && !slices.Contains(m.Flags, store.FlagSeen) {
 			data.FirstUnseenSeqNum = uint32(i + 1)
 		}
 		for _, f := range m.Flags {
@@ -233,6 +231,9 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 			}
 		}
 	}
+	om.mu.Unlock()
+	s.sel = sel
+
 	data.Flags = slices.Clone(systemFlags)
 	for _, k := range slices.Sorted(maps.Keys(keywords)) {
 		data.Flags = append(data.Flags, k)

@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./core/address
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./core/config
 	$(GO) test -run '^$$' -fuzz '^FuzzDataReader$$' -fuzztime $(FUZZTIME) ./core/smtpd
+	$(GO) test -run '^$$' -fuzz '^FuzzCommand$$' -fuzztime $(FUZZTIME) ./core/pop3d
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./sdk
 	$(GO) test -run '^$$' -fuzz '^FuzzMIME$$' -fuzztime $(FUZZTIME) ./plugins/spam
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME) ./plugins/clamav

@@ -24,6 +24,8 @@ have rspamd  || need+=(rspamd)
 # hop), and DKIM signatures with an independent verifier (dkimpy).
 have smtp-sink || need+=(postfix)
 /usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim)
+# The POP3 server is tested with fetchmail as a real client.
+have fetchmail || need+=(fetchmail)
 if [ "${1:-}" = bench ]; then
 	# SpamAssassin's spamd, to compare the spam filter with.
 	have spamd || need+=(spamassassin spamd spamc)

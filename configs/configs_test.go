@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -44,6 +45,25 @@ func TestDevConfig(t *testing.T) {
 	}
 	if c.DataDir != "./data" || !c.TLS.SelfSigned || len(c.Domains) != 1 || c.Domains[0] != "example.test" {
 		t.Errorf("dev.yaml: data_dir %q, self_signed %v, domains %v", c.DataDir, c.TLS.SelfSigned, c.Domains)
+	}
+}
+
+func TestShippedPOP3Listeners(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		listen, withTLS []string
+	}{
+		{"dev", []string{"127.0.0.1:2110"}, []string{"127.0.0.1:2995"}},
+		{"standalone", []string{":110"}, []string{":995"}},
+		{"gateway", nil, nil}, // no mailboxes on a gateway
+	} {
+		c, err := config.Parse(tc.name+".yaml", Get(tc.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.POP3.Listen, tc.listen) || !slices.Equal(c.POP3.ListenTLS, tc.withTLS) {
+			t.Errorf("%s.yaml: pop3 listen %v, listen_tls %v, want %v and %v", tc.name, c.POP3.Listen, c.POP3.ListenTLS, tc.listen, tc.withTLS)
+		}
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package server wires Sluice together: it opens the data directory, starts
-// the SMTP listeners, local delivery and the admin socket, and stops them
-// in order. cmd/sluice's serve command is a thin wrapper around it.
+// the SMTP and POP3 listeners, local delivery and the admin socket, and
+// stops them in order. cmd/sluice's serve command is a thin wrapper around it.
 //
 // Layout of the data directory:
 //
@@ -30,6 +30,7 @@ import (
 	"github.com/sluice-mail/sluice/core/delivery/remote"
 	"github.com/sluice-mail/sluice/core/dns"
 	"github.com/sluice-mail/sluice/core/pipeline"
+	"github.com/sluice-mail/sluice/core/pop3d"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/smtpd"
 	"github.com/sluice-mail/sluice/core/store"
@@ -112,6 +113,7 @@ type Server struct {
 	log   *slog.Logger
 	data  *Data
 	smtp  *smtpd.Server
+	pop3  *pop3d.Server // nil when no POP3 listener is configured
 	admin *admin.Server
 	pipes *pipeline.Holder
 
@@ -194,17 +196,29 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err := smtp.Listen(); err != nil {
 		return nil, err
 	}
+	var pop3 *pop3d.Server
+	if len(cfg.POP3.Listen)+len(cfg.POP3.ListenTLS) > 0 {
+		if pop3, err = pop3d.New(pop3d.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Logger: log}); err != nil {
+			return nil, err
+		}
+		if err := pop3.Listen(); err != nil {
+			return nil, err
+		}
+	}
 	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer}, log)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, admin: adm, pipes: holder, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, pop3: pop3, admin: adm, pipes: holder, cancel: cancel}
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
 	go func() { defer s.wg.Done(); adm.Serve() }()
 	smtp.Serve()
+	if pop3 != nil {
+		pop3.Serve()
+	}
 	log.Info("sluice started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "tls", tlsConf != nil, "recovered_messages", data.Queue.Recovered().Messages)
 	return s, nil
 }
@@ -241,6 +255,7 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("log", a.Log, b.Log)
 	check("tls", a.TLS, b.TLS)
 	check("smtp", a.SMTP, b.SMTP)
+	check("pop3", a.POP3, b.POP3)
 	check("queue", a.Queue, b.Queue)
 	check("store", a.Store, b.Store)
 	check("auth", a.Auth, b.Auth)
@@ -253,20 +268,40 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 // SMTP returns the SMTP server, for tests that need its addresses.
 func (s *Server) SMTP() *smtpd.Server { return s.smtp }
 
+// POP3 returns the POP3 server, or nil when no POP3 listener is
+// configured.
+func (s *Server) POP3() *pop3d.Server { return s.pop3 }
+
 // Shutdown stops accepting mail, lets messages being received finish for
 // up to smtp.shutdown_grace, stops local delivery after the messages in
 // hand and remote delivery after the transfers in progress (cut off after
 // ten seconds: what they had not finished is sent again at the next
 // start), and closes the databases. Nothing accepted is lost: what is not
-// delivered stays queued for the next start.
+// delivered stays queued for the next start. POP3 sessions waiting for a
+// command are closed at once; one sending a message or applying its QUIT
+// may finish within the same grace period. Deletions of POP3 sessions
+// that did not reach QUIT are not applied.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")
 	graceCtx, cancel := context.WithTimeout(ctx, s.cfg.SMTP.ShutdownGrace.D())
 	defer cancel()
+	popDone := make(chan error, 1)
+	go func() {
+		if s.pop3 == nil {
+			popDone <- nil
+			return
+		}
+		popDone <- s.pop3.Shutdown(graceCtx)
+	}()
 	err := s.smtp.Shutdown(graceCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("closed connections still receiving messages after the grace period")
 		err = nil
+	}
+	if perr := <-popDone; errors.Is(perr, context.DeadlineExceeded) {
+		s.log.Warn("closed POP3 connections still busy after the grace period")
+	} else if perr != nil {
+		err = errors.Join(err, perr)
 	}
 	s.cancel()
 	adminCtx, cancel2 := context.WithTimeout(ctx, 5*time.Second)

@@ -40,6 +40,43 @@ type Summary struct {
 	Subject   string    `json:"subject,omitempty"`
 	Date      time.Time `json:"date,omitzero"`
 	MessageID string    `json:"message_id,omitempty"`
+	// Envelope holds the header fields of the IMAP ENVELOPE as they are in
+	// the message, so that listing a mailbox reads no message file. It is
+	// nil for messages stored before it existed.
+	Envelope *Envelope `json:"env,omitempty"`
+}
+
+// Envelope is the raw (unfolded, undecoded) value of each header field
+// that makes up an IMAP ENVELOPE (RFC 9051 section 7.5.2); each is at most
+// maxEnvelopeField bytes.
+type Envelope struct {
+	Date      string `json:"date,omitempty"`
+	Subject   string `json:"subject,omitempty"`
+	From      string `json:"from,omitempty"`
+	Sender    string `json:"sender,omitempty"`
+	ReplyTo   string `json:"reply_to,omitempty"`
+	To        string `json:"to,omitempty"`
+	Cc        string `json:"cc,omitempty"`
+	Bcc       string `json:"bcc,omitempty"`
+	InReplyTo string `json:"in_reply_to,omitempty"`
+	MessageID string `json:"message_id,omitempty"`
+}
+
+// maxEnvelopeField bounds each field kept in an Envelope; a longer one
+// (a To list of thousands of addresses) is left out, and readers fall back
+// to the message file.
+const maxEnvelopeField = 4096
+
+// Fields returns the envelope as header field names and values, in the
+// order of the ENVELOPE structure, skipping empty ones.
+func (e *Envelope) Fields() [][2]string {
+	var out [][2]string
+	for _, f := range [][2]string{{"Date", e.Date}, {"Subject", e.Subject}, {"From", e.From}, {"Sender", e.Sender}, {"Reply-To", e.ReplyTo}, {"To", e.To}, {"Cc", e.Cc}, {"Bcc", e.Bcc}, {"In-Reply-To", e.InReplyTo}, {"Message-Id", e.MessageID}} {
+		if f[1] != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // FlagSeen is the IMAP \Seen flag.
@@ -87,6 +124,19 @@ func ParseSummary(r io.Reader) Summary {
 	if d, err := mail.ParseDate(h.Get("Date")); err == nil {
 		s.Date = d.UTC()
 	}
+	env := &Envelope{}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"Date", &env.Date}, {"Subject", &env.Subject}, {"From", &env.From}, {"Sender", &env.Sender}, {"Reply-To", &env.ReplyTo}, {"To", &env.To}, {"Cc", &env.Cc}, {"Bcc", &env.Bcc}, {"In-Reply-To", &env.InReplyTo}, {"Message-Id", &env.MessageID}} {
+		v := h.Get(f.name)
+		if len(v) > maxEnvelopeField {
+			env = nil // too big to keep: read from the file
+			break
+		}
+		*f.dst = v
+	}
+	s.Envelope = env
 	return s
 }
 
@@ -243,6 +293,13 @@ type Delivery struct {
 	InternalDate time.Time // zero means now
 	Flags        []string
 	Summary      Summary
+	// Strict makes a missing Mailbox an error (ErrNotFound) instead of
+	// a delivery to INBOX, as IMAP APPEND needs.
+	Strict bool
+	// CheckQuota refuses the message with ErrOverQuota when it would take
+	// the user over their quota. Deliveries from the queue leave it off:
+	// they check the quota before accepting the message.
+	CheckQuota bool
 }
 
 // Deliver stores a message in a user's mailbox and returns the mailbox and
@@ -282,11 +339,20 @@ func (s *Store) Deliver(d Delivery) (Mailbox, Message, error) {
 		}
 		var err error
 		mb, err = mailboxByName(tx, d.UserID, name)
-		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+		if !d.Strict && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid)) {
 			mb, err = mailboxByName(tx, d.UserID, "INBOX")
 		}
 		if err != nil {
 			return err
+		}
+		if d.CheckQuota {
+			left, err := quotaLeft(tx, d.UserID)
+			if err != nil {
+				return err
+			}
+			if left >= 0 && d.Size > left {
+				return ErrOverQuota
+			}
 		}
 		msg = Message{UID: mb.UIDNext, Blob: blob, Size: d.Size, InternalDate: d.InternalDate.UTC().Truncate(time.Second), Flags: flags, ModSeq: mb.HighestModSeq + 1, Summary: d.Summary}
 		data, err := json.Marshal(msg)
@@ -312,6 +378,7 @@ func (s *Store) Deliver(d Delivery) (Mailbox, Message, error) {
 		s.removeBlobs([]string{blob})
 		return Mailbox{}, Message{}, err
 	}
+	s.notify(Change{UserID: d.UserID, MailboxID: mb.ID})
 	return mb, msg, nil
 }
 

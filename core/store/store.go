@@ -89,6 +89,8 @@ type Store struct {
 
 	syncMu  sync.Mutex
 	syncers map[string]*durable.DirSyncer
+
+	watch watchers
 }
 
 // Open opens or creates the store in opts.Dir.

@@ -1,0 +1,274 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// mailboxOps returns a store with alice, her INBOX with n messages (UIDs
+// 1..n, bodies "message i") and a mailbox called Work.
+func mailboxOps(t *testing.T, n int) (*Store, User, Mailbox, Mailbox) {
+	t.Helper()
+	s := withUsers(t)
+	u, err := s.User("alice@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		body := fmt.Sprintf("Subject: message %d\r\n\r\nmessage %d\r\n", i, i)
+		if _, _, err := s.Deliver(Delivery{UserID: u.ID, Body: strings.NewReader(body), Summary: ParseSummary(strings.NewReader(body))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inbox, _ := s.MailboxByName(u.ID, "INBOX")
+	work, err := s.CreateMailbox(u.ID, "Work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, u, inbox, work
+}
+
+func uidsOf(ms []Message) []uint32 {
+	var out []uint32
+	for _, m := range ms {
+		out = append(out, m.UID)
+	}
+	return out
+}
+
+func TestSetFlags(t *testing.T) {
+	s, _, inbox, _ := mailboxOps(t, 3)
+	before, _ := s.MailboxByID(inbox.ID)
+	if before.Unseen != 3 {
+		t.Fatalf("Unseen = %d", before.Unseen)
+	}
+	ms, err := s.SetFlags(inbox.ID, []uint32{1, 2, 9}, FlagsAdd, []string{`\seen`, "$Label"})
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("SetFlags = %v, %v", ms, err)
+	}
+	if !reflect.DeepEqual(ms[0].Flags, []string{`\Seen`, "$Label"}) || ms[0].ModSeq <= before.HighestModSeq || ms[1].ModSeq <= ms[0].ModSeq {
+		t.Errorf("after +FLAGS: %+v", ms)
+	}
+	after, _ := s.MailboxByID(inbox.ID)
+	if after.Unseen != 1 || after.HighestModSeq != ms[1].ModSeq {
+		t.Errorf("mailbox after +FLAGS: unseen %d, highest modseq %d", after.Unseen, after.HighestModSeq)
+	}
+	// A change that changes nothing keeps the modseq.
+	again, _ := s.SetFlags(inbox.ID, []uint32{1}, FlagsAdd, []string{`\Seen`})
+	if again[0].ModSeq != ms[0].ModSeq {
+		t.Errorf("no-op STORE changed modseq %d -> %d", ms[0].ModSeq, again[0].ModSeq)
+	}
+	ms, _ = s.SetFlags(inbox.ID, []uint32{1}, FlagsRemove, []string{`\SEEN`})
+	if !reflect.DeepEqual(ms[0].Flags, []string{"$Label"}) {
+		t.Errorf("after -FLAGS: %v", ms[0].Flags)
+	}
+	ms, _ = s.SetFlags(inbox.ID, []uint32{2}, FlagsReplace, []string{`\Flagged`})
+	if !reflect.DeepEqual(ms[0].Flags, []string{`\Flagged`}) {
+		t.Errorf("after FLAGS: %v", ms[0].Flags)
+	}
+	if mb, _ := s.MailboxByID(inbox.ID); mb.Unseen != 3 {
+		t.Errorf("Unseen = %d, want 3", mb.Unseen)
+	}
+}
+
+func TestExpungeAndRemove(t *testing.T) {
+	s, u, inbox, _ := mailboxOps(t, 4)
+	all, _ := s.Messages(inbox.ID)
+	s.SetFlags(inbox.ID, []uint32{1, 3, 4}, FlagsAdd, []string{`\Deleted`})
+	got, err := s.ExpungeDeleted(inbox.ID, []uint32{1, 2, 3})
+	if err != nil || !reflect.DeepEqual(got, []uint32{1, 3}) {
+		t.Fatalf("ExpungeDeleted(1:3) = %v, %v", got, err)
+	}
+	if s.blobExists(all[0]) || !s.blobExists(all[1]) {
+		t.Error("the expunged message's file is still there, or the kept one's is gone")
+	}
+	got, _ = s.ExpungeDeleted(inbox.ID, nil)
+	if !reflect.DeepEqual(got, []uint32{4}) {
+		t.Errorf("ExpungeDeleted(all) = %v", got)
+	}
+	got, _ = s.Remove(inbox.ID, []uint32{1, 2})
+	if !reflect.DeepEqual(got, []uint32{2}) {
+		t.Errorf("Remove = %v", got)
+	}
+	mb, _ := s.MailboxByID(inbox.ID)
+	if used, _, _ := s.Usage(u.ID); mb.Messages != 0 || mb.Size != 0 || mb.Unseen != 0 || used != 0 {
+		t.Errorf("after removing everything: %+v, usage %d", mb, used)
+	}
+}
+
+func TestCopyMove(t *testing.T) {
+	s, u, inbox, work := mailboxOps(t, 3)
+	used0, _, _ := s.Usage(u.ID)
+	src, dst, err := s.Copy(inbox.ID, []uint32{1, 3, 7}, work.ID)
+	if err != nil || !reflect.DeepEqual(src, []uint32{1, 3}) || !reflect.DeepEqual(dst, []uint32{1, 2}) {
+		t.Fatalf("Copy = %v %v %v", src, dst, err)
+	}
+	if used, _, _ := s.Usage(u.ID); used <= used0 {
+		t.Errorf("usage after copy %d, before %d", used, used0)
+	}
+	copies, _ := s.Messages(work.ID)
+	orig, _ := s.Messages(inbox.ID)
+	if copies[0].Blob == orig[0].Blob || copies[0].Subject != "message 1" || copies[1].Subject != "message 3" {
+		t.Errorf("copies: %+v", copies)
+	}
+	// Expunging the original leaves the copy readable.
+	s.Remove(inbox.ID, []uint32{1})
+	if f, err := s.OpenMessage(copies[0]); err != nil {
+		t.Errorf("copy unreadable after the original went: %v", err)
+	} else {
+		f.Close()
+	}
+	used1, _, _ := s.Usage(u.ID)
+	src, dst, err = s.Move(inbox.ID, []uint32{2, 3}, work.ID)
+	if err != nil || !reflect.DeepEqual(src, []uint32{2, 3}) || !reflect.DeepEqual(dst, []uint32{3, 4}) {
+		t.Fatalf("Move = %v %v %v", src, dst, err)
+	}
+	if used, _, _ := s.Usage(u.ID); used != used1 {
+		t.Errorf("usage changed by a move: %d -> %d", used1, used)
+	}
+	if ms, _ := s.Messages(inbox.ID); len(ms) != 0 {
+		t.Errorf("INBOX after move: %v", uidsOf(ms))
+	}
+	w, _ := s.MailboxByID(work.ID)
+	if w.Messages != 4 || w.UIDNext != 5 {
+		t.Errorf("Work after move: %+v", w)
+	}
+	if _, _, err := s.Move(work.ID, []uint32{1}, work.ID); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Move into itself = %v", err)
+	}
+	// Over quota: a copy that does not fit is refused whole.
+	if err := s.SetQuota("alice@example.test", used1+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Copy(work.ID, []uint32{1, 2, 3, 4}, work.ID); !errors.Is(err, ErrOverQuota) {
+		t.Errorf("Copy over quota = %v", err)
+	}
+	if w2, _ := s.MailboxByID(work.ID); w2.Messages != 4 {
+		t.Errorf("a refused copy left %d messages", w2.Messages)
+	}
+	if rep, _ := s.Verify(0); len(rep.OrphanFiles) != 0 {
+		t.Errorf("refused copy left files: %v", rep.OrphanFiles)
+	}
+}
+
+func TestAppendStrictAndQuota(t *testing.T) {
+	s, u, _, _ := mailboxOps(t, 0)
+	_, _, err := s.Deliver(Delivery{UserID: u.ID, Mailbox: "Nope", Body: strings.NewReader("x"), Strict: true})
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("strict delivery to a missing mailbox = %v", err)
+	}
+	s.SetQuota("alice@example.test", 10)
+	_, _, err = s.Deliver(Delivery{UserID: u.ID, Mailbox: "Work", Body: strings.NewReader(strings.Repeat("x", 11)), Strict: true, CheckQuota: true})
+	if !errors.Is(err, ErrOverQuota) {
+		t.Errorf("delivery over quota = %v", err)
+	}
+	_, m, err := s.Deliver(Delivery{UserID: u.ID, Mailbox: "Work", Body: strings.NewReader("0123456789"), Strict: true, CheckQuota: true})
+	if err != nil || m.UID != 1 {
+		t.Errorf("delivery that fits = %+v, %v", m, err)
+	}
+	if rep, _ := s.Verify(0); len(rep.OrphanFiles) != 0 {
+		t.Errorf("refused deliveries left files: %v", rep.OrphanFiles)
+	}
+}
+
+func TestRenameDelete(t *testing.T) {
+	s, u, inbox, work := mailboxOps(t, 2)
+	for _, n := range []string{"Work/2024", "Work/2024/Q1", "Workshop"} {
+		if _, err := s.CreateMailbox(u.ID, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Copy(inbox.ID, []uint32{1}, work.ID)
+	if err := s.RenameMailbox(u.ID, "Work", "Archive/Work"); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		mbs, _ := s.Mailboxes(u.ID)
+		var out []string
+		for _, mb := range mbs {
+			out = append(out, mb.Name)
+		}
+		return out
+	}
+	want := []string{"INBOX", "Archive", "Archive/Work", "Archive/Work/2024", "Archive/Work/2024/Q1", "Drafts", "Junk", "Sent", "Trash", "Workshop"}
+	if got := names(); !reflect.DeepEqual(got, want) {
+		t.Errorf("after rename: %v\nwant %v", got, want)
+	}
+	if mb, err := s.MailboxByName(u.ID, "Archive/Work"); err != nil || mb.ID != work.ID || mb.Messages != 1 {
+		t.Errorf("renamed mailbox: %+v, %v", mb, err)
+	}
+	for _, bad := range [][2]string{{"Archive", "Archive/Work/x"}, {"Workshop", "INBOX"}, {"Workshop", "Drafts"}, {"Nope", "Other"}, {"Workshop", "../x"}} {
+		if err := s.RenameMailbox(u.ID, bad[0], bad[1]); err == nil {
+			t.Errorf("RenameMailbox(%q, %q) succeeded", bad[0], bad[1])
+		}
+	}
+	// Renaming INBOX moves its messages; INBOX stays.
+	if err := s.RenameMailbox(u.ID, "inbox", "Old"); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := s.MailboxByName(u.ID, "Old")
+	in, _ := s.MailboxByName(u.ID, "INBOX")
+	if old.Messages != 2 || in.Messages != 0 || in.ID != inbox.ID {
+		t.Errorf("after renaming INBOX: Old %+v, INBOX %+v", old, in)
+	}
+	if ms, _ := s.Messages(old.ID); len(ms) != 2 || !s.blobExists(ms[0]) {
+		t.Errorf("moved messages: %+v", ms)
+	}
+	used, _, _ := s.Usage(u.ID)
+	if err := s.DeleteMailbox(u.ID, "INBOX"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("DeleteMailbox(INBOX) = %v", err)
+	}
+	if err := s.DeleteMailbox(u.ID, "Old"); err != nil {
+		t.Fatal(err)
+	}
+	if after, _, _ := s.Usage(u.ID); after >= used {
+		t.Errorf("usage after delete %d, before %d", after, used)
+	}
+	if err := s.SetSubscribed(u.ID, "Workshop", false); err != nil {
+		t.Fatal(err)
+	}
+	if mb, _ := s.MailboxByName(u.ID, "Workshop"); mb.Subscribed {
+		t.Error("still subscribed")
+	}
+}
+
+func TestWatch(t *testing.T) {
+	s, u, inbox, work := mailboxOps(t, 1)
+	var mu sync.Mutex
+	var got []Change
+	cancel := s.Watch(func(c Change) {
+		mu.Lock()
+		got = append(got, c)
+		mu.Unlock()
+	})
+	s.Deliver(Delivery{UserID: u.ID, Body: strings.NewReader("x")})
+	s.SetFlags(inbox.ID, []uint32{1}, FlagsAdd, []string{`\Seen`})
+	s.SetFlags(inbox.ID, []uint32{1}, FlagsAdd, []string{`\Seen`}) // no change: no event
+	s.Move(inbox.ID, []uint32{2}, work.ID)
+	cancel()
+	s.Remove(inbox.ID, []uint32{1})
+	want := []Change{{u.ID, inbox.ID}, {u.ID, inbox.ID}, {u.ID, work.ID}, {u.ID, inbox.ID}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("changes = %v, want %v", got, want)
+	}
+}
+
+func TestEnvelopeKept(t *testing.T) {
+	msg := "From: =?utf-8?q?J=C3=B6rg?= <j@example.test>\r\nTo: a@example.test,\r\n b@example.test\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMessage-ID: <1@x>\r\nIn-Reply-To: <0@x>\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n"
+	sum := ParseSummary(strings.NewReader(msg))
+	e := sum.Envelope
+	if e == nil || e.Subject != "=?utf-8?q?Gr=C3=BC=C3=9Fe?=" || e.To != "a@example.test, b@example.test" || e.InReplyTo != "<0@x>" || e.Sender != "" {
+		t.Fatalf("Envelope = %+v", e)
+	}
+	if sum.Subject != "Grüße" {
+		t.Errorf("decoded Subject = %q", sum.Subject)
+	}
+	big := "To: " + strings.Repeat("a@example.test, ", 1000) + "\r\n\r\n"
+	if ParseSummary(strings.NewReader(big)).Envelope != nil {
+		t.Error("a huge To field was kept")
+	}
+}

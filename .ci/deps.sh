@@ -14,6 +14,8 @@ perl -MNet::SSLeay -e1 2>/dev/null    || need+=(libnet-ssleay-perl)
 perl -MIO::Socket::SSL -e1 2>/dev/null || need+=(libio-socket-ssl-perl)
 perl -MAuthen::SASL -e1 2>/dev/null   || need+=(libauthen-sasl-perl)
 have python3 || need+=(python3)
+# mbsync (isync) syncs a Maildir with the IMAP server in the client tests.
+have mbsync  || need+=(isync)
 have protoc  || need+=(protobuf-compiler)
 # The filter plugins' tests run a real clamd and a real rspamd.
 have clamd   || need+=(clamav-daemon)
@@ -24,7 +26,7 @@ have rspamd  || need+=(rspamd)
 # hop), and DKIM signatures with an independent verifier (dkimpy).
 have smtp-sink || need+=(postfix)
 /usr/bin/python3 -c 'import dkim, nacl' 2>/dev/null || need+=(python3-dkim)
-# The POP3 server is tested with fetchmail as a real client.
+# The POP3 and IMAP servers are tested with fetchmail as a real client.
 have fetchmail || need+=(fetchmail)
 if [ "${1:-}" = bench ]; then
 	# SpamAssassin's spamd, to compare the spam filter with.

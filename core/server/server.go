@@ -1,5 +1,5 @@
 // Package server wires Sluice together: it opens the data directory, starts
-// the SMTP and POP3 listeners, local delivery and the admin socket, and
+// the SMTP, IMAP and POP3 listeners, local delivery and the admin socket, and
 // stops them in order. cmd/sluice's serve command is a thin wrapper around it.
 //
 // Layout of the data directory:
@@ -11,6 +11,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -29,12 +30,14 @@ import (
 	"github.com/sluice-mail/sluice/core/delivery/local"
 	"github.com/sluice-mail/sluice/core/delivery/remote"
 	"github.com/sluice-mail/sluice/core/dns"
+	"github.com/sluice-mail/sluice/core/imapd"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/pop3d"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/smtpd"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
+	"github.com/sluice-mail/sluice/sdk"
 )
 
 // NewLogger returns the process logger the config asks for, writing to w.
@@ -113,6 +116,7 @@ type Server struct {
 	log   *slog.Logger
 	data  *Data
 	smtp  *smtpd.Server
+	imap  *imapd.Server // nil when no IMAP listener is configured
 	pop3  *pop3d.Server // nil when no POP3 listener is configured
 	admin *admin.Server
 	pipes *pipeline.Holder
@@ -196,6 +200,21 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err := smtp.Listen(); err != nil {
 		return nil, err
 	}
+	var imapSrv *imapd.Server
+	if len(cfg.IMAP.Listen)+len(cfg.IMAP.ListenTLS) > 0 {
+		imapSrv, err = imapd.New(imapd.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Learn: spamLearner(holder, log), Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		if err := imapSrv.Listen(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				imapSrv.Shutdown(context.Background())
+			}
+		}()
+	}
 	var pop3 *pop3d.Server
 	if len(cfg.POP3.Listen)+len(cfg.POP3.ListenTLS) > 0 {
 		if pop3, err = pop3d.New(pop3d.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Logger: log}); err != nil {
@@ -210,12 +229,15 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, pop3: pop3, admin: adm, pipes: holder, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, cancel: cancel}
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
 	go func() { defer s.wg.Done(); adm.Serve() }()
 	smtp.Serve()
+	if imapSrv != nil {
+		imapSrv.Serve()
+	}
 	if pop3 != nil {
 		pop3.Serve()
 	}
@@ -255,6 +277,7 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("log", a.Log, b.Log)
 	check("tls", a.TLS, b.TLS)
 	check("smtp", a.SMTP, b.SMTP)
+	check("imap", a.IMAP, b.IMAP)
 	check("pop3", a.POP3, b.POP3)
 	check("queue", a.Queue, b.Queue)
 	check("store", a.Store, b.Store)
@@ -272,6 +295,37 @@ func (s *Server) SMTP() *smtpd.Server { return s.smtp }
 // configured.
 func (s *Server) POP3() *pop3d.Server { return s.pop3 }
 
+// IMAP returns the IMAP server, or nil when no IMAP listener is
+// configured; for tests that need its addresses.
+func (s *Server) IMAP() *imapd.Server { return s.imap }
+
+// spamLearner returns what imapd calls when a user moves a message into or
+// out of Junk: it teaches the inbound pipeline's learning stages (the spam
+// plugin), as 'sluice spam learn' does. A pipeline without such a stage is
+// not an error.
+func spamLearner(holder *pipeline.Holder, log *slog.Logger) imapd.LearnFunc {
+	return func(ctx context.Context, open func() (io.ReadCloser, error), size int64, spam bool) error {
+		set, release := holder.Acquire()
+		defer release()
+		p := set.Get("inbound")
+		if p.Empty() {
+			return nil
+		}
+		r, err := open()
+		if err != nil {
+			return err
+		}
+		header, _ := sdk.ParseHeader(bufio.NewReader(r))
+		r.Close()
+		err = p.Learn(ctx, "", &sdk.Envelope{Pipeline: p.Name}, header, size, pipeline.Opener(open), spam)
+		if errors.Is(err, pipeline.ErrNoLearner) {
+			log.Debug("imap: no stage of the inbound pipeline learns; message not learnt", "spam", spam)
+			return nil
+		}
+		return err
+	}
+}
+
 // Shutdown stops accepting mail, lets messages being received finish for
 // up to smtp.shutdown_grace, stops local delivery after the messages in
 // hand and remote delivery after the transfers in progress (cut off after
@@ -280,7 +334,8 @@ func (s *Server) POP3() *pop3d.Server { return s.pop3 }
 // delivered stays queued for the next start. POP3 sessions waiting for a
 // command are closed at once; one sending a message or applying its QUIT
 // may finish within the same grace period. Deletions of POP3 sessions
-// that did not reach QUIT are not applied.
+// that did not reach QUIT are not applied. IMAP sessions get BYE at once;
+// those still being written to at the end of the grace period are cut off.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")
 	graceCtx, cancel := context.WithTimeout(ctx, s.cfg.SMTP.ShutdownGrace.D())
@@ -293,6 +348,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		popDone <- s.pop3.Shutdown(graceCtx)
 	}()
+	imapDone := make(chan error, 1)
+	go func() {
+		if s.imap == nil {
+			imapDone <- nil
+			return
+		}
+		imapDone <- s.imap.Shutdown(graceCtx)
+	}()
 	err := s.smtp.Shutdown(graceCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("closed connections still receiving messages after the grace period")
@@ -302,6 +365,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Warn("closed POP3 connections still busy after the grace period")
 	} else if perr != nil {
 		err = errors.Join(err, perr)
+	}
+	if ierr := <-imapDone; errors.Is(ierr, context.DeadlineExceeded) {
+		s.log.Warn("closed IMAP connections still busy after the grace period")
+	} else if ierr != nil {
+		err = errors.Join(err, ierr)
 	}
 	s.cancel()
 	adminCtx, cancel2 := context.WithTimeout(ctx, 5*time.Second)

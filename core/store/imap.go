@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -139,6 +140,9 @@ func (s *Store) MessagesByUID(mailboxID uint64, uids []uint32) ([]Message, error
 	return out, err
 }
 
+// MaxFlags is the most flags and keywords one message may carry.
+const MaxFlags = 128
+
 // FlagOp says how SetFlags changes flags.
 type FlagOp int
 
@@ -191,6 +195,9 @@ func (s *Store) SetFlags(mailboxID uint64, uids []uint32, op FlagOp, flags []str
 		userID = mb.UserID
 		err = eachUID(b, uids, func(m Message) error {
 			nf := applyFlags(m.Flags, op, flags)
+			if len(nf) > MaxFlags {
+				return fmt.Errorf("%w: more than %d flags on one message", ErrInvalid, MaxFlags)
+			}
 			if !sameFlags(nf, m.Flags) {
 				wasSeen, isSeen := slices.Contains(m.Flags, FlagSeen), slices.Contains(nf, FlagSeen)
 				switch {
@@ -355,6 +362,11 @@ func (s *Store) transfer(srcID uint64, uids []uint32, dstID uint64, move bool) (
 	if !move {
 		for i := range msgs {
 			id, err := s.linkBlob(s.BlobPath(msgs[i]))
+			if errors.Is(err, fs.ErrNotExist) {
+				// Expunged since it was read: skipped below, since its
+				// record is gone too.
+				id, err = "", nil
+			}
 			if err != nil {
 				s.removeBlobs(links)
 				return nil, nil, err
@@ -379,7 +391,7 @@ func (s *Store) transfer(srcID uint64, uids []uint32, dstID uint64, move bool) (
 		var size int64
 		for i, m := range msgs {
 			// The message may have been expunged since it was read.
-			if sb.Get(u32(m.UID)) == nil {
+			if sb.Get(u32(m.UID)) == nil || (!move && links[i] == "") {
 				continue
 			}
 			nm := m
@@ -443,7 +455,7 @@ func (s *Store) transfer(srcID uint64, uids []uint32, dstID uint64, move bool) (
 		}
 		var unused []string
 		for _, l := range links {
-			if !used[l] {
+			if l != "" && !used[l] {
 				unused = append(unused, l)
 			}
 		}

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -270,5 +271,31 @@ func TestEnvelopeKept(t *testing.T) {
 	big := "To: " + strings.Repeat("a@example.test, ", 1000) + "\r\n\r\n"
 	if ParseSummary(strings.NewReader(big)).Envelope != nil {
 		t.Error("a huge To field was kept")
+	}
+}
+
+// A message whose file is gone when Copy links it (another session
+// expunged it meanwhile) is skipped, not an error.
+func TestCopySkipsVanished(t *testing.T) {
+	s, _, inbox, work := mailboxOps(t, 2)
+	ms, _ := s.Messages(inbox.ID)
+	if err := os.Remove(s.BlobPath(ms[0])); err != nil {
+		t.Fatal(err)
+	}
+	src, dst, err := s.Copy(inbox.ID, []uint32{1, 2}, work.ID)
+	if err != nil || !reflect.DeepEqual(src, []uint32{2}) || !reflect.DeepEqual(dst, []uint32{1}) {
+		t.Errorf("Copy = %v %v %v", src, dst, err)
+	}
+}
+
+func TestFlagLimit(t *testing.T) {
+	s, _, inbox, _ := mailboxOps(t, 1)
+	for i := range MaxFlags {
+		if _, err := s.SetFlags(inbox.ID, []uint32{1}, FlagsAdd, []string{fmt.Sprintf("k%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.SetFlags(inbox.ID, []uint32{1}, FlagsAdd, []string{"one-more"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("flag %d: %v", MaxFlags+1, err)
 	}
 }

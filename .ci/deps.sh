@@ -31,6 +31,10 @@ have fetchmail || need+=(fetchmail)
 if [ "${1:-}" = bench ]; then
 	# SpamAssassin's spamd, to compare the spam filter with.
 	have spamd || need+=(spamassassin spamd spamc)
+	# Dovecot, the IMAP and POP3 server the imap and pop3 sections compare
+	# Sluice with (a private instance; the system one is never started).
+	[ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+	[ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
 fi
 
 # The protobuf generators, pinned, for the test that checks the generated
@@ -49,7 +53,7 @@ if [[ " ${need[*]} " == *" postfix "* ]]; then
 	echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
 fi
 # Keep the packages' services from starting (clamav-daemon, freshclam,
-# rspamd, spamd): policy-rc.d refusing everything is Debian's way.
+# rspamd, spamd, dovecot): policy-rc.d refusing everything is Debian's way.
 made_policy=""
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
@@ -69,7 +73,7 @@ if ! $sudo apt-get install -y --no-install-recommends "${need[@]}" "${extra[@]}"
 fi
 # Where systemd runs, do not leave the services enabled for the next boot.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-	for svc in clamav-daemon clamav-freshclam rspamd spamd spamassassin; do
+	for svc in clamav-daemon clamav-freshclam rspamd spamd spamassassin dovecot; do
 		$sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
 	done
 fi

@@ -1,14 +1,20 @@
 // Command sluice-bench measures SMTP ingest of Sluice against a real
 // Postfix, under the same load in the same run, and prints one table; then
 // what Sluice's filter pipelines cost, in a second table (pipelines.go);
-// then remote delivery of Sluice against Postfix, in a third (remote.go).
-// 'make bench' runs it from the repository root after 'make build'.
+// then remote delivery of Sluice against Postfix, in a third (remote.go);
+// then IMAP and POP3 mailbox access of Sluice against Dovecot on the same
+// messages, in a fourth and a fifth (mailbox.go). 'make bench' runs it
+// from the repository root after 'make build'.
 //
 // -sections picks the parts, all by default, in this order: postfix (the
 // comparison described below), stage (one no-op plugin stage vs none),
 // pipeline (the full inbound pipeline vs none), clamav (clamd fed
-// directly vs Sluice with a clamav stage) and remote (-remote-count queued
-// messages to ten domains delivered to smtp-sink, Sluice vs Postfix). The
+// directly vs Sluice with a clamav stage), remote (-remote-count queued
+// messages to ten domains delivered to smtp-sink, Sluice vs Postfix), imap
+// (SELECT and FETCH 1:* (FLAGS ENVELOPE) of a -imap-count mailbox) and pop3
+// (LIST, UIDL and RETR of a -pop3-count maildrop), both Sluice vs a private
+// Dovecot (dovecot-imapd and dovecot-pop3d, which .ci/deps.sh bench
+// installs), cold and warm, -imap-runs and -pop3-runs times. The
 // stage, pipeline and clamav sections run at -sessions (20) with the same
 // smtp-source messages of -size bytes, and need bin/plugins (make build),
 // the go command (to build the noop test plugin) and clamd with
@@ -150,10 +156,10 @@ func (r *result) failed() bool { return r.errors > 0 || len(r.problems) > 0 || !
 func main() { os.Exit(run()) }
 
 // allSections are the parts of the benchmark, in the order they run.
-var allSections = []string{"postfix", "stage", "pipeline", "clamav", "remote"}
+var allSections = []string{"postfix", "stage", "pipeline", "clamav", "remote", "imap", "pop3"}
 
 func run() int {
-	sectionsFlag := flag.String("sections", strings.Join(allSections, ","), "comma-separated `parts` to run: postfix (Sluice vs Postfix at -levels), stage (one noop plugin stage vs none), pipeline (the full inbound pipeline vs none), clamav (clamd fed directly vs Sluice with a clamav stage), remote (remote delivery to smtp-sink, Sluice vs Postfix)")
+	sectionsFlag := flag.String("sections", strings.Join(allSections, ","), "comma-separated `parts` to run: postfix (Sluice vs Postfix at -levels), stage (one noop plugin stage vs none), pipeline (the full inbound pipeline vs none), clamav (clamd fed directly vs Sluice with a clamav stage), remote (remote delivery to smtp-sink, Sluice vs Postfix), imap (SELECT and FETCH of a large mailbox, Sluice vs Dovecot), pop3 (LIST, UIDL and RETR of a maildrop, Sluice vs Dovecot)")
 	levelsFlag := flag.String("levels", "1,20,100", "postfix section: comma-separated session `counts` to run (smtp-source -s)")
 	countsFlag := flag.String("count", defaultCounts, "postfix section: messages per level as `level=count,...`; a level not listed gets 10000")
 	only := flag.String("only", "", "postfix and remote sections: run only this `server`: sluice or postfix")
@@ -169,6 +175,16 @@ func run() int {
 	flag.IntVar(&rc.count, "remote-count", defaultRemoteCount, "remote section: `messages` queued, then delivered, per server and run")
 	flag.IntVar(&rc.runs, "remote-runs", 1, "remote section: `runs` per server (Sluice, Postfix, Sluice, ...), each with fresh servers")
 	flag.StringVar(&rc.cpuProfile, "remote-cpuprofile", "", "remote section: save CPU profiles of Sluice's deliveries (its SLUICE_PPROF), one a second, as `prefix`.sluice-RUN.N.pprof")
+	mc := map[string]*mailboxConfig{"imap": {protocol: "imap"}, "pop3": {protocol: "pop3"}}
+	flag.IntVar(&mc["imap"].count, "imap-count", defaultIMAPCount, "imap section: `messages` in the mailbox")
+	flag.IntVar(&mc["imap"].runs, "imap-runs", 3, "imap section: `runs` per server (Sluice, Dovecot, Sluice, ...), each with a fresh server on a fresh copy of the mailbox")
+	flag.IntVar(&mc["imap"].warm, "imap-warm", 3, "imap section: warm `sessions` per run, after the cold one")
+	flag.StringVar(&mc["imap"].cpuProfile, "imap-cpuprofile", "", "imap section: save CPU profiles of Sluice's sessions (its SLUICE_PPROF), one a second, as `prefix`.sluice-RUN.N.pprof")
+	flag.IntVar(&mc["pop3"].count, "pop3-count", defaultPOP3Count, "pop3 section: `messages` in the maildrop")
+	flag.IntVar(&mc["pop3"].runs, "pop3-runs", 3, "pop3 section: `runs` per server (Sluice, Dovecot, Sluice, ...), each with a fresh server on a fresh copy of the maildrop")
+	flag.IntVar(&mc["pop3"].warm, "pop3-warm", 2, "pop3 section: warm `sessions` per run, after the cold one")
+	flag.StringVar(&mc["pop3"].cpuProfile, "pop3-cpuprofile", "", "pop3 section: save CPU profiles of Sluice's sessions (its SLUICE_PPROF), one a second, as `prefix`.sluice-RUN.N.pprof")
+	mailSeed := flag.Uint64("mail-seed", 1, "imap and pop3 sections: the `seed` the messages are generated from")
 	bin := flag.String("bin", "bin/sluice", "the sluice `binary`; its plugins are in the plugins directory beside it")
 	drainTimeout := flag.Duration("drain-timeout", 5*time.Minute, "how long to wait for a server's queue to empty after a run")
 	direct := flag.Bool("direct", false, "postfix section: send straight to the servers, without the latency proxy (no p50/p99, errors only as delivery mismatches): shows what the proxy itself costs")
@@ -199,6 +215,12 @@ func run() int {
 	if pc.sessions < 1 || pc.stageCount < 1 || pc.pipelineCount < 1 || pc.clamavCount < 1 || pc.clamdThreads < 1 || pc.clamdDuration <= 0 {
 		return fatalf("-sessions, -stage-count, -pipeline-count, -clamav-count, -clamd-threads and -clamd-duration must be positive")
 	}
+	for _, c := range mc {
+		if c.count < 1 || c.runs < 1 || c.warm < 0 {
+			return fatalf("-%s-count and -%s-runs must be positive, -%s-warm not negative", c.protocol, c.protocol, c.protocol)
+		}
+		c.seed = *mailSeed
+	}
 	levels, err := parseLevels(*levelsFlag)
 	if err != nil {
 		return fatalf("-levels: %v", err)
@@ -228,12 +250,18 @@ func run() int {
 	if err == nil {
 		_, err = os.Stat(sluiceBin)
 	}
-	if (runSluice || rc.runSluice || sections["stage"] || sections["pipeline"] || sections["clamav"]) && err != nil {
+	if (runSluice || rc.runSluice || sections["stage"] || sections["pipeline"] || sections["clamav"] || sections["imap"] || sections["pop3"]) && err != nil {
 		return fatalf("%s not found: run 'make build' first, from the repository root (%v)", *bin, err)
 	}
 	if sections["pipeline"] || sections["clamav"] {
 		if _, err := clamdtest.Binary(); err != nil {
 			return fatalf("%v (.ci/deps.sh does)", err)
+		}
+	}
+
+	if sections["imap"] || sections["pop3"] {
+		if _, err := os.Stat(dovecotBin); err != nil {
+			return fatalf("%s not found: install dovecot-imapd and dovecot-pop3d (.ci/deps.sh bench)", dovecotBin)
 		}
 	}
 
@@ -289,6 +317,15 @@ func run() int {
 	if (rc.runSluice || rc.runPostfix) && code != 130 {
 		rc.sluiceBin, rc.base, rc.drainTimeout = sluiceBin, base, *drainTimeout
 		if c := remoteSection(ctx, os.Stdout, rc); c != 0 && (code == 0 || c == 130) {
+			code = c
+		}
+	}
+	for _, p := range []string{"imap", "pop3"} {
+		if !sections[p] || code == 130 {
+			continue
+		}
+		mc[p].sluiceBin, mc[p].base = sluiceBin, base
+		if c := mailboxSection(ctx, os.Stdout, *mc[p]); c != 0 && (code == 0 || c == 130) {
 			code = c
 		}
 	}

@@ -49,6 +49,9 @@ type sluiceOptions struct {
 	logLevel string
 	// env is added to Sluice's environment (SLUICE_PPROF, to profile it).
 	env []string
+	// fill, when set, prepares the data directory before Sluice starts,
+	// instead of adding the bench user with the CLI.
+	fill func(dataDir string) error
 }
 
 const sluiceConfig = `# Written by cmd/sluice-bench.
@@ -97,7 +100,11 @@ func startSluice(ctx context.Context, bin, dir string, opts sluiceOptions) (*slu
 	}
 	// The user is created before the server starts, by the CLI on the data
 	// directory: hashing its password then costs the server nothing.
-	if err := s.addUser(ctx); err != nil {
+	if opts.fill != nil {
+		if err := opts.fill(filepath.Join(dir, "data")); err != nil {
+			return nil, err
+		}
+	} else if err := s.addUser(ctx); err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(s.logFile)

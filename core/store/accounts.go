@@ -367,8 +367,9 @@ func (s *Store) RemoveUser(addr string) error {
 		return err
 	}
 	var blobs []string
+	var changes []Change
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		blobs = blobs[:0]
+		blobs, changes = blobs[:0], changes[:0]
 		var u User
 		if err := getJSON(tx.Bucket(bUsers), []byte(a.String()), &u); err != nil {
 			if errors.Is(err, ErrNotFound) {
@@ -386,6 +387,7 @@ func (s *Store) RemoveUser(addr string) error {
 				return err
 			}
 			blobs = append(blobs, bs...)
+			changes = append(changes, Change{UserID: u.ID, MailboxID: mb})
 		}
 		for _, del := range []struct {
 			b []byte
@@ -401,6 +403,7 @@ func (s *Store) RemoveUser(addr string) error {
 		return err
 	}
 	s.removeBlobs(blobs)
+	s.notify(changes...)
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -255,6 +256,15 @@ func TestWatch(t *testing.T) {
 	want := []Change{{u.ID, inbox.ID}, {u.ID, inbox.ID}, {u.ID, work.ID}, {u.ID, inbox.ID}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("changes = %v, want %v", got, want)
+	}
+	// Removing the user changes every one of their mailboxes.
+	got = nil
+	s.Watch(func(c Change) { got = append(got, c) })
+	if err := s.RemoveUser("alice@example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 7 || !slices.Contains(got, Change{u.ID, work.ID}) {
+		t.Errorf("changes at RemoveUser = %v", got)
 	}
 }
 

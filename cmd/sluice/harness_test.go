@@ -66,15 +66,26 @@ type instance struct {
 	waitErr error
 }
 
-// freePort returns a loopback address that was free a moment ago.
+// handedOut holds the addresses freePort has returned: the kernel may
+// give the same free port twice in a row, and one config with a port
+// twice does not validate.
+var handedOut sync.Map
+
+// freePort returns a loopback address that was free a moment ago and that
+// no earlier call in this process returned.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // newInstance writes a config (dev-like, on free ports, with extra YAML

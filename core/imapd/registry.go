@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"slices"
@@ -94,6 +95,7 @@ func (r *registry) changed(c store.Change) {
 	r.mu.Lock()
 	om := r.open[c.MailboxID]
 	if om != nil {
+		om.addPending(c.UIDs)
 		om.dirty.Store(true)
 		r.pending[c.MailboxID] = struct{}{}
 	}
@@ -173,8 +175,13 @@ type openMailbox struct {
 	reg  *registry
 	refs int // under registry.mu
 
-	dirty atomic.Bool  // the store reported a change not reconciled yet
-	size  atomic.Int64 // len(view), for the registry's bounds
+	dirty atomic.Bool // the store reported a change not reconciled yet
+	// The changes reported and not reconciled yet, under pmu (taken
+	// inside registry.mu, never the other way round).
+	pmu     sync.Mutex
+	pend    map[uint32]struct{}
+	pendAll bool
+	size    atomic.Int64 // len(view), for the registry's bounds
 
 	mu       sync.Mutex
 	tracker  *imapserver.MailboxTracker // nil until first loaded
@@ -261,25 +268,165 @@ func (om *openMailbox) records(uids []uint32, env bool) ([]store.Message, []*ima
 	return msgs, envs
 }
 
-// reconcileLocked brings the view up to date with the store and returns the
-// messages it read (nil on error or when the mailbox is gone). src, when
+// reconcileLocked brings the view up to date with the store. src, when
 // not nil, is the session that caused the change and already told its
 // client the flags in reported (UID to modseq): those flag updates are not
 // queued to it again.
-func (om *openMailbox) reconcileLocked(src *imapserver.SessionTracker, reported map[uint32]uint64) []store.Message {
+//
+// When the store named the messages that changed, only those are read;
+// otherwise (first load, a renamed or deleted mailbox, many changes) the
+// whole mailbox is.
+func (om *openMailbox) reconcileLocked(src *imapserver.SessionTracker, reported map[uint32]uint64) {
+	// dirty is cleared before the pending changes are taken: a change
+	// reported in between sets it again.
 	om.dirty.Store(false)
-	msgs, err := om.reg.st.Messages(om.id)
+	uids, all := om.takePending()
+	if om.tracker == nil || all || len(uids) > max(maxDeltaRead, len(om.view)/2) {
+		om.reloadLocked(src, reported)
+		return
+	}
+	if len(uids) == 0 {
+		return
+	}
+	msgs, err := om.reg.st.MessagesByUID(om.id, uids)
 	if errors.Is(err, store.ErrNotFound) {
 		om.vanish()
-		return nil
+		return
 	}
 	if err != nil {
 		om.reg.log.Error("imap: reading mailbox", "mailbox_id", om.id, "err", err)
+		om.addPending(uids)
 		om.dirty.Store(true) // try again at the next poll
-		return nil
+		return
+	}
+	if !om.applyDeltaLocked(uids, msgs, src, reported) {
+		om.reloadLocked(src, reported)
+	}
+}
+
+// maxDeltaRead is the most changed messages read one by one; beyond it
+// (or half the mailbox) the whole mailbox is read.
+const maxDeltaRead = 256
+
+// reloadLocked reads the whole mailbox and reconciles the view with it.
+func (om *openMailbox) reloadLocked(src *imapserver.SessionTracker, reported map[uint32]uint64) {
+	msgs, err := om.reg.st.Messages(om.id)
+	if errors.Is(err, store.ErrNotFound) {
+		om.vanish()
+		return
+	}
+	if err != nil {
+		om.reg.log.Error("imap: reading mailbox", "mailbox_id", om.id, "err", err)
+		om.markAll()
+		om.dirty.Store(true) // try again at the next poll
+		return
 	}
 	om.applyLocked(msgs, src, reported)
-	return msgs
+}
+
+// addPending records changed messages (nil: the whole mailbox).
+func (om *openMailbox) addPending(uids []uint32) {
+	om.pmu.Lock()
+	defer om.pmu.Unlock()
+	if uids == nil || om.pendAll {
+		om.pendAll = true
+		om.pend = nil
+		return
+	}
+	if om.pend == nil {
+		om.pend = map[uint32]struct{}{}
+	}
+	for _, u := range uids {
+		om.pend[u] = struct{}{}
+	}
+	if len(om.pend) > maxPending {
+		om.pendAll, om.pend = true, nil
+	}
+}
+
+// maxPending bounds the changed UIDs remembered for a mailbox; beyond it
+// the whole mailbox is read at the next reconcile.
+const maxPending = 4096
+
+func (om *openMailbox) markAll() { om.addPending(nil) }
+
+// takePending returns the changed messages, ascending, and clears them;
+// all means the whole mailbox must be read.
+func (om *openMailbox) takePending() (uids []uint32, all bool) {
+	om.pmu.Lock()
+	defer om.pmu.Unlock()
+	all = om.pendAll
+	for u := range om.pend {
+		uids = append(uids, u)
+	}
+	om.pendAll, om.pend = false, nil
+	slices.Sort(uids)
+	return uids, all
+}
+
+// applyDeltaLocked applies to the view the changes of the messages uids,
+// of which msgs (UID order) are those that still exist: a UID in the view
+// but not in msgs was expunged, one in both changed, one in msgs above the
+// view's last UID is new. It returns false, changing nothing, when msgs
+// has a message the view should already have had: the view missed a
+// change, and only a whole reread can fix it.
+func (om *openMailbox) applyDeltaLocked(uids []uint32, msgs []store.Message, src *imapserver.SessionTracker, reported map[uint32]uint64) bool {
+	index := func(uid uint32) (int, bool) {
+		return slices.BinarySearchFunc(om.view, uid, func(v viewMsg, u uint32) int { return cmp.Compare(v.uid, u) })
+	}
+	var last uint32
+	if len(om.view) > 0 {
+		last = om.view[len(om.view)-1].uid
+	}
+	exists := make(map[uint32]bool, len(msgs))
+	for _, m := range msgs {
+		exists[m.UID] = true
+		if _, in := index(m.UID); !in && m.UID <= last {
+			return false
+		}
+	}
+	queued := false
+	// Expunged, from the highest sequence number down, so that the lower
+	// ones stay valid.
+	for i := len(uids) - 1; i >= 0; i-- {
+		if exists[uids[i]] {
+			continue
+		}
+		if k, in := index(uids[i]); in {
+			om.tracker.QueueExpunge(uint32(k + 1))
+			om.view = slices.Delete(om.view, k, k+1)
+			delete(om.envs, uids[i])
+			queued = true
+		}
+	}
+	for _, m := range msgs {
+		k, in := index(m.UID)
+		if !in {
+			// New: above every UID in the view (checked above). EXISTS
+			// goes up one at a time (see applyLocked).
+			om.view = append(om.view, viewMsg{m.UID, m.ModSeq, m})
+			om.tracker.QueueNumMessages(uint32(len(om.view)))
+			queued = true
+			continue
+		}
+		v := &om.view[k]
+		v.m = m
+		if m.ModSeq == v.modseq {
+			continue
+		}
+		v.modseq = m.ModSeq
+		var source *imapserver.SessionTracker
+		if src != nil && reported[m.UID] == m.ModSeq {
+			source = src
+		}
+		om.tracker.QueueMessageFlags(uint32(k+1), imap.UID(m.UID), imapFlags(m.Flags), source)
+		queued = true
+	}
+	om.size.Store(int64(len(om.view)))
+	if queued {
+		om.notifyLocked()
+	}
+	return true
 }
 
 // applyLocked queues the differences between the view and msgs (the

@@ -1,6 +1,13 @@
 package imapd
 
-import "testing"
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/sluice-mail/sluice/core/store"
+)
 
 // The registry keeps mailboxes no session uses, within its bounds, least
 // recently used out first, and never drops one in use.
@@ -23,5 +30,74 @@ func TestRegistryIdleBounds(t *testing.T) {
 	r.release(om)
 	if r.open[maxIdleMailboxes+8] != nil {
 		t.Error("a mailbox over the message bound stayed")
+	}
+}
+
+// After any sequence of changes made by sessions, deliveries and other
+// programs, an open mailbox's view, reconciled one change at a time or
+// several at once, is what the store holds: same UIDs, modseqs and flags.
+func TestRegistryViewFollowsStore(t *testing.T) {
+	e := newEnv(t)
+	st := e.st
+	uid := e.users[alice].ID
+	inbox, _ := st.MailboxByName(uid, "INBOX")
+	work, _ := st.MailboxByName(uid, "Archive")
+	for i := range 20 {
+		e.deliver(t, alice, "INBOX", simpleMessage(fmt.Sprint("m", i)))
+	}
+	r := e.srv.reg
+	om := r.acquire(inbox.ID)
+	defer r.release(om)
+	om.mu.Lock()
+	om.loadLocked()
+	om.mu.Unlock()
+	rnd := rand.New(rand.NewPCG(1, 2))
+	some := func() []uint32 {
+		ms, _ := st.Messages(inbox.ID)
+		var out []uint32
+		for _, m := range ms {
+			if rnd.IntN(4) == 0 {
+				out = append(out, m.UID)
+			}
+		}
+		return out
+	}
+	for step := range 300 {
+		switch rnd.IntN(6) {
+		case 0:
+			e.deliver(t, alice, "INBOX", simpleMessage(fmt.Sprint("s", step)))
+		case 1:
+			st.SetFlags(inbox.ID, some(), store.FlagsAdd, []string{fmt.Sprint("$k", rnd.IntN(3))})
+		case 2:
+			st.SetFlags(inbox.ID, some(), store.FlagsRemove, []string{"$k0", "$k1"})
+		case 3:
+			st.Remove(inbox.ID, some())
+		case 4:
+			st.Move(inbox.ID, some(), work.ID)
+		case 5:
+			st.Copy(work.ID, []uint32{1, 2, 3}, inbox.ID)
+		}
+		if rnd.IntN(3) > 0 {
+			continue // let changes pile up
+		}
+		om.syncIfDirty()
+		want, _ := st.Messages(inbox.ID)
+		om.mu.Lock()
+		var got []store.Message
+		for _, v := range om.view {
+			if v.uid != v.m.UID || v.modseq != v.m.ModSeq {
+				t.Fatalf("step %d: view entry %d/%d holds record %d/%d", step, v.uid, v.modseq, v.m.UID, v.m.ModSeq)
+			}
+			got = append(got, v.m)
+		}
+		om.mu.Unlock()
+		if len(got) != len(want) {
+			t.Fatalf("step %d: view has %d messages, store %d", step, len(got), len(want))
+		}
+		for i := range want {
+			if got[i].UID != want[i].UID || got[i].ModSeq != want[i].ModSeq || !slices.Equal(got[i].Flags, want[i].Flags) {
+				t.Fatalf("step %d: message %d: view %+v, store %+v", step, i, got[i], want[i])
+			}
+		}
 	}
 }

@@ -27,6 +27,10 @@ var ErrOverQuota = errors.New("store: over quota")
 type Change struct {
 	UserID    uint64
 	MailboxID uint64
+	// UIDs are the messages added, changed or removed, ascending. Nil
+	// means the mailbox itself changed (renamed, deleted) or that any of
+	// its messages may have: reread it whole.
+	UIDs []uint32
 }
 
 type watchers struct {
@@ -184,10 +188,10 @@ func sameFlags(a, b []string) bool {
 // flags change gets the mailbox's next modification sequence.
 func (s *Store) SetFlags(mailboxID uint64, uids []uint32, op FlagOp, flags []string) ([]Message, error) {
 	var out []Message
-	changed := false
+	var changed []uint32
 	var userID uint64
 	err := s.batch.Update(func(tx *bolt.Tx) error {
-		out, changed = out[:0], false
+		out, changed = out[:0], changed[:0]
 		b, mb, err := msgBucket(tx, mailboxID)
 		if err != nil {
 			return err
@@ -208,7 +212,7 @@ func (s *Store) SetFlags(mailboxID uint64, uids []uint32, op FlagOp, flags []str
 				}
 				mb.HighestModSeq++
 				m.Flags, m.ModSeq = nf, mb.HighestModSeq
-				changed = true
+				changed = append(changed, m.UID)
 				if err := putMessage(b, m); err != nil {
 					return err
 				}
@@ -216,7 +220,7 @@ func (s *Store) SetFlags(mailboxID uint64, uids []uint32, op FlagOp, flags []str
 			out = append(out, m)
 			return nil
 		})
-		if err != nil || !changed {
+		if err != nil || len(changed) == 0 {
 			return err
 		}
 		return putJSON(tx.Bucket(bMbox), u64(mb.ID), mb)
@@ -224,8 +228,8 @@ func (s *Store) SetFlags(mailboxID uint64, uids []uint32, op FlagOp, flags []str
 	if err != nil {
 		return nil, err
 	}
-	if changed {
-		s.notify(Change{UserID: userID, MailboxID: mailboxID})
+	if len(changed) > 0 {
+		s.notify(Change{UserID: userID, MailboxID: mailboxID, UIDs: changed})
 	}
 	return out, nil
 }
@@ -294,7 +298,7 @@ func (s *Store) remove(mailboxID uint64, uids []uint32, keep func(Message) bool)
 	}
 	if len(removed) > 0 {
 		s.removeBlobs(blobs)
-		s.notify(Change{UserID: mb.UserID, MailboxID: mailboxID})
+		s.notify(Change{UserID: mb.UserID, MailboxID: mailboxID, UIDs: removed})
 	}
 	return removed, nil
 }
@@ -465,9 +469,9 @@ func (s *Store) transfer(srcID uint64, uids []uint32, dstID uint64, move bool) (
 		return nil, nil, err
 	}
 	if len(dstUIDs) > 0 {
-		s.notify(Change{UserID: dst.UserID, MailboxID: dstID})
+		s.notify(Change{UserID: dst.UserID, MailboxID: dstID, UIDs: dstUIDs})
 		if move {
-			s.notify(Change{UserID: src.UserID, MailboxID: srcID})
+			s.notify(Change{UserID: src.UserID, MailboxID: srcID, UIDs: srcUIDs})
 		}
 	}
 	return srcUIDs, dstUIDs, nil
@@ -519,7 +523,7 @@ func (s *Store) RenameMailbox(userID uint64, oldName, newName string) error {
 			if err != nil {
 				return err
 			}
-			changed = append(changed, Change{userID, old.ID}, Change{userID, nmb.ID})
+			changed = append(changed, Change{UserID: userID, MailboxID: old.ID}, Change{UserID: userID, MailboxID: nmb.ID})
 			return moveAll(tx, old.ID, nmb.ID)
 		}
 		// The mailbox and its children, found before any key changes.
@@ -558,7 +562,7 @@ func (s *Store) RenameMailbox(userID uint64, oldName, newName string) error {
 			if err := boxes.Put(mailboxKey(userID, r.to), u64(r.id)); err != nil {
 				return err
 			}
-			changed = append(changed, Change{userID, r.id})
+			changed = append(changed, Change{UserID: userID, MailboxID: r.id})
 		}
 		return nil
 	})

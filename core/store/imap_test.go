@@ -253,7 +253,7 @@ func TestWatch(t *testing.T) {
 	s.Move(inbox.ID, []uint32{2}, work.ID)
 	cancel()
 	s.Remove(inbox.ID, []uint32{1})
-	want := []Change{{u.ID, inbox.ID}, {u.ID, inbox.ID}, {u.ID, work.ID}, {u.ID, inbox.ID}}
+	want := []Change{{u.ID, inbox.ID, []uint32{2}}, {u.ID, inbox.ID, []uint32{1}}, {u.ID, work.ID, []uint32{1}}, {u.ID, inbox.ID, []uint32{2}}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("changes = %v, want %v", got, want)
 	}
@@ -263,7 +263,7 @@ func TestWatch(t *testing.T) {
 	if err := s.RemoveUser("alice@example.test"); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 7 || !slices.Contains(got, Change{u.ID, work.ID}) {
+	if len(got) != 7 || !slices.ContainsFunc(got, func(c Change) bool { return c.MailboxID == work.ID && c.UIDs == nil }) {
 		t.Errorf("changes at RemoveUser = %v", got)
 	}
 }

@@ -378,7 +378,7 @@ func (s *Store) Deliver(d Delivery) (Mailbox, Message, error) {
 		s.removeBlobs([]string{blob})
 		return Mailbox{}, Message{}, err
 	}
-	s.notify(Change{UserID: d.UserID, MailboxID: mb.ID})
+	s.notify(Change{UserID: d.UserID, MailboxID: mb.ID, UIDs: []uint32{msg.UID}})
 	return mb, msg, nil
 }
 
@@ -472,7 +472,10 @@ func (s *Store) Verify(minAge time.Duration) (VerifyReport, error) {
 		missing[id] = true
 		s.log.Error("store: message record without its file; removing the record", "blob", id)
 	}
+	var changes []Change
+	defer func() { s.notify(changes...) }()
 	err = s.db.Update(func(tx *bolt.Tx) error {
+		changes = changes[:0]
 		return tx.Bucket(bMsgs).ForEach(func(mbID, _ []byte) error {
 			b := tx.Bucket(bMsgs).Bucket(mbID)
 			var drop []Message
@@ -490,6 +493,7 @@ func (s *Store) Verify(minAge time.Duration) (VerifyReport, error) {
 			if err := getJSON(tx.Bucket(bMbox), mbID, &mb); err != nil {
 				return err
 			}
+			changes = append(changes, Change{UserID: mb.UserID, MailboxID: mb.ID})
 			for _, m := range drop {
 				if err := b.Delete(u32(m.UID)); err != nil {
 					return err

@@ -24,30 +24,31 @@ import (
 // Replies. The texts are generic on purpose: the log has the details.
 // Response codes are those of RFC 2449 section 8 and RFC 3206.
 const (
-	replyUnknown      = "-ERR Unknown command"
-	replySyntax       = "-ERR Syntax error"
-	replyNotLoggedIn  = "-ERR Not logged in"
-	replyLoggedIn     = "-ERR Already logged in"
-	replyUserFirst    = "-ERR USER first"
-	replyNeedTLS      = "-ERR [AUTH] Plain-text passwords are refused here: use STLS (or port 995) first"
-	replyAuthFailed   = "-ERR [AUTH] Authentication failed"
-	replyThrottled    = "-ERR [SYS/TEMP] Too many failed logins, try again later"
-	replyAuthTemp     = "-ERR [SYS/TEMP] Temporary authentication failure, try again later"
-	replyInUse        = "-ERR [IN-USE] Mailbox in use by another POP3 session"
-	replyTemp         = "-ERR [SYS/TEMP] Temporary problem, try again later"
-	replyNoMech       = "-ERR Unsupported authentication mechanism"
-	replyBadBase64    = "-ERR Invalid base64 in the SASL response"
-	replyAuthCancel   = "-ERR Authentication cancelled"
-	replyNoSuchMsg    = "-ERR No such message"
-	replyDeleted      = "-ERR Message already deleted"
-	replyMsgGone      = "-ERR Message no longer exists"
-	replyBadLines     = "-ERR Invalid line count"
-	replyNoTLS        = "-ERR STLS not available"
-	replyTLSActive    = "-ERR Already using TLS"
-	replyLineTooLong  = "-ERR Line too long, closing connection"
-	replyTooManyErrs  = "-ERR Too many errors, closing connection"
-	replyIdle         = "-ERR Disconnected for inactivity"
-	replyShuttingDown = "-ERR [SYS/TEMP] Server shutting down, try again later"
+	replyUnknown        = "-ERR Unknown command"
+	replyUnknownClosing = "-ERR Unknown command, closing connection"
+	replySyntax         = "-ERR Syntax error"
+	replyNotLoggedIn    = "-ERR Not logged in"
+	replyLoggedIn       = "-ERR Already logged in"
+	replyUserFirst      = "-ERR USER first"
+	replyNeedTLS        = "-ERR [AUTH] Plain-text passwords are refused here: use STLS (or port 995) first"
+	replyAuthFailed     = "-ERR [AUTH] Authentication failed"
+	replyThrottled      = "-ERR [SYS/TEMP] Too many failed logins, try again later"
+	replyAuthTemp       = "-ERR [SYS/TEMP] Temporary authentication failure, try again later"
+	replyInUse          = "-ERR [IN-USE] Mailbox in use by another POP3 session"
+	replyTemp           = "-ERR [SYS/TEMP] Temporary problem, try again later"
+	replyNoMech         = "-ERR Unsupported authentication mechanism"
+	replyBadBase64      = "-ERR Invalid base64 in the SASL response"
+	replyAuthCancel     = "-ERR Authentication cancelled"
+	replyNoSuchMsg      = "-ERR No such message"
+	replyDeleted        = "-ERR Message already deleted"
+	replyMsgGone        = "-ERR Message no longer exists"
+	replyBadLines       = "-ERR Invalid line count"
+	replyNoTLS          = "-ERR STLS not available"
+	replyTLSActive      = "-ERR Already using TLS"
+	replyLineTooLong    = "-ERR Line too long, closing connection"
+	replyTooManyErrs    = "-ERR Too many errors, closing connection"
+	replyIdle           = "-ERR Disconnected for inactivity"
+	replyShuttingDown   = "-ERR [SYS/TEMP] Server shutting down, try again later"
 )
 
 type state int
@@ -393,7 +394,14 @@ func (s *session) execute(cmd command) {
 		case "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "TOP", "UIDL":
 			s.fail(replyNotLoggedIn)
 		default:
-			s.fail(replyUnknown)
+			// Before login an unknown command ends the connection, as
+			// go-imap's server does for IMAP: what sends "GET / HTTP/1.1"
+			// or other protocols' commands to a POP3 port is not a mail
+			// program, and answering its every line helps cross-protocol
+			// attacks.
+			s.log.Info("closing connection: unknown command before login", "keyword", keyword([]byte(cmd.name)))
+			s.reply(replyUnknownClosing)
+			s.hangUp()
 		}
 		return
 	}

@@ -772,3 +772,37 @@ func TestReselectAfterChangesWhileIdle(t *testing.T) {
 		t.Errorf("FETCH right after a flag change elsewhere = %+v", mm)
 	}
 }
+
+// A client that does not log in within the login budget is told BYE and
+// disconnected, however busy it keeps the connection; one that logged in
+// is not.
+func TestLoginBudget(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Auth.PlaintextLoopback = true })
+	e.srv.loginBudget.Store(int64(400 * time.Millisecond))
+	idle := dialRaw(t, e.plain, false)
+	idle.line() // greeting
+	c, err := imapclient.DialInsecure(e.plain, e.clientOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login(alice, alicePass).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := 0; ; i++ {
+		idle.send(fmt.Sprintf("a%d NOOP\r\n", i))
+		l := idle.line()
+		got = append(got, l)
+		if l == "closed" || l == "timeout" || strings.HasPrefix(l, "* BYE") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !slices.ContainsFunc(got, func(l string) bool { return strings.HasPrefix(l, "* BYE") }) {
+		t.Errorf("a client that never logged in got %q", got[max(0, len(got)-3):])
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Errorf("the logged-in client was cut off: %v", err)
+	}
+}

@@ -98,12 +98,13 @@ type Server struct {
 	ctx    context.Context // cancelled by Shutdown
 	cancel context.CancelFunc
 
-	closing   atomic.Bool
-	handshake atomic.Int64 // handshakeTimeout; tests shorten it
-	mu        sync.Mutex
-	listeners []*listener
-	served    bool
-	wg        sync.WaitGroup // accept loops and imapserver.Serve calls
+	closing     atomic.Bool
+	handshake   atomic.Int64 // handshakeTimeout; tests shorten it
+	loginBudget atomic.Int64 // loginBudget; tests shorten it
+	mu          sync.Mutex
+	listeners   []*listener
+	served      bool
+	wg          sync.WaitGroup // accept loops and imapserver.Serve calls
 
 	sessMu   sync.Mutex
 	sessions map[*session]struct{}
@@ -155,6 +156,7 @@ func New(opts Options) (*Server, error) {
 		sessions:   map[*session]struct{}{},
 	}
 	s.handshake.Store(int64(handshakeTimeout))
+	s.loginBudget.Store(int64(loginBudget))
 	s.reg = newRegistry(opts.Store, s.log)
 	if opts.Learn != nil {
 		s.lrn = newLearner(opts.Store, opts.Learn, s.log)
@@ -408,6 +410,12 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
 	}
 	sess := &session{srv: s, conn: c, remote: remoteIP(c.NetConn().RemoteAddr())}
+	sess.budget = time.AfterFunc(time.Duration(s.loginBudget.Load()), func() {
+		if !sess.loggedIn.Load() {
+			sess.logger().Info("imap: closing connection: no login in time")
+			sess.bye("Too slow to log in")
+		}
+	})
 	s.sessMu.Lock()
 	s.sessions[sess] = struct{}{}
 	s.sessWG.Add(1)

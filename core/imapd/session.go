@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -27,6 +28,10 @@ const (
 	maxStoreFlags   = 64   // flags in one STORE or APPEND
 	fetchChunk      = 500  // message records read from the store at once
 	loginTimeout    = 30 * time.Second
+	// loginBudget bounds the time from connecting to logging in:
+	// imapserver's 30-second limit applies to each command, so without it
+	// a client could hold a connection by sending NOOP every 29 seconds.
+	loginBudget = 3 * time.Minute
 )
 
 // session is one IMAP connection. imapserver calls its methods from the
@@ -43,6 +48,8 @@ type session struct {
 	searchRes imap.UIDSet // SEARCH RETURN (SAVE), RFC 5182
 
 	closeOnce sync.Once
+	loggedIn  atomic.Bool
+	budget    *time.Timer // ends the connection if no login came in time
 }
 
 // selected is the selected mailbox of a session.
@@ -67,6 +74,9 @@ func (s *session) bye(text string) { s.conn.Bye(text) }
 // Close implements imapserver.Session.
 func (s *session) Close() error {
 	s.closeOnce.Do(func() {
+		if s.budget != nil {
+			s.budget.Stop()
+		}
 		s.unselect()
 		s.srv.endSession(s)
 	})
@@ -130,6 +140,10 @@ func (s *session) Login(username, password string) error {
 		return errUnavailable
 	}
 	s.user = &u
+	s.loggedIn.Store(true)
+	if s.budget != nil {
+		s.budget.Stop()
+	}
 	s.log = log.With("user", u.Address)
 	s.log.Info("imap: authenticated")
 	return nil

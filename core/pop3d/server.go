@@ -36,7 +36,8 @@
 // Limits (../shared/SECURITY.md): command lines of 255 octets (a longer
 // one gets -ERR and the connection is closed), SASL response lines of
 // maxSASLLine, message numbers of at most ten digits, maxErrors rejected
-// commands per connection, preAuthTimeout before login and
+// commands per connection, preAuthTimeout for each command before login
+// and loginBudget for all of them, and
 // pop3.read_timeout after it, writeTimeout for each write, and connections
 // in total and per IP address (IPv6: per /64).
 package pop3d
@@ -73,6 +74,10 @@ const (
 	// patience than pop3.read_timeout, which RFC 1939 section 3 wants to
 	// be at least 10 minutes for logged-in clients.
 	preAuthTimeout = 60 * time.Second
+	// loginBudget bounds the whole time from connecting to logging in,
+	// so that a client cannot hold a connection without logging in by
+	// sending CAPA every 59 seconds.
+	loginBudget = 3 * time.Minute
 	// writeTimeout bounds each write to the client (a reply, or a piece
 	// of a message being sent).
 	writeTimeout = time.Minute
@@ -110,12 +115,14 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	closing   atomic.Bool
-	mu        sync.Mutex
-	listeners []listener
-	sessions  map[*session]struct{}
-	accepting sync.WaitGroup // accept loops
-	serving   sync.WaitGroup // sessions
+	closing atomic.Bool
+	// loginBudget is the constant of that name; tests shorten it.
+	loginBudget atomic.Int64
+	mu          sync.Mutex
+	listeners   []listener
+	sessions    map[*session]struct{}
+	accepting   sync.WaitGroup // accept loops
+	serving     sync.WaitGroup // sessions
 }
 
 type listener struct {
@@ -132,7 +139,7 @@ func New(opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		opts:     opts,
 		cfg:      opts.Config,
 		log:      opts.Logger,
@@ -140,7 +147,9 @@ func New(opts Options) (*Server, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		sessions: map[*session]struct{}{},
-	}, nil
+	}
+	s.loginBudget.Store(int64(loginBudget))
+	return s, nil
 }
 
 // Listen binds every configured address (pop3.listen and

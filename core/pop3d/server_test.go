@@ -421,3 +421,27 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 	}
 	return a
 }
+
+// A client that keeps a connection busy with CAPA but never logs in is
+// disconnected when the login budget runs out; one that logged in is not.
+func TestLoginBudget(t *testing.T) {
+	e := newServer(t)
+	e.srv.loginBudget.Store(int64(400 * time.Millisecond))
+	ok := e.loggedIn(t, alice, alicePass)
+	c := e.greeted(t, KindPOP3S)
+	var last string
+	for range 100 {
+		c.send("CAPA\r\n")
+		if last = c.line(); last != "+OK Capability list follows" {
+			break
+		}
+		for c.line() != "." {
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.HasPrefix(last, "-ERR") {
+		t.Errorf("after the budget: %q, want -ERR", last)
+	}
+	c.closed()
+	ok.cmd("NOOP", "+OK")
+}

@@ -83,7 +83,8 @@ type session struct {
 	deleted   []bool
 	retrieved []bool
 
-	raw net.Conn // the TCP connection
+	raw     net.Conn  // the TCP connection
+	started time.Time // when the client connected
 
 	mu      sync.Mutex
 	conn    net.Conn // raw, or the TLS connection over it once TLS is on
@@ -95,7 +96,7 @@ type session struct {
 }
 
 func newSession(srv *Server, kind Kind, c net.Conn, ip netip.Addr) *session {
-	s := &session{srv: srv, kind: kind, remote: ip, raw: c, conn: c}
+	s := &session{srv: srv, kind: kind, remote: ip, raw: c, conn: c, started: time.Now()}
 	s.log = srv.log.With("listener", string(kind), "conn_id", ids.New(), "remote", ip.String())
 	s.setConn(c)
 	return s
@@ -266,11 +267,13 @@ func (s *session) waitForCommand() bool {
 	// With replies still buffered (see commandBuffered) the session is
 	// about to run the next command: Shutdown must not write between.
 	s.idle = s.w.Buffered() == 0
-	timeout := preAuthTimeout
+	deadline := time.Now().Add(preAuthTimeout)
 	if s.state == stateTransaction {
-		timeout = s.srv.cfg.POP3.ReadTimeout.D()
+		deadline = time.Now().Add(s.srv.cfg.POP3.ReadTimeout.D())
+	} else if by := s.started.Add(time.Duration(s.srv.loginBudget.Load())); by.Before(deadline) {
+		deadline = by
 	}
-	s.conn.SetReadDeadline(time.Now().Add(timeout))
+	s.conn.SetReadDeadline(deadline)
 	return true
 }
 

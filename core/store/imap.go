@@ -235,9 +235,11 @@ func (s *Store) SetFlags(mailboxID uint64, uids []uint32, op FlagOp, flags []str
 }
 
 // removeMessages deletes records from a mailbox inside tx and returns the
-// UIDs removed and the blobs to remove after the commit. keep decides,
-// message by message, what stays; nil removes every message among uids.
-func removeMessages(tx *bolt.Tx, mailboxID uint64, uids []uint32, keep func(Message) bool) (removed []uint32, blobs []string, mb Mailbox, err error) {
+// UIDs removed and the blobs to remove after the commit: those among uids,
+// or with all every message of the mailbox (uids nil and all false removes
+// nothing). keep decides, message by message, what stays; nil removes
+// them all.
+func removeMessages(tx *bolt.Tx, mailboxID uint64, uids []uint32, all bool, keep func(Message) bool) (removed []uint32, blobs []string, mb Mailbox, err error) {
 	b, mb, err := msgBucket(tx, mailboxID)
 	if err != nil {
 		return nil, nil, mb, err
@@ -249,7 +251,7 @@ func removeMessages(tx *bolt.Tx, mailboxID uint64, uids []uint32, keep func(Mess
 		}
 		return nil
 	}
-	if uids == nil {
+	if all {
 		err = b.ForEach(func(_, v []byte) error {
 			m, err := decodeMessage(v)
 			if err != nil {
@@ -284,13 +286,13 @@ func removeMessages(tx *bolt.Tx, mailboxID uint64, uids []uint32, keep func(Mess
 	return removed, blobs, mb, addUsage(tx, mb.UserID, -size)
 }
 
-func (s *Store) remove(mailboxID uint64, uids []uint32, keep func(Message) bool) ([]uint32, error) {
+func (s *Store) remove(mailboxID uint64, uids []uint32, all bool, keep func(Message) bool) ([]uint32, error) {
 	var removed []uint32
 	var blobs []string
 	var mb Mailbox
 	err := s.batch.Update(func(tx *bolt.Tx) error {
 		var err error
-		removed, blobs, mb, err = removeMessages(tx, mailboxID, uids, keep)
+		removed, blobs, mb, err = removeMessages(tx, mailboxID, uids, all, keep)
 		return err
 	})
 	if err != nil {
@@ -306,16 +308,16 @@ func (s *Store) remove(mailboxID uint64, uids []uint32, keep func(Message) bool)
 // ExpungeDeleted removes the messages flagged \Deleted, only among uids
 // (ascending) unless uids is nil, and returns the UIDs removed, ascending.
 func (s *Store) ExpungeDeleted(mailboxID uint64, uids []uint32) ([]uint32, error) {
-	return s.remove(mailboxID, uids, func(m Message) bool { return !slices.Contains(m.Flags, `\Deleted`) })
+	return s.remove(mailboxID, uids, uids == nil, func(m Message) bool { return !slices.Contains(m.Flags, `\Deleted`) })
 }
 
 // Remove removes the messages among uids (ascending) whatever their flags
 // and returns the UIDs removed; messages already gone are skipped.
 func (s *Store) Remove(mailboxID uint64, uids []uint32) ([]uint32, error) {
-	if uids == nil {
+	if len(uids) == 0 {
 		return nil, nil
 	}
-	return s.remove(mailboxID, uids, nil)
+	return s.remove(mailboxID, uids, false, nil)
 }
 
 // quotaLeft returns the bytes a user may still store, or -1 for no quota.
@@ -418,12 +420,15 @@ func (s *Store) transfer(srcID uint64, uids []uint32, dstID uint64, move bool) (
 			srcUIDs = append(srcUIDs, m.UID)
 			dstUIDs = append(dstUIDs, nm.UID)
 		}
+		if len(srcUIDs) == 0 {
+			return nil // all gone meanwhile: nothing to change
+		}
 		if move {
 			if err := putJSON(tx.Bucket(bMbox), u64(dmb.ID), dmb); err != nil {
 				return err
 			}
 			// Removing from the source updates its counters and the usage.
-			if _, _, smb, err = removeMessages(tx, srcID, srcUIDs, nil); err != nil {
+			if _, _, smb, err = removeMessages(tx, srcID, srcUIDs, false, nil); err != nil {
 				return err
 			}
 			if err := addUsage(tx, smb.UserID, size); err != nil {
@@ -618,7 +623,7 @@ func moveAll(tx *bolt.Tx, srcID, dstID uint64) error {
 	if err := putJSON(tx.Bucket(bMbox), u64(dstID), dmb); err != nil {
 		return err
 	}
-	if _, _, _, err := removeMessages(tx, srcID, uids, nil); err != nil {
+	if _, _, _, err := removeMessages(tx, srcID, uids, false, nil); err != nil {
 		return err
 	}
 	return addUsage(tx, dmb.UserID, size)

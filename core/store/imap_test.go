@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // mailboxOps returns a store with alice, her INBOX with n messages (UIDs
@@ -307,5 +309,28 @@ func TestFlagLimit(t *testing.T) {
 	}
 	if _, err := s.SetFlags(inbox.ID, []uint32{1}, FlagsAdd, []string{"one-more"}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("flag %d: %v", MaxFlags+1, err)
+	}
+}
+
+// No UIDs means no message: only an explicit "all" removes a whole mailbox
+// (a Move whose messages all vanished before its transaction once emptied
+// the source mailbox through a nil list).
+func TestRemoveNothing(t *testing.T) {
+	s, _, inbox, _ := mailboxOps(t, 3)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		removed, _, _, err := removeMessages(tx, inbox.ID, nil, false, nil)
+		if len(removed) != 0 {
+			t.Errorf("removed %v", removed)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ExpungeDeleted(inbox.ID, []uint32{}); len(got) != 0 {
+		t.Errorf("ExpungeDeleted(empty) = %v", got)
+	}
+	if mb, _ := s.MailboxByID(inbox.ID); mb.Messages != 3 {
+		t.Errorf("%d messages left", mb.Messages)
 	}
 }

@@ -165,7 +165,7 @@ func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.App
 	if date.IsZero() {
 		date = time.Now()
 	}
-	_, msg, err := s.srv.opts.Store.Deliver(store.Delivery{
+	stored, msg, err := s.srv.opts.Store.Deliver(store.Delivery{
 		UserID:       s.user.ID,
 		Mailbox:      mb.Name,
 		Body:         io.MultiReader(&head, br),
@@ -183,7 +183,9 @@ func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.App
 		return nil, s.appendErr(err)
 	}
 	s.log.Info("imap: appended", "mailbox", mb.Name, "uid", msg.UID, "size", size)
-	return &imap.AppendData{UID: imap.UID(msg.UID), UIDValidity: mb.UIDValidity}, nil
+	// The mailbox the message went into: if another session deleted and
+	// recreated it since target, its UIDVALIDITY is not mb's.
+	return &imap.AppendData{UID: imap.UID(msg.UID), UIDValidity: stored.UIDValidity}, nil
 }
 
 func (s *session) appendErr(err error) error {

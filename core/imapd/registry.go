@@ -288,7 +288,24 @@ func (om *openMailbox) reconcileLocked(src *imapserver.SessionTracker, reported 
 	if len(uids) == 0 {
 		return
 	}
-	msgs, err := om.reg.st.MessagesByUID(om.id, uids)
+	// Messages the view has are read by UID. New ones are read as the
+	// whole range above the view's last UID, never one by one: the
+	// notifications of messages committed together can come in any order,
+	// and reading only the one that came first would leave a gap in the
+	// view that sequence numbers cannot fill later.
+	var last uint32
+	if len(om.view) > 0 {
+		last = om.view[len(om.view)-1].uid
+	}
+	known := uids
+	if i, _ := slices.BinarySearch(uids, last+1); i < len(uids) {
+		known = uids[:i]
+	}
+	msgs, err := om.reg.st.MessagesByUID(om.id, known)
+	var newer []store.Message
+	if err == nil && len(known) < len(uids) {
+		newer, err = om.reg.st.MessagesAfter(om.id, last)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		om.vanish()
 		return
@@ -299,9 +316,7 @@ func (om *openMailbox) reconcileLocked(src *imapserver.SessionTracker, reported 
 		om.dirty.Store(true) // try again at the next poll
 		return
 	}
-	if !om.applyDeltaLocked(uids, msgs, src, reported) {
-		om.reloadLocked(src, reported)
-	}
+	om.applyDeltaLocked(known, msgs, newer, src, reported)
 }
 
 // maxDeltaRead is the most changed messages read one by one; beyond it
@@ -364,50 +379,36 @@ func (om *openMailbox) takePending() (uids []uint32, all bool) {
 	return uids, all
 }
 
-// applyDeltaLocked applies to the view the changes of the messages uids,
-// of which msgs (UID order) are those that still exist: a UID in the view
-// but not in msgs was expunged, one in both changed, one in msgs above the
-// view's last UID is new. It returns false, changing nothing, when msgs
-// has a message the view should already have had: the view missed a
-// change, and only a whole reread can fix it.
-func (om *openMailbox) applyDeltaLocked(uids []uint32, msgs []store.Message, src *imapserver.SessionTracker, reported map[uint32]uint64) bool {
+// applyDeltaLocked applies to the view the changes of the messages known
+// (UIDs in the view), of which msgs (UID order) are those that still
+// exist: one in the view but not in msgs was expunged, one in both
+// changed. newer are the messages above the view's last UID, in UID order.
+func (om *openMailbox) applyDeltaLocked(known []uint32, msgs, newer []store.Message, src *imapserver.SessionTracker, reported map[uint32]uint64) {
 	index := func(uid uint32) (int, bool) {
 		return slices.BinarySearchFunc(om.view, uid, func(v viewMsg, u uint32) int { return cmp.Compare(v.uid, u) })
-	}
-	var last uint32
-	if len(om.view) > 0 {
-		last = om.view[len(om.view)-1].uid
 	}
 	exists := make(map[uint32]bool, len(msgs))
 	for _, m := range msgs {
 		exists[m.UID] = true
-		if _, in := index(m.UID); !in && m.UID <= last {
-			return false
-		}
 	}
 	queued := false
 	// Expunged, from the highest sequence number down, so that the lower
 	// ones stay valid.
-	for i := len(uids) - 1; i >= 0; i-- {
-		if exists[uids[i]] {
+	for i := len(known) - 1; i >= 0; i-- {
+		if exists[known[i]] {
 			continue
 		}
-		if k, in := index(uids[i]); in {
+		if k, in := index(known[i]); in {
 			om.tracker.QueueExpunge(uint32(k + 1))
 			om.view = slices.Delete(om.view, k, k+1)
-			delete(om.envs, uids[i])
+			delete(om.envs, known[i])
 			queued = true
 		}
 	}
 	for _, m := range msgs {
 		k, in := index(m.UID)
 		if !in {
-			// New: above every UID in the view (checked above). EXISTS
-			// goes up one at a time (see applyLocked).
-			om.view = append(om.view, viewMsg{m.UID, m.ModSeq, m})
-			om.tracker.QueueNumMessages(uint32(len(om.view)))
-			queued = true
-			continue
+			continue // expunged by a reconcile in between
 		}
 		v := &om.view[k]
 		v.m = m
@@ -422,11 +423,19 @@ func (om *openMailbox) applyDeltaLocked(uids []uint32, msgs []store.Message, src
 		om.tracker.QueueMessageFlags(uint32(k+1), imap.UID(m.UID), imapFlags(m.Flags), source)
 		queued = true
 	}
+	// New. EXISTS goes up one at a time (see applyLocked).
+	for _, m := range newer {
+		if n := len(om.view); n > 0 && m.UID <= om.view[n-1].uid {
+			continue
+		}
+		om.view = append(om.view, viewMsg{m.UID, m.ModSeq, m})
+		om.tracker.QueueNumMessages(uint32(len(om.view)))
+		queued = true
+	}
 	om.size.Store(int64(len(om.view)))
 	if queued {
 		om.notifyLocked()
 	}
-	return true
 }
 
 // applyLocked queues the differences between the view and msgs (the
@@ -450,7 +459,9 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 	}
 	kept := om.view[:0:0]
 	var gone []int
+	inView := make(map[uint32]struct{}, len(om.view))
 	for i, v := range om.view {
+		inView[v.uid] = struct{}{}
 		if _, ok := present[v.uid]; ok {
 			kept = append(kept, v)
 		} else {
@@ -486,6 +497,11 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 	}
 	for _, m := range msgs {
 		if m.UID <= last {
+			if _, ok := inView[m.UID]; !ok {
+				// Cannot happen: the view would have missed a message
+				// that sequence numbers can no longer place.
+				om.reg.log.Error("imap: a message is missing from the mailbox view", "mailbox_id", om.id, "uid", m.UID)
+			}
 			continue
 		}
 		kept = append(kept, viewMsg{m.UID, m.ModSeq, m})

@@ -2,8 +2,11 @@ package imapd
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/sluice-mail/sluice/core/store"
@@ -99,5 +102,69 @@ func TestRegistryViewFollowsStore(t *testing.T) {
 				t.Fatalf("step %d: message %d: view %+v, store %+v", step, i, got[i], want[i])
 			}
 		}
+	}
+}
+
+// Notifications of messages committed together can reach the registry in
+// any order; a reconcile between them must not leave the earlier message
+// out of the view (where no sequence number could place it later).
+func TestRegistryReorderedNotifications(t *testing.T) {
+	e := newEnv(t)
+	st := e.st
+	inbox, _ := st.MailboxByName(e.users[alice].ID, "INBOX")
+	e.deliver(t, alice, "INBOX", simpleMessage("m0"))
+	r := newRegistry(st, slog.New(slog.NewTextHandler(io.Discard, nil))) // not subscribed: the test drives it
+	om := r.acquire(inbox.ID)
+	om.mu.Lock()
+	om.loadLocked()
+	om.sessions[&selected{om: om, t: om.tracker.NewSession(), notify: make(chan struct{}, 1)}] = struct{}{}
+	om.mu.Unlock()
+	x := e.deliver(t, alice, "INBOX", simpleMessage("x"))
+	x1 := e.deliver(t, alice, "INBOX", simpleMessage("x1"))
+	r.changed(store.Change{MailboxID: inbox.ID, UIDs: []uint32{x1}})
+	om.syncIfDirty()
+	r.changed(store.Change{MailboxID: inbox.ID, UIDs: []uint32{x}})
+	om.syncIfDirty()
+	om.mu.Lock()
+	var uids []uint32
+	for _, v := range om.view {
+		uids = append(uids, v.uid)
+	}
+	om.mu.Unlock()
+	if !slices.Equal(uids, []uint32{1, x, x1}) {
+		t.Errorf("view %v, want [1 %d %d]", uids, x, x1)
+	}
+}
+
+// Many concurrent deliveries into a selected mailbox: every one of them
+// reaches the view.
+func TestRegistryConcurrentDeliveries(t *testing.T) {
+	e := newEnv(t)
+	c := e.selected(t, "INBOX", nil)
+	defer c.Close()
+	inbox, _ := e.st.MailboxByName(e.users[alice].ID, "INBOX")
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				e.deliver(t, alice, "INBOX", simpleMessage(fmt.Sprint("g", g, "i", i)))
+			}
+		}()
+	}
+	wg.Wait()
+	e.srv.reg.mu.Lock()
+	om := e.srv.reg.open[inbox.ID]
+	e.srv.reg.mu.Unlock()
+	om.syncIfDirty()
+	om.mu.Lock()
+	n := len(om.view)
+	om.mu.Unlock()
+	if n != 320 {
+		t.Errorf("view has %d of 320 messages", n)
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
 	}
 }

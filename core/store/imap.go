@@ -147,6 +147,32 @@ func (s *Store) MessagesByUID(mailboxID uint64, uids []uint32) ([]Message, error
 // MaxFlags is the most flags and keywords one message may carry.
 const MaxFlags = 128
 
+// MessagesAfter returns the messages whose UID is above uid, in UID order.
+// Read in one transaction, they have no gaps: a message with a lower UID
+// was committed no later than any of them.
+func (s *Store) MessagesAfter(mailboxID uint64, uid uint32) ([]Message, error) {
+	var out []Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b, _, err := msgBucket(tx, mailboxID)
+		if err != nil {
+			return err
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(u32(uid + 1)); k != nil; k, v = c.Next() {
+			if uid == ^uint32(0) {
+				break
+			}
+			m, err := decodeMessage(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // FlagOp says how SetFlags changes flags.
 type FlagOp int
 

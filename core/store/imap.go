@@ -422,9 +422,15 @@ func (s *Store) transfer(srcID uint64, uids []uint32, dstID uint64, move bool) (
 		}
 		var size int64
 		for i, m := range msgs {
-			// The message may have been expunged since it was read.
-			if sb.Get(u32(m.UID)) == nil || (!move && links[i] == "") {
+			// The message may have been expunged since it was read, or
+			// its flags changed: the record as it is now is what moves.
+			v := sb.Get(u32(m.UID))
+			if v == nil || (!move && links[i] == "") {
 				continue
+			}
+			m, err := decodeMessage(v)
+			if err != nil {
+				return err
 			}
 			nm := m
 			if !move {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -398,6 +399,17 @@ func normFlags(flags []string) []string {
 	return out
 }
 
+// changeTime is when a file's inode last changed: for a hard link, when
+// the link was made (its modification time is the original's).
+func changeTime(fi fs.FileInfo) time.Time {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if c := time.Unix(st.Ctim.Sec, st.Ctim.Nsec); c.After(fi.ModTime()) {
+			return c
+		}
+	}
+	return fi.ModTime()
+}
+
 // VerifyReport says what Verify found and repaired.
 type VerifyReport struct {
 	Messages       int      `json:"messages"`
@@ -433,6 +445,7 @@ func (s *Store) Verify(minAge time.Duration) (VerifyReport, error) {
 		return rep, err
 	}
 	seen := map[string]bool{}
+	var candidates []string // files without a record, old enough to go
 	err = filepath.WalkDir(s.blobs, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -446,18 +459,46 @@ func (s *Store) Verify(minAge time.Duration) (VerifyReport, error) {
 			return nil
 		}
 		info, err := d.Info()
-		if err != nil || time.Since(info.ModTime()) < minAge {
+		if err != nil || time.Since(changeTime(info)) < minAge {
 			return nil
 		}
-		s.log.Warn("store: removing message file without a record", "file", p)
-		if err := os.Remove(p); err == nil {
-			rep.OrphanFiles = append(rep.OrphanFiles, d.Name())
-			delete(seen, d.Name())
-		}
+		candidates = append(candidates, p)
 		return nil
 	})
 	if err != nil {
 		return rep, fmt.Errorf("store: %w", err)
+	}
+	// A file a delivery or copy linked during the walk may have its
+	// record committed by now: only files still without one go.
+	// (A new map: refs must stay the records listed before the walk, or
+	// a record committed during it would look like one missing its file.)
+	now := map[string]bool{}
+	if len(candidates) > 0 {
+		err = s.db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bMsgs).ForEach(func(mbID, _ []byte) error {
+				return tx.Bucket(bMsgs).Bucket(mbID).ForEach(func(_, v []byte) error {
+					m, err := decodeMessage(v)
+					if err == nil {
+						now[m.Blob] = true
+					}
+					return err
+				})
+			})
+		})
+		if err != nil {
+			return rep, err
+		}
+	}
+	for _, p := range candidates {
+		name := filepath.Base(p)
+		if now[name] && p == filepath.Join(s.blobDir(name), name) {
+			continue
+		}
+		s.log.Warn("store: removing message file without a record", "file", p)
+		if err := os.Remove(p); err == nil {
+			rep.OrphanFiles = append(rep.OrphanFiles, name)
+			delete(seen, name)
+		}
 	}
 	for id := range refs {
 		if !seen[id] {

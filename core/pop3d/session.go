@@ -267,14 +267,22 @@ func (s *session) waitForCommand() bool {
 	// With replies still buffered (see commandBuffered) the session is
 	// about to run the next command: Shutdown must not write between.
 	s.idle = s.w.Buffered() == 0
-	deadline := time.Now().Add(preAuthTimeout)
+	deadline := s.preAuthDeadline()
 	if s.state == stateTransaction {
 		deadline = time.Now().Add(s.srv.cfg.POP3.ReadTimeout.D())
-	} else if by := s.started.Add(time.Duration(s.srv.loginBudget.Load())); by.Before(deadline) {
-		deadline = by
 	}
 	s.conn.SetReadDeadline(deadline)
 	return true
+}
+
+// preAuthDeadline is the read deadline before login: preAuthTimeout from
+// now, but no later than the end of the login budget.
+func (s *session) preAuthDeadline() time.Time {
+	deadline := time.Now().Add(preAuthTimeout)
+	if by := s.started.Add(time.Duration(s.srv.loginBudget.Load())); by.Before(deadline) {
+		deadline = by
+	}
+	return deadline
 }
 
 // busy marks the session as running a command; false means Shutdown
@@ -589,7 +597,7 @@ func (s *session) cmdAuth(cmd command) {
 			s.hangup = true
 			return
 		}
-		s.conn.SetReadDeadline(time.Now().Add(preAuthTimeout))
+		s.conn.SetReadDeadline(s.preAuthDeadline())
 		line, err := readLine(s.r, maxSASLLine)
 		if err != nil {
 			s.readFailed(err)

@@ -50,6 +50,9 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 	if err != nil {
 		return nil, err
 	}
+	if s.starUnsure(numSet) {
+		return nil, errExpungeIssued
+	}
 	refs := s.resolve(numSet)
 	if len(refs) == 0 {
 		return nil, nil
@@ -79,6 +82,9 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	}
 	if dst.ID == sel.mb.ID {
 		return no(imap.ResponseCodeCannot, "Source and destination are the same mailbox")
+	}
+	if s.starUnsure(numSet) {
+		return errExpungeIssued
 	}
 	refs := s.resolve(numSet)
 	if len(refs) == 0 {

@@ -20,6 +20,9 @@ import (
 // sets \Seen (not in a mailbox opened with EXAMINE), and the FETCH
 // response then carries FLAGS.
 func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
+	if s.starUnsure(numSet) {
+		return errExpungeIssued
+	}
 	sel := s.sel
 	markSeen := false
 	if !sel.readOnly {
@@ -255,6 +258,9 @@ func (s *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags *im
 		op = store.FlagsAdd
 	default:
 		op = store.FlagsRemove
+	}
+	if s.starUnsure(numSet) {
+		return errExpungeIssued
 	}
 	_, isUID := numSet.(imap.UIDSet)
 	load := func(uids []uint32) ([]store.Message, error) { return s.setFlags(uids, op, fl) }

@@ -806,3 +806,42 @@ func TestLoginBudget(t *testing.T) {
 		t.Errorf("the logged-in client was cut off: %v", err)
 	}
 }
+
+// "*" while the client's last message was removed elsewhere and its
+// EXPUNGE not yet sent: the client still counts it, and the server view
+// cannot tell its number from the one below, so STORE * is refused with
+// EXPUNGEISSUED instead of flagging the wrong message; after NOOP it works.
+// 1:* stays fine throughout.
+func TestStarWithPendingExpunge(t *testing.T) {
+	e := newEnv(t)
+	for _, s := range []string{"a", "b", "c"} {
+		e.deliver(t, alice, "INBOX", simpleMessage(s))
+	}
+	c := e.selected(t, "INBOX", nil)
+	inbox, _ := e.st.MailboxByName(e.users[alice].ID, "INBOX")
+	if _, err := e.st.Remove(inbox.ID, []uint32{3}); err != nil { // as POP3 DELE+QUIT does
+		t.Fatal(err)
+	}
+	star := imap.SeqSet{{Start: 0, Stop: 0}}
+	deleted := &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}
+	err := c.Store(star, deleted, nil).Close()
+	if imapCode(err) != "EXPUNGEISSUED" {
+		t.Errorf("STORE * with an EXPUNGE pending = %v, want NO [EXPUNGEISSUED]", err)
+	}
+	if mm, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true}).Collect(); err != nil || len(mm) != 2 {
+		t.Errorf("FETCH 1:* = %v, %v", mm, err)
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store(star, deleted, nil).Close(); err != nil {
+		t.Fatalf("STORE * after NOOP: %v", err)
+	}
+	if err := c.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := e.st.Messages(inbox.ID)
+	if len(left) != 1 || left[0].Subject != "a" {
+		t.Errorf("left %+v, want only a", left)
+	}
+}

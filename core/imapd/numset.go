@@ -153,6 +153,36 @@ func (s *session) resolve(numSet imap.NumSet) []msgRef {
 	return out
 }
 
+// errExpungeIssued refuses a command whose "*" cannot be resolved safely.
+var errExpungeIssued = no(imap.ResponseCode("EXPUNGEISSUED"), "Messages were expunged; send NOOP and try again")
+
+// starUnsure reports whether numSet uses "*" as a sequence number while
+// an EXPUNGE may not have reached the client yet. "*" is the client's
+// highest number, and if the message it counts last was removed, the
+// server's view cannot tell that number apart from the one below it: the
+// command would act on the wrong message. Such a command is refused with
+// EXPUNGEISSUED (RFC 5530); the next NOOP delivers the EXPUNGE.
+func (s *session) starUnsure(numSet imap.NumSet) bool {
+	set, ok := numSet.(imap.SeqSet)
+	if !ok {
+		return false
+	}
+	star := false
+	for _, r := range set {
+		// 1:* names every message whatever "*" is.
+		full := (r.Start == 0 && r.Stop == 1) || (r.Start == 1 && r.Stop == 0)
+		star = star || (r.Start == 0 || r.Stop == 0) && !full
+	}
+	if !star {
+		return false
+	}
+	sel := s.sel
+	sel.om.syncIfDirty() // a removal already committed counts
+	sel.om.mu.Lock()
+	defer sel.om.mu.Unlock()
+	return sel.expQueued != sel.expDrained
+}
+
 func refUIDs(refs []msgRef) []uint32 {
 	out := make([]uint32, len(refs))
 	for i, r := range refs {

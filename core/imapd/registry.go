@@ -399,7 +399,7 @@ func (om *openMailbox) applyDeltaLocked(known []uint32, msgs, newer []store.Mess
 			continue
 		}
 		if k, in := index(known[i]); in {
-			om.tracker.QueueExpunge(uint32(k + 1))
+			om.queueExpungeLocked(uint32(k + 1))
 			om.view = slices.Delete(om.view, k, k+1)
 			delete(om.envs, known[i])
 			queued = true
@@ -470,7 +470,7 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 		}
 	}
 	for i := len(gone) - 1; i >= 0; i-- {
-		om.tracker.QueueExpunge(uint32(gone[i] + 1))
+		om.queueExpungeLocked(uint32(gone[i] + 1))
 		queued = true
 	}
 	// Flags changed: a message whose modseq moved.
@@ -519,7 +519,7 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 func (om *openMailbox) vanish() {
 	if om.tracker != nil {
 		for i := len(om.view); i > 0; i-- {
-			om.tracker.QueueExpunge(uint32(i))
+			om.queueExpungeLocked(uint32(i))
 		}
 		om.notifyLocked()
 	}
@@ -527,6 +527,15 @@ func (om *openMailbox) vanish() {
 	om.envs = nil
 	om.size.Store(0)
 	om.gone = true
+}
+
+// queueExpungeLocked queues the EXPUNGE of sequence number seq to every
+// session and counts it in each (see selected.expQueued).
+func (om *openMailbox) queueExpungeLocked(seq uint32) {
+	om.tracker.QueueExpunge(seq)
+	for sel := range om.sessions {
+		sel.expQueued++
+	}
 }
 
 // notifyLocked wakes the sessions that idle on this mailbox.

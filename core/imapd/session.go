@@ -59,6 +59,13 @@ type selected struct {
 	mb       store.Mailbox // as of SELECT; ID and SpecialUse do not change
 	readOnly bool
 	notify   chan struct{} // pinged when updates were queued (see Idle)
+
+	// EXPUNGEs queued for this session (under om.mu), and how many of them
+	// had been queued when a poll that sends expunges last started: when
+	// the two differ, the client may still count a removed message, and
+	// "*" may mean one the server view no longer has (see starUnsure).
+	expQueued  uint64
+	expDrained uint64
 }
 
 func (s *session) logger() *slog.Logger {
@@ -287,7 +294,24 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		return nil
 	}
 	s.sel.om.syncIfDirty()
-	return s.sel.t.Poll(w, allowExpunge)
+	return s.sel.poll(w, allowExpunge)
+}
+
+// poll writes the updates queued for the session and keeps expDrained.
+func (sel *selected) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	var queued uint64
+	if allowExpunge {
+		sel.om.mu.Lock()
+		queued = sel.expQueued
+		sel.om.mu.Unlock()
+	}
+	if err := sel.t.Poll(w, allowExpunge); err != nil {
+		return err
+	}
+	if allowExpunge {
+		sel.expDrained = queued
+	}
+	return nil
 }
 
 // Idle implements imapserver.Session (RFC 2177). The registry pings
@@ -301,7 +325,7 @@ func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	}
 	for {
 		sel.om.syncIfDirty()
-		if err := sel.t.Poll(w, true); err != nil {
+		if err := sel.poll(w, true); err != nil {
 			return err
 		}
 		select {

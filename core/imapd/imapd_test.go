@@ -845,3 +845,32 @@ func TestStarWithPendingExpunge(t *testing.T) {
 		t.Errorf("left %+v, want only a", left)
 	}
 }
+
+// A session that lets too many updates pile up (it sends nothing while
+// another session changes many messages) is told BYE; the busy session
+// carries on.
+func TestTooManyQueuedUpdates(t *testing.T) {
+	old := maxQueued
+	maxQueued = 20
+	defer func() { maxQueued = old }()
+	e := newEnv(t)
+	for i := range 10 {
+		e.deliver(t, alice, "INBOX", simpleMessage(fmt.Sprint("m", i)))
+	}
+	ev := newEvents()
+	quiet := e.selected(t, "INBOX", ev.handler())
+	defer quiet.Close()
+	busy := e.selected(t, "INBOX", nil)
+	defer busy.Close()
+	for _, f := range []imap.Flag{"$a", "$b", "$c"} {
+		if err := busy.Store(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{f}}, nil).Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := quiet.Noop().Wait(); err == nil {
+		t.Error("the session with 30 updates waiting is still served")
+	}
+	if err := busy.Noop().Wait(); err != nil {
+		t.Errorf("the busy session: %v", err)
+	}
+}

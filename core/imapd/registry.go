@@ -420,7 +420,7 @@ func (om *openMailbox) applyDeltaLocked(known []uint32, msgs, newer []store.Mess
 		if src != nil && reported[m.UID] == m.ModSeq {
 			source = src
 		}
-		om.tracker.QueueMessageFlags(uint32(k+1), imap.UID(m.UID), imapFlags(m.Flags), source)
+		om.queueFlagsLocked(uint32(k+1), m, source)
 		queued = true
 	}
 	// New. EXISTS goes up one at a time (see applyLocked).
@@ -429,7 +429,7 @@ func (om *openMailbox) applyDeltaLocked(known []uint32, msgs, newer []store.Mess
 			continue
 		}
 		om.view = append(om.view, viewMsg{m.UID, m.ModSeq, m})
-		om.tracker.QueueNumMessages(uint32(len(om.view)))
+		om.queueNumLocked(uint32(len(om.view)))
 		queued = true
 	}
 	om.size.Store(int64(len(om.view)))
@@ -485,7 +485,7 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 		if src != nil && reported[m.UID] == m.ModSeq {
 			source = src
 		}
-		om.tracker.QueueMessageFlags(uint32(i+1), imap.UID(m.UID), imapFlags(m.Flags), source)
+		om.queueFlagsLocked(uint32(i+1), m, source)
 		queued = true
 	}
 	// New: UIDs above the last one in the view. EXISTS goes up one at a
@@ -505,7 +505,7 @@ func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.Session
 			continue
 		}
 		kept = append(kept, viewMsg{m.UID, m.ModSeq, m})
-		om.tracker.QueueNumMessages(uint32(len(kept)))
+		om.queueNumLocked(uint32(len(kept)))
 		queued = true
 	}
 	om.view = kept
@@ -535,6 +535,46 @@ func (om *openMailbox) queueExpungeLocked(seq uint32) {
 	om.tracker.QueueExpunge(seq)
 	for sel := range om.sessions {
 		sel.expQueued++
+		sel.countQueuedLocked()
+	}
+}
+
+// queueNumLocked queues an EXISTS of n to every session.
+func (om *openMailbox) queueNumLocked(n uint32) {
+	om.tracker.QueueNumMessages(n)
+	for sel := range om.sessions {
+		sel.countQueuedLocked()
+	}
+}
+
+// queueFlagsLocked queues the new flags of m, sequence number seq, to every
+// session but source, which reported them itself.
+func (om *openMailbox) queueFlagsLocked(seq uint32, m store.Message, source *imapserver.SessionTracker) {
+	om.tracker.QueueMessageFlags(seq, imap.UID(m.UID), imapFlags(m.Flags), source)
+	for sel := range om.sessions {
+		if sel.t != source {
+			sel.countQueuedLocked()
+		}
+	}
+}
+
+// maxQueued is the most updates that may wait for one session. imapserver
+// keeps them in memory until the session polls, and looks through them
+// for every sequence number it translates; a session that lets more pile
+// up (it sends no command while other sessions change thousands of
+// messages, or only FETCH and STORE with an EXPUNGE pending) is told BYE
+// and must resynchronise, as after a reconnection.
+var maxQueued uint64 = 50_000 // a variable for tests
+
+// countQueuedLocked counts an update queued for sel, and ends the session
+// when too many wait.
+func (sel *selected) countQueuedLocked() {
+	sel.queued++
+	if sel.queued-sel.drained > maxQueued && !sel.overflowed {
+		sel.overflowed = true
+		if sel.bye != nil {
+			go sel.bye("Too many changes to this mailbox while you were away; please reconnect")
+		}
 	}
 }
 

@@ -66,6 +66,11 @@ type selected struct {
 	// "*" may mean one the server view no longer has (see starUnsure).
 	expQueued  uint64
 	expDrained uint64
+	// All updates queued (under om.mu) and drained (as expDrained), for
+	// the bound maxQueued; bye ends the session when it is passed.
+	queued, drained uint64
+	overflowed      bool
+	bye             func(text string)
 }
 
 func (s *session) logger() *slog.Logger {
@@ -230,7 +235,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		}
 		return nil, errInternal
 	}
-	sel := &selected{om: om, t: om.tracker.NewSession(), mb: mb, readOnly: options.ReadOnly, notify: make(chan struct{}, 1)}
+	sel := &selected{om: om, t: om.tracker.NewSession(), mb: mb, readOnly: options.ReadOnly, notify: make(chan struct{}, 1), bye: s.bye}
 	om.sessions[sel] = struct{}{}
 	data := &imap.SelectData{
 		NumMessages: uint32(len(om.view)),
@@ -299,17 +304,20 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 
 // poll writes the updates queued for the session and keeps expDrained.
 func (sel *selected) poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
-	var queued uint64
+	var exp, all uint64
 	if allowExpunge {
 		sel.om.mu.Lock()
-		queued = sel.expQueued
+		exp, all = sel.expQueued, sel.queued
 		sel.om.mu.Unlock()
 	}
 	if err := sel.t.Poll(w, allowExpunge); err != nil {
 		return err
 	}
 	if allowExpunge {
-		sel.expDrained = queued
+		sel.expDrained = exp
+		sel.om.mu.Lock()
+		sel.drained = all
+		sel.om.mu.Unlock()
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -332,5 +333,81 @@ func TestRemoveNothing(t *testing.T) {
 	}
 	if mb, _ := s.MailboxByID(inbox.ID); mb.Messages != 3 {
 		t.Errorf("%d messages left", mb.Messages)
+	}
+}
+
+// A flag change committed between Move's read and its transaction is
+// kept: the record moved is the one in the transaction. (The batcher is
+// held so that both join the same round, SetFlags first; the sleeps only
+// order the goroutines, and a different order cannot fail the test.)
+func TestMoveKeepsConcurrentFlags(t *testing.T) {
+	s, _, inbox, work := mailboxOps(t, 1)
+	release, started := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		s.batch.Update(func(tx *bolt.Tx) error { close(started); <-release; return nil })
+	}()
+	<-started
+	go func() {
+		defer wg.Done()
+		if _, err := s.SetFlags(inbox.ID, []uint32{1}, FlagsAdd, []string{`\Flagged`}); err != nil {
+			t.Error(err)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	go func() {
+		defer wg.Done()
+		if _, _, err := s.Move(inbox.ID, []uint32{1}, work.ID); err != nil {
+			t.Error(err)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	ms, _ := s.Messages(work.ID)
+	if len(ms) != 1 || !slices.Contains(ms[0].Flags, `\Flagged`) {
+		t.Errorf("moved message: %+v", ms)
+	}
+}
+
+// A live Verify (with a minimum age, as 'sluice verify' runs beside the
+// server) while a Copy of an old message has linked its file but not yet
+// committed its record must not remove that file: the link keeps the old
+// modification time. (The batcher is held so that the Copy waits between
+// the two; a different order cannot fail the test.)
+func TestVerifyKeepsFreshLink(t *testing.T) {
+	s, _, inbox, work := mailboxOps(t, 1)
+	ms, _ := s.Messages(inbox.ID)
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(s.BlobPath(ms[0]), old, old); err != nil {
+		t.Fatal(err)
+	}
+	release, started := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.batch.Update(func(tx *bolt.Tx) error { close(started); <-release; return nil })
+	}()
+	<-started
+	go func() {
+		defer wg.Done()
+		if _, _, err := s.Copy(inbox.ID, []uint32{1}, work.ID); err != nil {
+			t.Error(err)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := s.Verify(10 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	wg.Wait()
+	copies, _ := s.Messages(work.ID)
+	for _, m := range copies {
+		if !s.blobExists(m) {
+			t.Errorf("the copy's file is gone")
+		}
 	}
 }

@@ -633,7 +633,7 @@ func (s *session) open(canonical, mech string) {
 	mb, err := st.MailboxByName(u.ID, "INBOX")
 	var msgs []store.Message
 	if err == nil {
-		msgs, err = st.Messages(mb.ID)
+		msgs, err = st.MessageList(mb.ID)
 	}
 	if err != nil {
 		s.srv.locks.release(u.ID)

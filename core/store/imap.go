@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -146,6 +147,36 @@ func (s *Store) MessagesByUID(mailboxID uint64, uids []uint32) ([]Message, error
 
 // MaxFlags is the most flags and keywords one message may carry.
 const MaxFlags = 128
+
+// MessageList returns the messages of a mailbox in UID order without their
+// summaries (UID, file, size, date, flags and modseq only): what POP3
+// keeps of a maildrop, at a fraction of the memory.
+func (s *Store) MessageList(mailboxID uint64) ([]Message, error) {
+	type light struct { // Message without Summary; the JSON decoder skips the rest
+		UID          uint32    `json:"uid"`
+		Blob         string    `json:"blob"`
+		Size         int64     `json:"size"`
+		InternalDate time.Time `json:"internal_date"`
+		Flags        []string  `json:"flags,omitempty"`
+		ModSeq       uint64    `json:"modseq"`
+	}
+	var out []Message
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b, _, err := msgBucket(tx, mailboxID)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(_, v []byte) error {
+			var l light
+			if err := json.Unmarshal(v, &l); err != nil {
+				return fmt.Errorf("store: corrupt message record: %w", err)
+			}
+			out = append(out, Message{UID: l.UID, Blob: l.Blob, Size: l.Size, InternalDate: l.InternalDate, Flags: l.Flags, ModSeq: l.ModSeq})
+			return nil
+		})
+	})
+	return out, err
+}
 
 // MessagesAfter returns the messages whose UID is above uid, in UID order.
 // Read in one transaction, they have no gaps: a message with a lower UID

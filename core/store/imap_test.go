@@ -411,3 +411,19 @@ func TestVerifyKeepsFreshLink(t *testing.T) {
 		}
 	}
 }
+
+func TestMessageList(t *testing.T) {
+	s, _, inbox, _ := mailboxOps(t, 3)
+	s.SetFlags(inbox.ID, []uint32{2}, FlagsAdd, []string{`\Seen`})
+	full, _ := s.Messages(inbox.ID)
+	light, err := s.MessageList(inbox.ID)
+	if err != nil || len(light) != 3 {
+		t.Fatalf("MessageList = %v, %v", light, err)
+	}
+	for i := range full {
+		f, l := full[i], light[i]
+		if l.UID != f.UID || l.Blob != f.Blob || l.Size != f.Size || !l.InternalDate.Equal(f.InternalDate) || !slices.Equal(l.Flags, f.Flags) || l.ModSeq != f.ModSeq || l.Subject != "" || l.Envelope != nil {
+			t.Errorf("message %d: list %+v, full %+v", i, l, f)
+		}
+	}
+}

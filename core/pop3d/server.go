@@ -318,22 +318,45 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	cut := func() error {
+		for _, sess := range s.snapshot() {
+			sess.forceClose()
+		}
+		<-done
+		return ctx.Err()
+	}
 	for {
 		// Sessions that finished their command meanwhile are idle now
-		// (and those that become idle close themselves).
-		for _, sess := range s.snapshot() {
-			sess.closeIfIdle()
+		// (and those that become idle close themselves). The goodbyes are
+		// said side by side: each may wait up to a second for a client
+		// that does not read, and one after another they could outlast
+		// ctx.
+		round := make(chan struct{})
+		go func() {
+			var wg sync.WaitGroup
+			for _, sess := range s.snapshot() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					sess.closeIfIdle()
+				}()
+			}
+			wg.Wait()
+			close(round)
+		}()
+		select {
+		case <-done:
+			return nil
+		case <-round:
+		case <-ctx.Done():
+			return cut()
 		}
 		select {
 		case <-done:
 			return nil
 		case <-tick.C:
 		case <-ctx.Done():
-			for _, sess := range s.snapshot() {
-				sess.forceClose()
-			}
-			<-done
-			return ctx.Err()
+			return cut()
 		}
 	}
 }

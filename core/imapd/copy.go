@@ -90,12 +90,17 @@ func (s *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest string
 	if len(refs) == 0 {
 		return nil
 	}
-	sel.om.mu.Lock()
-	src, dstUIDs, err := s.srv.opts.Store.Move(sel.mb.ID, refUIDs(refs), dst.ID)
-	if err == nil {
-		sel.om.reconcileLocked(nil, nil)
-	}
-	sel.om.mu.Unlock()
+	var src, dstUIDs []uint32
+	err = func() error {
+		sel.om.mu.Lock()
+		defer sel.om.mu.Unlock()
+		var err error
+		src, dstUIDs, err = s.srv.opts.Store.Move(sel.mb.ID, refUIDs(refs), dst.ID)
+		if err == nil {
+			sel.om.reconcileLocked(nil, nil)
+		}
+		return err
+	}()
 	if err != nil {
 		return s.storeErr("move", err)
 	}

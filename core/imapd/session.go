@@ -224,18 +224,35 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 		return nil, err
 	}
 	om := s.srv.reg.acquire(mb.ID)
-	om.mu.Lock()
-	om.loadLocked()
-	if om.tracker == nil || om.gone {
-		gone := om.gone
-		om.mu.Unlock()
+	sel, data, err := s.join(om, mb, options.ReadOnly)
+	if err != nil {
 		s.srv.reg.release(om)
-		if gone {
-			return nil, errNoSuchMailbox
-		}
-		return nil, errInternal
+		return nil, err
 	}
-	sel := &selected{om: om, t: om.tracker.NewSession(), mb: mb, readOnly: options.ReadOnly, notify: make(chan struct{}, 1), bye: s.bye}
+	s.sel = sel
+	data.Flags = append(slices.Clone(systemFlags), data.Flags...)
+	if !options.ReadOnly {
+		data.PermanentFlags = append(slices.Clone(data.Flags), imap.FlagWildcard)
+	} else {
+		data.PermanentFlags = []imap.Flag{}
+	}
+	return data, nil
+}
+
+// join makes sel a session on om (loading it if needed) and returns the
+// SELECT data of the view: counts, UIDNEXT, the first unseen message, and
+// in Flags the keywords in use (the caller adds the system flags).
+func (s *session) join(om *openMailbox, mb store.Mailbox, readOnly bool) (*selected, *imap.SelectData, error) {
+	om.mu.Lock()
+	defer om.mu.Unlock()
+	om.loadLocked()
+	if om.gone {
+		return nil, nil, errNoSuchMailbox
+	}
+	if om.tracker == nil {
+		return nil, nil, errInternal
+	}
+	sel := &selected{om: om, t: om.tracker.NewSession(), mb: mb, readOnly: readOnly, notify: make(chan struct{}, 1), bye: s.bye}
 	om.sessions[sel] = struct{}{}
 	data := &imap.SelectData{
 		NumMessages: uint32(len(om.view)),
@@ -257,19 +274,10 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 			}
 		}
 	}
-	om.mu.Unlock()
-	s.sel = sel
-
-	data.Flags = slices.Clone(systemFlags)
 	for _, k := range slices.Sorted(maps.Keys(keywords)) {
 		data.Flags = append(data.Flags, k)
 	}
-	if !options.ReadOnly {
-		data.PermanentFlags = append(slices.Clone(data.Flags), imap.FlagWildcard)
-	} else {
-		data.PermanentFlags = []imap.Flag{}
-	}
-	return data, nil
+	return sel, data, nil
 }
 
 // Unselect implements imapserver.Session (UNSELECT, CLOSE).
@@ -284,10 +292,12 @@ func (s *session) unselect() {
 		return
 	}
 	s.sel = nil
-	sel.om.mu.Lock()
-	delete(sel.om.sessions, sel)
-	sel.t.Close()
-	sel.om.mu.Unlock()
+	func() {
+		sel.om.mu.Lock()
+		defer sel.om.mu.Unlock()
+		delete(sel.om.sessions, sel)
+		sel.t.Close()
+	}()
 	s.srv.reg.release(sel.om)
 	s.searchRes = nil
 }

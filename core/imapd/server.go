@@ -330,7 +330,7 @@ func (s *Server) accept(l *listener, kind string) {
 			}()
 			continue
 		}
-		var conn net.Conn = tc
+		var conn net.Conn = newCoalescingConn(tc)
 		target := s.secureLn
 		switch {
 		case l.implicitTLS:
@@ -340,7 +340,7 @@ func (s *Server) accept(l *listener, kind string) {
 			// connection forever. imapserver sets its own deadlines
 			// from the first command on.
 			tc.SetReadDeadline(time.Now().Add(time.Duration(s.handshake.Load())))
-			conn = tls.Server(tc, s.opts.TLS)
+			conn = tls.Server(conn, s.opts.TLS)
 		case s.cfg.Auth.PlaintextLoopback && ip.IsLoopback():
 			target = s.loopbackLn
 		}

@@ -121,6 +121,7 @@ func (ss *sinkSession) Data(r io.Reader) error {
 // transfer whose 250 Sluice never read is sent again); losses are not.
 func TestCrashDuringRemoteDelivery(t *testing.T) {
 	if testing.Short() {
+		// As TestCrashLosesNothing: make test and CI never pass -short.
 		t.Skip("crash test skipped in -short mode")
 	}
 	port := strings.TrimPrefix(freePort(t), "127.0.0.1:")

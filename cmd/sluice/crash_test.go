@@ -25,6 +25,9 @@ import (
 // SLUICE_CRASH_ROUNDS sets the number of rounds (default 6).
 func TestCrashLosesNothing(t *testing.T) {
 	if testing.Short() {
+		// Minutes of SIGKILL rounds: 'go test -short' is for a quick
+		// check while editing. make test and CI never pass -short, so
+		// this always runs there.
 		t.Skip("crash test skipped in -short mode")
 	}
 	rounds := 6

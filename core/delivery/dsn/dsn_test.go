@@ -215,6 +215,8 @@ func TestInternationalReport(t *testing.T) {
 func TestPythonParsesReport(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
+		// Only on a developer machine without Python: .ci/deps.sh
+		// installs python3 for make test and CI, where this always runs.
 		t.Skip("python3 not installed")
 	}
 	r := Report{

@@ -2,82 +2,29 @@ package imapd
 
 import (
 	"net"
-	"net/netip"
 	"sync"
 
-	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/netlimit"
 )
 
-// connLimiter counts open connections in total and per client address
-// (per /64 for IPv6, see auth.IPKey), across all IMAP listeners.
-type connLimiter struct {
-	maxTotal, maxPerIP int
-
-	mu    sync.Mutex
-	total int
-	perIP map[netip.Prefix]int
-	conns map[*trackedConn]struct{}
-}
-
-func newConnLimiter(maxTotal, maxPerIP int) *connLimiter {
-	return &connLimiter{maxTotal: maxTotal, maxPerIP: maxPerIP, perIP: map[netip.Prefix]int{}, conns: map[*trackedConn]struct{}{}}
-}
-
-// Reasons for refused connections; the text is sent to the client.
-const (
-	refusedTotal = "Too many connections, try again later"
-	refusedIP    = "Too many connections from your address, try again later"
-)
-
-// acquire counts c in, or returns why it is refused.
-func (l *connLimiter) acquire(c *trackedConn) string {
-	key := auth.IPKey(c.ip)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.total >= l.maxTotal {
-		return refusedTotal
+// refusal is what a client refused by the limits is told.
+func refusal(r netlimit.Reason) string {
+	if r == netlimit.TooManyFromIP {
+		return "Too many connections from your address, try again later"
 	}
-	if l.perIP[key] >= l.maxPerIP {
-		return refusedIP
-	}
-	l.total++
-	l.perIP[key]++
-	l.conns[c] = struct{}{}
-	return ""
-}
-
-func (l *connLimiter) release(c *trackedConn) {
-	key := auth.IPKey(c.ip)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.perIP[key]--; l.perIP[key] <= 0 {
-		delete(l.perIP, key)
-	}
-	delete(l.conns, c)
-}
-
-func (l *connLimiter) snapshot() []*trackedConn {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]*trackedConn, 0, len(l.conns))
-	for c := range l.conns {
-		out = append(out, c)
-	}
-	return out
+	return "Too many connections, try again later"
 }
 
 // trackedConn is a client connection counted by the limiter until it is
 // closed.
 type trackedConn struct {
 	net.Conn
-	ip   netip.Addr
-	lim  *connLimiter
+	lim  *netlimit.Limiter[*trackedConn]
 	once sync.Once
 }
 
 func (c *trackedConn) Close() error {
-	c.once.Do(func() { c.lim.release(c) })
+	c.once.Do(func() { c.lim.Release(c) })
 	return c.Conn.Close()
 }
 
@@ -127,17 +74,5 @@ type chanAddr struct{}
 
 func (chanAddr) Network() string { return "sluice" }
 func (chanAddr) String() string  { return "imapd" }
-
-func remoteIP(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.IPv4Unspecified()
-	}
-	return ap.Addr().Unmap()
-}
 
 var _ net.Listener = (*chanListener)(nil)

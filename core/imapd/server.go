@@ -49,6 +49,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/store"
 )
 
@@ -86,7 +87,7 @@ type Server struct {
 	opts Options
 	cfg  *config.Config
 	log  *slog.Logger
-	lim  *connLimiter
+	lim  *netlimit.Limiter[*trackedConn]
 	reg  *registry
 	lrn  *learner
 
@@ -148,7 +149,7 @@ func New(opts Options) (*Server, error) {
 		opts:       opts,
 		cfg:        cfg,
 		log:        opts.Logger,
-		lim:        newConnLimiter(cfg.IMAP.MaxConnections, cfg.IMAP.MaxConnectionsPerIP),
+		lim:        netlimit.New[*trackedConn](cfg.IMAP.MaxConnections, cfg.IMAP.MaxConnectionsPerIP),
 		secureLn:   newChanListener(),
 		loopbackLn: newChanListener(),
 		ctx:        ctx,
@@ -317,14 +318,14 @@ func (s *Server) accept(l *listener, kind string) {
 			return
 		}
 		delay = 0
-		ip := remoteIP(c.RemoteAddr())
-		tc := &trackedConn{Conn: c, ip: ip, lim: s.lim}
-		if reason := s.lim.acquire(tc); reason != "" {
-			s.log.Warn("connection refused", "listener", kind, "remote", ip.String(), "reason", reason)
+		ip := netlimit.RemoteIP(c.RemoteAddr())
+		tc := &trackedConn{Conn: c, lim: s.lim}
+		if reason := s.lim.Acquire(tc, ip); reason != "" {
+			s.log.Warn("connection refused", "listener", kind, "remote", ip.String(), "reason", string(reason))
 			go func() {
 				if !l.implicitTLS {
 					c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-					io.WriteString(c, "* BYE "+reason+"\r\n")
+					io.WriteString(c, "* BYE "+refusal(reason)+"\r\n")
 				}
 				c.Close()
 			}()
@@ -384,7 +385,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = ctx.Err()
-		for _, c := range s.lim.snapshot() {
+		for _, c := range s.lim.Snapshot() {
 			c.Close()
 		}
 		<-done
@@ -409,7 +410,7 @@ func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver
 	if s.closing.Load() {
 		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
 	}
-	sess := &session{srv: s, conn: c, remote: remoteIP(c.NetConn().RemoteAddr())}
+	sess := &session{srv: s, conn: c, remote: netlimit.RemoteIP(c.NetConn().RemoteAddr())}
 	sess.budget = time.AfterFunc(time.Duration(s.loginBudget.Load()), func() {
 		if !sess.loggedIn.Load() {
 			sess.logger().Info("imap: closing connection: no login in time")

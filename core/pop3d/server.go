@@ -56,6 +56,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/store"
 )
 
@@ -107,7 +108,7 @@ type Server struct {
 	opts  Options
 	cfg   *config.Config
 	log   *slog.Logger
-	lim   *connLimiter
+	lim   *netlimit.Limiter[net.Conn]
 	locks lockTable
 
 	// ctx is cancelled when Shutdown returns; authentication runs under
@@ -143,7 +144,7 @@ func New(opts Options) (*Server, error) {
 		opts:     opts,
 		cfg:      opts.Config,
 		log:      opts.Logger,
-		lim:      newConnLimiter(opts.Config.POP3.MaxConnections, opts.Config.POP3.MaxConnectionsPerIP),
+		lim:      netlimit.New[net.Conn](opts.Config.POP3.MaxConnections, opts.Config.POP3.MaxConnectionsPerIP),
 		ctx:      ctx,
 		cancel:   cancel,
 		sessions: map[*session]struct{}{},
@@ -235,10 +236,10 @@ func (s *Server) accept(l listener) {
 			continue
 		}
 		backoff = 0
-		ip := remoteIP(c.RemoteAddr())
-		if reason := s.lim.acquire(ip); reason != "" {
-			s.log.Warn("connection refused", "listener", string(l.kind), "remote", ip.String(), "reason", reason)
-			go refuse(c, l.kind, reason)
+		ip := netlimit.RemoteIP(c.RemoteAddr())
+		if reason := s.lim.Acquire(c, ip); reason != "" {
+			s.log.Warn("connection refused", "listener", string(l.kind), "remote", ip.String(), "reason", string(reason))
+			go refuse(c, l.kind, string(reason))
 			continue
 		}
 		sess := newSession(s, l.kind, c, ip)
@@ -246,7 +247,7 @@ func (s *Server) accept(l listener) {
 		if s.closing.Load() {
 			s.mu.Unlock()
 			c.Close()
-			s.lim.release(ip)
+			s.lim.Release(c)
 			return
 		}
 		s.sessions[sess] = struct{}{}
@@ -258,7 +259,7 @@ func (s *Server) accept(l listener) {
 				s.mu.Lock()
 				delete(s.sessions, sess)
 				s.mu.Unlock()
-				s.lim.release(ip)
+				s.lim.Release(c)
 			}()
 			sess.serve()
 		}()

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -292,26 +291,6 @@ func TestConnectionLimits(t *testing.T) {
 	}
 }
 
-func TestConnectionLimitsIPv6(t *testing.T) {
-	l := newConnLimiter(10, 1)
-	a := mustAddr(t, "2001:db8:1:2::1")
-	b := mustAddr(t, "2001:db8:1:2:ffff::2") // same /64
-	c := mustAddr(t, "2001:db8:1:3::1")      // another /64
-	if r := l.acquire(a); r != "" {
-		t.Fatalf("acquire(%v) = %q, want \"\"", a, r)
-	}
-	if r := l.acquire(b); r != refusedIP {
-		t.Errorf("acquire(%v) in the same /64 = %q, want %q", b, r, refusedIP)
-	}
-	if r := l.acquire(c); r != "" {
-		t.Errorf("acquire(%v) = %q, want \"\"", c, r)
-	}
-	l.release(a)
-	if r := l.acquire(b); r != "" {
-		t.Errorf("acquire(%v) after release = %q, want \"\"", b, r)
-	}
-}
-
 // Shutdown: an idle session is told and closed, and its deletions are
 // not applied.
 func TestShutdownIdle(t *testing.T) {
@@ -411,15 +390,6 @@ func TestLoginCase(t *testing.T) {
 	c.cmd("USER Alice@EXAMPLE.test", "+OK")
 	c.cmd("PASS "+alicePass, "+OK")
 	c.cmd("QUIT", "+OK")
-}
-
-func mustAddr(t *testing.T, s string) netip.Addr {
-	t.Helper()
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
 
 // A client that keeps a connection busy with CAPA but never logs in is

@@ -8,66 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/netlimit"
 )
-
-// connLimiter counts open connections in total and per client address
-// (per /64 for IPv6), across all listeners.
-type connLimiter struct {
-	maxTotal, maxPerIP int
-
-	mu    sync.Mutex
-	total int
-	perIP map[netip.Prefix]int
-	conns map[*trackedConn]struct{}
-}
-
-func newConnLimiter(maxTotal, maxPerIP int) *connLimiter {
-	return &connLimiter{maxTotal: maxTotal, maxPerIP: maxPerIP, perIP: map[netip.Prefix]int{}, conns: map[*trackedConn]struct{}{}}
-}
-
-// reason values for refused connections.
-const (
-	refusedTotal = "too many connections"
-	refusedIP    = "too many connections from your address"
-)
-
-func (l *connLimiter) acquire(c *trackedConn) string {
-	key := auth.IPKey(c.ip)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.total >= l.maxTotal {
-		return refusedTotal
-	}
-	if l.perIP[key] >= l.maxPerIP {
-		return refusedIP
-	}
-	l.total++
-	l.perIP[key]++
-	l.conns[c] = struct{}{}
-	return ""
-}
-
-func (l *connLimiter) release(c *trackedConn) {
-	key := auth.IPKey(c.ip)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.total--
-	if l.perIP[key]--; l.perIP[key] <= 0 {
-		delete(l.perIP, key)
-	}
-	delete(l.conns, c)
-}
-
-func (l *connLimiter) snapshot() []*trackedConn {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]*trackedConn, 0, len(l.conns))
-	for c := range l.conns {
-		out = append(out, c)
-	}
-	return out
-}
 
 // trackedConn is a client connection counted by the limiter. It also lets
 // Shutdown find the session on it and know whether a message is being
@@ -76,7 +18,7 @@ type trackedConn struct {
 	net.Conn
 	ip          netip.Addr
 	implicitTLS bool // the session runs inside TLS from the first byte
-	lim         *connLimiter
+	lim         *netlimit.Limiter[*trackedConn]
 	once        sync.Once
 	inData      atomic.Bool
 	session     atomic.Pointer[session]
@@ -128,7 +70,7 @@ func isHTTPRequest(b []byte) bool {
 }
 
 func (c *trackedConn) Close() error {
-	c.once.Do(func() { c.lim.release(c) })
+	c.once.Do(func() { c.lim.Release(c) })
 	return c.Conn.Close()
 }
 
@@ -137,7 +79,7 @@ func (c *trackedConn) Close() error {
 // only be sent after a handshake, which is what the limit saves).
 type limitListener struct {
 	net.Listener
-	lim      *connLimiter
+	lim      *netlimit.Limiter[*trackedConn]
 	hostname string
 	plain    bool
 	timeout  time.Duration // read timeout, see trackedConn
@@ -150,14 +92,14 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := remoteIP(c.RemoteAddr())
+		ip := netlimit.RemoteIP(c.RemoteAddr())
 		tc := &trackedConn{Conn: c, ip: ip, lim: l.lim, implicitTLS: !l.plain, readTimeout: l.timeout}
-		if reason := l.lim.acquire(tc); reason != "" {
-			l.onRefuse(ip, reason)
+		if reason := l.lim.Acquire(tc, ip); reason != "" {
+			l.onRefuse(ip, string(reason))
 			go func() {
 				if l.plain {
 					c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-					c.Write([]byte("421 4.7.0 " + l.hostname + " " + reason + ", try again later\r\n"))
+					c.Write([]byte("421 4.7.0 " + l.hostname + " " + string(reason) + ", try again later\r\n"))
 				}
 				c.Close()
 			}()
@@ -165,16 +107,4 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		return tc, nil
 	}
-}
-
-func remoteIP(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.IPv4Unspecified()
-	}
-	return ap.Addr().Unmap()
 }

@@ -33,6 +33,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
@@ -92,7 +93,7 @@ type Server struct {
 	relayNets []netip.Prefix
 	cfg       *config.Config
 	log       *slog.Logger
-	lim       *connLimiter
+	lim       *netlimit.Limiter[*trackedConn]
 	closing   atomic.Bool
 	servers   map[Kind]*smtp.Server
 	mu        sync.Mutex
@@ -122,7 +123,7 @@ func New(opts Options) (*Server, error) {
 		opts:      opts,
 		cfg:       cfg,
 		log:       opts.Logger,
-		lim:       newConnLimiter(cfg.SMTP.MaxConnections, cfg.SMTP.MaxConnectionsPerIP),
+		lim:       netlimit.New[*trackedConn](cfg.SMTP.MaxConnections, cfg.SMTP.MaxConnectionsPerIP),
 		servers:   map[Kind]*smtp.Server{},
 		listener:  map[Kind][]net.Listener{},
 	}
@@ -276,7 +277,7 @@ func (s *Server) closeListeners() {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.closeListeners()
-	for _, c := range s.lim.snapshot() {
+	for _, c := range s.lim.Snapshot() {
 		if !c.inData.Load() {
 			s.say421(c)
 		}
@@ -297,7 +298,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			// Sessions that finished their message meanwhile are idle now.
-			for _, c := range s.lim.snapshot() {
+			for _, c := range s.lim.Snapshot() {
 				if !c.inData.Load() {
 					s.say421(c)
 				}
@@ -306,7 +307,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// go-smtp's Close does nothing once Shutdown has begun, so
 			// the connections still receiving are closed here. Their
 			// messages were never acknowledged; the clients will retry.
-			for _, c := range s.lim.snapshot() {
+			for _, c := range s.lim.Snapshot() {
 				c.Close()
 			}
 			<-done

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/durable"
+	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
@@ -120,7 +121,7 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 		sess.tc = t
 		sess.remote = t.ip
 	} else {
-		sess.remote = remoteIP(nc.RemoteAddr())
+		sess.remote = netlimit.RemoteIP(nc.RemoteAddr())
 	}
 	if s.closing.Load() {
 		return nil, replyShuttingDown

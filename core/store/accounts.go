@@ -261,12 +261,20 @@ func (s *Store) User(addr string) (User, error) {
 func (s *Store) UserByID(id uint64) (User, error) {
 	var u User
 	err := s.db.View(func(tx *bolt.Tx) error {
-		addr := tx.Bucket(bUserIDs).Get(u64(id))
-		if addr == nil {
-			return fmt.Errorf("%w: user id %d", ErrNotFound, id)
-		}
-		return getJSON(tx.Bucket(bUsers), addr, &u)
+		var err error
+		u, err = userByID(tx, id)
+		return err
 	})
+	return u, err
+}
+
+func userByID(tx *bolt.Tx, id uint64) (User, error) {
+	var u User
+	addr := tx.Bucket(bUserIDs).Get(u64(id))
+	if addr == nil {
+		return u, fmt.Errorf("%w: user id %d", ErrNotFound, id)
+	}
+	err := getJSON(tx.Bucket(bUsers), addr, &u)
 	return u, err
 }
 

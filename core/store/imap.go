@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,6 +119,22 @@ func eachUID(b *bolt.Bucket, uids []uint32, fn func(Message) error) error {
 		}
 	}
 	return nil
+}
+
+// addMessage gives m the next UID and modification sequence of mailbox
+// mb, whose message bucket is b, stores it and counts it in mb (the
+// caller saves mb and the user's usage).
+func addMessage(b *bolt.Bucket, mb *Mailbox, m *Message) error {
+	m.UID = mb.UIDNext
+	mb.UIDNext++
+	mb.HighestModSeq++
+	m.ModSeq = mb.HighestModSeq
+	mb.Messages++
+	if !slices.Contains(m.Flags, FlagSeen) {
+		mb.Unseen++
+	}
+	mb.Size += m.Size
+	return putMessage(b, *m)
 }
 
 func putMessage(b *bolt.Bucket, m Message) error {
@@ -379,12 +396,8 @@ func (s *Store) Remove(mailboxID uint64, uids []uint32) ([]uint32, error) {
 
 // quotaLeft returns the bytes a user may still store, or -1 for no quota.
 func quotaLeft(tx *bolt.Tx, userID uint64) (int64, error) {
-	addr := tx.Bucket(bUserIDs).Get(u64(userID))
-	if addr == nil {
-		return 0, fmt.Errorf("%w: user id %d", ErrNotFound, userID)
-	}
-	var u User
-	if err := getJSON(tx.Bucket(bUsers), addr, &u); err != nil {
+	u, err := userByID(tx, userID)
+	if err != nil {
 		return 0, err
 	}
 	if u.Quota <= 0 {
@@ -396,12 +409,8 @@ func quotaLeft(tx *bolt.Tx, userID uint64) (int64, error) {
 // Usage returns the bytes a user's messages take and their quota (0: none).
 func (s *Store) Usage(userID uint64) (used, quota int64, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
-		addr := tx.Bucket(bUserIDs).Get(u64(userID))
-		if addr == nil {
-			return fmt.Errorf("%w: user id %d", ErrNotFound, userID)
-		}
-		var u User
-		if err := getJSON(tx.Bucket(bUsers), addr, &u); err != nil {
+		u, err := userByID(tx, userID)
+		if err != nil {
 			return err
 		}
 		used, quota = usage(tx, userID), u.Quota
@@ -467,18 +476,9 @@ func (s *Store) transfer(srcID uint64, uids []uint32, dstID uint64, move bool) (
 			if !move {
 				nm.Blob = links[i]
 			}
-			nm.UID = dmb.UIDNext
-			dmb.UIDNext++
-			dmb.HighestModSeq++
-			nm.ModSeq = dmb.HighestModSeq
-			if err := putMessage(db, nm); err != nil {
+			if err := addMessage(db, &dmb, &nm); err != nil {
 				return err
 			}
-			dmb.Messages++
-			if !slices.Contains(m.Flags, FlagSeen) {
-				dmb.Unseen++
-			}
-			dmb.Size += m.Size
 			size += m.Size
 			srcUIDs = append(srcUIDs, m.UID)
 			dstUIDs = append(dstUIDs, nm.UID)
@@ -604,7 +604,7 @@ func (s *Store) RenameMailbox(userID uint64, oldName, newName string) error {
 		c := boxes.Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			from := string(k[8:])
-			rens = append(rens, ren{binaryID(v), from, newName + from[len(oldName):]})
+			rens = append(rens, ren{binary.BigEndian.Uint64(v), from, newName + from[len(oldName):]})
 		}
 		rens = append(rens, ren{old.ID, oldName, newName})
 		for _, r := range rens {
@@ -640,14 +640,6 @@ func (s *Store) RenameMailbox(userID uint64, oldName, newName string) error {
 	return err
 }
 
-func binaryID(v []byte) uint64 {
-	var id uint64
-	for _, b := range v {
-		id = id<<8 | uint64(b)
-	}
-	return id
-}
-
 // moveAll moves every message of mailbox src into dst, keeping their
 // files, inside tx.
 func moveAll(tx *bolt.Tx, srcID, dstID uint64) error {
@@ -657,7 +649,7 @@ func moveAll(tx *bolt.Tx, srcID, dstID uint64) error {
 	}
 	var uids []uint32
 	err = sb.ForEach(func(k, _ []byte) error {
-		uids = append(uids, uint32(binaryID(k)))
+		uids = append(uids, binary.BigEndian.Uint32(k))
 		return nil
 	})
 	if err != nil || len(uids) == 0 {
@@ -670,15 +662,7 @@ func moveAll(tx *bolt.Tx, srcID, dstID uint64) error {
 	var size int64
 	err = eachUID(sb, uids, func(m Message) error {
 		size += m.Size
-		dmb.HighestModSeq++
-		m.UID, m.ModSeq = dmb.UIDNext, dmb.HighestModSeq
-		dmb.UIDNext++
-		dmb.Messages++
-		if !slices.Contains(m.Flags, FlagSeen) {
-			dmb.Unseen++
-		}
-		dmb.Size += m.Size
-		return putMessage(db, m)
+		return addMessage(db, &dmb, &m)
 	})
 	if err != nil {
 		return err

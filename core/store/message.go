@@ -355,21 +355,10 @@ func (s *Store) Deliver(d Delivery) (Mailbox, Message, error) {
 				return ErrOverQuota
 			}
 		}
-		msg = Message{UID: mb.UIDNext, Blob: blob, Size: d.Size, InternalDate: d.InternalDate.UTC().Truncate(time.Second), Flags: flags, ModSeq: mb.HighestModSeq + 1, Summary: d.Summary}
-		data, err := json.Marshal(msg)
-		if err != nil {
+		msg = Message{Blob: blob, Size: d.Size, InternalDate: d.InternalDate.UTC().Truncate(time.Second), Flags: flags, Summary: d.Summary}
+		if err := addMessage(tx.Bucket(bMsgs).Bucket(u64(mb.ID)), &mb, &msg); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bMsgs).Bucket(u64(mb.ID)).Put(u32(msg.UID), data); err != nil {
-			return err
-		}
-		mb.UIDNext++
-		mb.HighestModSeq = msg.ModSeq
-		mb.Messages++
-		if !slices.Contains(flags, FlagSeen) {
-			mb.Unseen++
-		}
-		mb.Size += d.Size
 		if err := putJSON(tx.Bucket(bMbox), u64(mb.ID), mb); err != nil {
 			return err
 		}

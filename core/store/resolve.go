@@ -137,12 +137,8 @@ func (r *resolver) alias(key string, depth int) (bool, error) {
 func (s *Store) OverQuota(userID uint64) (bool, error) {
 	var over bool
 	err := s.db.View(func(tx *bolt.Tx) error {
-		addr := tx.Bucket(bUserIDs).Get(u64(userID))
-		if addr == nil {
-			return fmt.Errorf("%w: user id %d", ErrNotFound, userID)
-		}
-		var u User
-		if err := getJSON(tx.Bucket(bUsers), addr, &u); err != nil {
+		u, err := userByID(tx, userID)
+		if err != nil {
 			return err
 		}
 		over = u.Quota > 0 && usage(tx, userID) >= u.Quota

@@ -323,7 +323,9 @@ func (om *openMailbox) reconcileLocked(src *imapserver.SessionTracker, reported 
 // (or half the mailbox) the whole mailbox is read.
 const maxDeltaRead = 256
 
-// reloadLocked reads the whole mailbox and reconciles the view with it.
+// reloadLocked reads the whole mailbox and reconciles the view with it:
+// on the first load it becomes the view; later it is a change of every
+// message the view has and of every one above it.
 func (om *openMailbox) reloadLocked(src *imapserver.SessionTracker, reported map[uint32]uint64) {
 	msgs, err := om.reg.st.Messages(om.id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -336,7 +338,25 @@ func (om *openMailbox) reloadLocked(src *imapserver.SessionTracker, reported map
 		om.dirty.Store(true) // try again at the next poll
 		return
 	}
-	om.applyLocked(msgs, src, reported)
+	if om.tracker == nil {
+		om.tracker = imapserver.NewMailboxTracker(uint32(len(msgs)))
+		om.view = make([]viewMsg, len(msgs))
+		for i, m := range msgs {
+			om.view[i] = viewMsg{m.UID, m.ModSeq, m}
+		}
+		om.size.Store(int64(len(om.view)))
+		return
+	}
+	known := make([]uint32, len(om.view))
+	for i, v := range om.view {
+		known[i] = v.uid
+	}
+	var last uint32
+	if len(known) > 0 {
+		last = known[len(known)-1]
+	}
+	k, _ := slices.BinarySearchFunc(msgs, last+1, func(m store.Message, u uint32) int { return cmp.Compare(m.UID, u) })
+	om.applyDeltaLocked(known, msgs[:k], msgs[k:], src, reported)
 }
 
 // addPending records changed messages (nil: the whole mailbox).
@@ -380,9 +400,10 @@ func (om *openMailbox) takePending() (uids []uint32, all bool) {
 }
 
 // applyDeltaLocked applies to the view the changes of the messages known
-// (UIDs in the view), of which msgs (UID order) are those that still
-// exist: one in the view but not in msgs was expunged, one in both
-// changed. newer are the messages above the view's last UID, in UID order.
+// (UIDs ascending, in the view or expunged from it already), of which msgs
+// (UID order) are those that still exist: one in the view but not in msgs
+// was expunged, one in both changed. newer are the messages above the
+// view's last UID, in UID order.
 func (om *openMailbox) applyDeltaLocked(known []uint32, msgs, newer []store.Message, src *imapserver.SessionTracker, reported map[uint32]uint64) {
 	index := func(uid uint32) (int, bool) {
 		return slices.BinarySearchFunc(om.view, uid, func(v viewMsg, u uint32) int { return cmp.Compare(v.uid, u) })
@@ -392,23 +413,39 @@ func (om *openMailbox) applyDeltaLocked(known []uint32, msgs, newer []store.Mess
 		exists[m.UID] = true
 	}
 	queued := false
-	// Expunged, from the highest sequence number down, so that the lower
-	// ones stay valid.
-	for i := len(known) - 1; i >= 0; i-- {
-		if exists[known[i]] {
-			continue
-		}
-		if k, in := index(known[i]); in {
-			om.queueExpungeLocked(uint32(k + 1))
-			om.view = slices.Delete(om.view, k, k+1)
-			delete(om.envs, known[i])
-			queued = true
+	// Expunged: queued from the highest sequence number down, so that the
+	// lower ones stay valid, then taken out of the view in one pass.
+	var gone []int // view indices, ascending
+	for _, u := range known {
+		if k, in := index(u); in && !exists[u] {
+			gone = append(gone, k)
 		}
 	}
+	if len(gone) > 0 {
+		for i := len(gone) - 1; i >= 0; i-- {
+			om.queueExpungeLocked(uint32(gone[i] + 1))
+			delete(om.envs, om.view[gone[i]].uid)
+		}
+		kept, g := om.view[:0], 0
+		for i, v := range om.view {
+			if g < len(gone) && gone[g] == i {
+				g++
+				continue
+			}
+			kept = append(kept, v)
+		}
+		clear(om.view[len(kept):]) // drop the records left behind
+		om.view = kept
+		queued = true
+	}
+	// Changed: a message whose modseq moved gets FETCH FLAGS.
 	for _, m := range msgs {
 		k, in := index(m.UID)
 		if !in {
-			continue // expunged by a reconcile in between
+			// Cannot happen: the view would have missed a message that
+			// sequence numbers can no longer place.
+			om.reg.log.Error("imap: a message is missing from the mailbox view", "mailbox_id", om.id, "uid", m.UID)
+			continue
 		}
 		v := &om.view[k]
 		v.m = m
@@ -423,7 +460,9 @@ func (om *openMailbox) applyDeltaLocked(known []uint32, msgs, newer []store.Mess
 		om.queueFlagsLocked(uint32(k+1), m, source)
 		queued = true
 	}
-	// New. EXISTS goes up one at a time (see applyLocked).
+	// New. EXISTS goes up one at a time: imapserver's
+	// SessionTracker.EncodeSeqNum only recognises, as not yet announced, a
+	// number equal to a queued EXISTS count.
 	for _, m := range newer {
 		if n := len(om.view); n > 0 && m.UID <= om.view[n-1].uid {
 			continue
@@ -433,83 +472,6 @@ func (om *openMailbox) applyDeltaLocked(known []uint32, msgs, newer []store.Mess
 		queued = true
 	}
 	om.size.Store(int64(len(om.view)))
-	if queued {
-		om.notifyLocked()
-	}
-}
-
-// applyLocked queues the differences between the view and msgs (the
-// mailbox's messages, UIDs ascending) and makes msgs the view.
-func (om *openMailbox) applyLocked(msgs []store.Message, src *imapserver.SessionTracker, reported map[uint32]uint64) {
-	if om.tracker == nil {
-		om.tracker = imapserver.NewMailboxTracker(uint32(len(msgs)))
-		om.view = make([]viewMsg, len(msgs))
-		for i, m := range msgs {
-			om.view[i] = viewMsg{m.UID, m.ModSeq, m}
-		}
-		om.size.Store(int64(len(om.view)))
-		return
-	}
-	queued := false
-	// Expunged: in the view, not in msgs. Queued from the highest sequence
-	// number down, so that the lower ones stay valid.
-	present := make(map[uint32]int, len(msgs))
-	for i, m := range msgs {
-		present[m.UID] = i
-	}
-	kept := om.view[:0:0]
-	var gone []int
-	inView := make(map[uint32]struct{}, len(om.view))
-	for i, v := range om.view {
-		inView[v.uid] = struct{}{}
-		if _, ok := present[v.uid]; ok {
-			kept = append(kept, v)
-		} else {
-			gone = append(gone, i)
-			delete(om.envs, v.uid)
-		}
-	}
-	for i := len(gone) - 1; i >= 0; i-- {
-		om.queueExpungeLocked(uint32(gone[i] + 1))
-		queued = true
-	}
-	// Flags changed: a message whose modseq moved.
-	for i := range kept {
-		m := msgs[present[kept[i].uid]]
-		kept[i].m = m
-		if m.ModSeq == kept[i].modseq {
-			continue
-		}
-		kept[i].modseq = m.ModSeq
-		var source *imapserver.SessionTracker
-		if src != nil && reported[m.UID] == m.ModSeq {
-			source = src
-		}
-		om.queueFlagsLocked(uint32(i+1), m, source)
-		queued = true
-	}
-	// New: UIDs above the last one in the view. EXISTS goes up one at a
-	// time: imapserver's SessionTracker.EncodeSeqNum only recognises, as
-	// not yet announced, a number equal to a queued EXISTS count.
-	var last uint32
-	if len(kept) > 0 {
-		last = kept[len(kept)-1].uid
-	}
-	for _, m := range msgs {
-		if m.UID <= last {
-			if _, ok := inView[m.UID]; !ok {
-				// Cannot happen: the view would have missed a message
-				// that sequence numbers can no longer place.
-				om.reg.log.Error("imap: a message is missing from the mailbox view", "mailbox_id", om.id, "uid", m.UID)
-			}
-			continue
-		}
-		kept = append(kept, viewMsg{m.UID, m.ModSeq, m})
-		om.queueNumLocked(uint32(len(kept)))
-		queued = true
-	}
-	om.view = kept
-	om.size.Store(int64(len(kept)))
 	if queued {
 		om.notifyLocked()
 	}

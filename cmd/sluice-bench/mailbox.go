@@ -207,28 +207,10 @@ func mailboxSection(ctx context.Context, w io.Writer, c mailboxConfig) int {
 	rep.busyAfter = cpuBusy(time.Second)
 	rep.interrupted = ctx.Err() != nil
 	rep.print(w)
-	switch {
-	case rep.interrupted:
-		fmt.Fprintf(w, "\nINTERRUPTED: the %s section is incomplete\n", c.protocol)
-		return 130
-	case rep.failed():
-		fmt.Fprintln(w, "\nFAILED: see the problems above")
-		return 1
-	}
-	return 0
+	return exitStatus(w, "the "+c.protocol+" section", rep.interrupted, rep.failed())
 }
 
-func (rep *mailboxReport) failed() bool {
-	if len(rep.problems) > 0 {
-		return true
-	}
-	for _, r := range rep.runs {
-		if r.failed() {
-			return true
-		}
-	}
-	return false
-}
+func (rep *mailboxReport) failed() bool { return anyFailed(rep.problems, rep.runs) }
 
 func (rep *mailboxReport) dir(name string) string {
 	return filepath.Join(rep.cfg.base, rep.cfg.protocol, name)

@@ -416,21 +416,34 @@ levels:
 	for _, p := range stopProblems {
 		fmt.Println(p)
 	}
-	if interrupted {
-		fmt.Println("\nINTERRUPTED: the table is incomplete")
+	return exitStatus(os.Stdout, "the table", interrupted, anyFailed(stopProblems, results))
+}
+
+// exitStatus ends a section's output: 130 when it was interrupted (what
+// names what is incomplete), 1 when it failed, 0 otherwise.
+func exitStatus(w io.Writer, what string, interrupted, failed bool) int {
+	switch {
+	case interrupted:
+		fmt.Fprintf(w, "\nINTERRUPTED: %s is incomplete\n", what)
 		return 130
-	}
-	failed := false
-	for _, r := range results {
-		if r.failed() {
-			failed = true
-		}
-	}
-	if failed || len(stopProblems) > 0 {
-		fmt.Println("\nFAILED: see the problems above")
+	case failed:
+		fmt.Fprintln(w, "\nFAILED: see the problems above")
 		return 1
 	}
 	return 0
+}
+
+// anyFailed reports whether there are problems or a failed run.
+func anyFailed[R interface{ failed() bool }](problems []string, runs []R) bool {
+	if len(problems) > 0 {
+		return true
+	}
+	for _, r := range runs {
+		if r.failed() {
+			return true
+		}
+	}
+	return false
 }
 
 func progress(format string, args ...any) {

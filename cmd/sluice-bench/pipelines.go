@@ -336,15 +336,7 @@ func pipelineSections(ctx context.Context, w io.Writer, c pipelineConfig) int {
 		stopAll()
 		rep.busyAfter = cpuBusy(time.Second)
 		rep.print(w)
-		switch {
-		case rep.interrupted || ctx.Err() != nil:
-			fmt.Fprintln(w, "\nINTERRUPTED: the pipeline sections are incomplete")
-			return 130
-		case rep.failed():
-			fmt.Fprintln(w, "\nFAILED: see the problems above")
-			return 1
-		}
-		return 0
+		return exitStatus(w, "the pipeline sections", rep.interrupted || ctx.Err() != nil, rep.failed())
 	}
 
 	// problem records a failure that ends its section but not the others.

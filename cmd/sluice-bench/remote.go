@@ -245,28 +245,10 @@ func (rep *remoteReport) finish(ctx context.Context, w io.Writer, started time.T
 	rep.busyAfter = cpuBusy(time.Second)
 	rep.interrupted = ctx.Err() != nil
 	rep.print(w)
-	switch {
-	case rep.interrupted:
-		fmt.Fprintln(w, "\nINTERRUPTED: the remote section is incomplete")
-		return 130
-	case rep.failed():
-		fmt.Fprintln(w, "\nFAILED: see the problems above")
-		return 1
-	}
-	return 0
+	return exitStatus(w, "the remote section", rep.interrupted, rep.failed())
 }
 
-func (rep *remoteReport) failed() bool {
-	if len(rep.problems) > 0 {
-		return true
-	}
-	for _, r := range rep.runs {
-		if r.failed() {
-			return true
-		}
-	}
-	return false
-}
+func (rep *remoteReport) failed() bool { return anyFailed(rep.problems, rep.runs) }
 
 // remoteSluiceOptions are the settings of the remote section's Sluice:
 // clients on loopback may relay, MX lookups go to dnsAddr, MX hosts are on

@@ -99,6 +99,7 @@ type Auth struct {
 	MaxFailuresPerIP   int      `yaml:"max_failures_per_ip" default:"10" doc:"Failed logins from one IP address within failure_window, after which further attempts from that address are refused (454 4.7.0) until the window has passed."`
 	MaxFailuresPerUser int      `yaml:"max_failures_per_user" default:"20" doc:"Failed logins for one account within failure_window, after which further attempts for that account are refused until the window has passed."`
 	FailureWindow      Duration `yaml:"failure_window" default:"15m" doc:"The window over which failed logins are counted."`
+	KnownClientWindow  Duration `yaml:"known_client_window" default:"30d" doc:"An address (IPv6: its /64) from which an account logged in successfully within this time is exempt from that account's max_failures_per_user, so that strangers guessing its password cannot lock its owner out; max_failures_per_ip still applies. 0 turns the exemption off."`
 	PlaintextLoopback  bool     `yaml:"plaintext_loopback" default:"false" doc:"Let IMAP and POP3 clients connecting from a loopback address (127.0.0.0/8, ::1) log in without TLS. Elsewhere passwords are only accepted over TLS (STARTTLS, STLS or the implicit-TLS ports)."`
 }
 

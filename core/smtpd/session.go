@@ -506,7 +506,12 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 		return nil, s.spoolFailed(id, err)
 	}
 	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops)
-	if _, err := io.Copy(ew, dr); err != nil {
+	af := newAuthResultsFilter(ew, s.srv.cfg.Hostname)
+	_, err := io.Copy(af, dr)
+	if err == nil {
+		err = af.Flush()
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, errBareLF):
 			s.finish("554 bare CR or LF; connection closed")

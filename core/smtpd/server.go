@@ -219,6 +219,8 @@ func (s *Server) ListenOn(kind Kind, addr string) error {
 		hostname: s.cfg.Hostname,
 		plain:    kind != KindSubmissions,
 		timeout:  s.cfg.SMTP.ReadTimeout.D(),
+		minRate:  int64(s.cfg.SMTP.MinDataRate),
+		session:  s.cfg.SMTP.MaxSessionTime.D(),
 		onRefuse: func(ip netip.Addr, reason string) {
 			s.log.Warn("connection refused", "listener", string(kind), "remote", ip.String(), "reason", reason)
 		},

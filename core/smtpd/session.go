@@ -61,6 +61,7 @@ var (
 const (
 	lineBareLF       = "554 5.6.0 Bare CR or LF in message, closing connection"
 	lineTooManyErrs  = "421 4.7.0 Too many errors, closing connection"
+	lineDataTimeout  = "421 4.4.2 Timeout while receiving the message, closing connection"
 	maxHeloLength    = 255
 	transactionField = "smtp"
 )
@@ -473,6 +474,11 @@ func (e *errWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func storageReply(err error) *smtp.SMTPError {
 	if durable.IsNoSpace(err) {
 		return replyNoSpace
@@ -525,6 +531,14 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 			return nil, smtp.ErrDataTooLarge
 		case ew.err != nil:
 			return nil, s.spoolFailed(id, ew.err)
+		case isTimeout(err):
+			// Too slow (smtp.min_data_rate) or out of time
+			// (smtp.max_session_time): the connection is not kept for
+			// another try.
+			s.finish("421 data timeout")
+			s.srv.log.Info("closing connection: data too slow", "listener", string(s.kind), "remote", s.remote.String())
+			s.closeWith(lineDataTimeout)
+			return nil, replyConnProblem
 		default:
 			s.finish("451 client: " + err.Error())
 			return nil, replyConnProblem

@@ -55,6 +55,7 @@ var (
 	replyAuthInTx      = reply(503, 5, 5, 1, "AUTH not allowed during a mail transaction")
 	replyAuthNotHere   = reply(503, 5, 5, 1, "AUTH not available on this port")
 	replyNeedTLS       = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
+	replyClosed        = reply(554, 5, 5, 0, "Connection closed")
 )
 
 // Lines written straight to the client before the connection is closed.
@@ -83,6 +84,9 @@ type session struct {
 	// any domain without AUTH, and its mail takes the outbound pipeline.
 	relay bool
 	errs  int // rejected commands so far
+	// closed is set once closeWith closed the connection: commands
+	// go-smtp still finds in its buffer are refused.
+	closed bool
 
 	// The current transaction; tx is nil outside one.
 	tx *transaction
@@ -233,6 +237,7 @@ func validHelo(h string) bool {
 // closeWith writes one reply line and closes the connection. go-smtp's
 // reply to the same command is then lost, which is the point.
 func (s *session) closeWith(line string) {
+	s.closed = true
 	c := s.conn.Conn()
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, line+"\r\n")
@@ -323,6 +328,10 @@ func (r saslReplies) Next(resp []byte) ([]byte, bool, error) {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.closed {
+		// Commands the client sent before closeWith, still buffered.
+		return replyClosed
+	}
 	if s.srv.closing.Load() {
 		s.closeWith("421 4.3.2 " + s.srv.cfg.Hostname + " Service shutting down")
 		return replyShuttingDown
@@ -492,8 +501,30 @@ func (s *session) Data(r io.Reader) error {
 		defer s.tc.inData.Store(false)
 	}
 	tx := s.tx
+	if s.closed {
+		return replyClosed
+	}
 	if tx == nil || len(tx.rcpts) == 0 {
 		return reply(503, 5, 5, 1, "No valid recipients")
+	}
+	if _, bdat := r.(*io.PipeReader); !bdat {
+		// DATA: read the raw lines (see rawdata.go).
+		if br := connReader(s.conn); br != nil {
+			if br.Buffered() > 0 {
+				s.srv.log.Info("refusing message: data sent before the 354 reply", "listener", string(s.kind), "remote", s.remote.String(), "err", errDataBefore354)
+				s.finish("554 data before 354; connection closed")
+				s.closeWith(lineDataBefore354)
+				return replyClosed
+			}
+			dr := newDotReader(br, int64(s.srv.cfg.SMTP.MaxMessageSize))
+			defer func() {
+				// Whatever was refused early is read up to the end
+				// of the data here, not by go-smtp's reader.
+				dr.max = 0
+				io.Copy(io.Discard, dr)
+			}()
+			r = dr
+		}
 	}
 	p, release := s.pipeline()
 	defer release()

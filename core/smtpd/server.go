@@ -94,7 +94,9 @@ type Server struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	lim       *netlimit.Limiter[*trackedConn]
+	tarpit    *tarpit
 	closing   atomic.Bool
+	stop      chan struct{} // closed when Shutdown begins
 	servers   map[Kind]*smtp.Server
 	mu        sync.Mutex
 	listener  map[Kind][]net.Listener
@@ -126,6 +128,8 @@ func New(opts Options) (*Server, error) {
 		lim:       netlimit.New[*trackedConn](cfg.SMTP.MaxConnections, cfg.SMTP.MaxConnectionsPerIP),
 		servers:   map[Kind]*smtp.Server{},
 		listener:  map[Kind][]net.Listener{},
+		tarpit:    &tarpit{after: cfg.SMTP.TarpitAfter, delay: cfg.SMTP.TarpitDelay.D()},
+		stop:      make(chan struct{}),
 	}
 	for _, k := range []Kind{KindMX, KindSubmission, KindSubmissions} {
 		s.servers[k] = s.newSMTPServer(k)
@@ -277,7 +281,9 @@ func (s *Server) closeListeners() {
 // closes them, waits until ctx is done for messages being received to be
 // committed, then closes whatever is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
+	if !s.closing.Swap(true) {
+		close(s.stop)
+	}
 	s.closeListeners()
 	for _, c := range s.lim.Snapshot() {
 		if !c.inData.Load() {

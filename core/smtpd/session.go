@@ -410,7 +410,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			}
 			if !ok {
 				s.tx.rejected = append(s.tx.rejected, a.String()+" (550 unknown)")
-				return s.fail(replyUnknownUser)
+				return s.unknownRcpt()
 			}
 		default:
 			// RFC 5321 section 3.6.2: never relay for strangers.
@@ -420,7 +420,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		targets = []store.Target{{Address: a.String()}}
 	case errors.Is(err, store.ErrUnknownUser):
 		s.tx.rejected = append(s.tx.rejected, a.String()+" (550 unknown)")
-		return s.fail(replyUnknownUser)
+		return s.unknownRcpt()
 	case err != nil:
 		s.srv.log.Error("resolving recipient", "rcpt", a.String(), "err", err)
 		s.tx.rejected = append(s.tx.rejected, a.String()+" (451 lookup failed)")
@@ -446,6 +446,20 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.tx.rcpts = append(s.tx.rcpts, acceptedRcpt{addr: a, targets: targets})
 	return nil
+}
+
+// unknownRcpt refuses an unknown recipient, after the tarpit's delay.
+func (s *session) unknownRcpt() error {
+	if d := s.srv.tarpit.unknown(s.remote); d > 0 {
+		s.srv.log.Info("tarpit: delaying the reply to an unknown recipient", "listener", string(s.kind), "remote", s.remote.String(), "delay_ms", d.Milliseconds())
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-s.srv.stop:
+			t.Stop()
+		}
+	}
+	return s.fail(replyUnknownUser)
 }
 
 // allOverQuota reports whether every target is a local user over quota.

@@ -371,3 +371,44 @@ func TestShutdownSays421(t *testing.T) {
 		t.Error("still accepting connections after Shutdown")
 	}
 }
+
+// Past tarpit_after unknown recipients from one address, each further one
+// is answered only after a growing delay, in later connections too; the
+// connection is still closed after max_errors.
+func TestUnknownRecipientTarpit(t *testing.T) {
+	const step = 150 * time.Millisecond
+	e := newServer(t, func(c *config.Config) {
+		c.SMTP.TarpitAfter = 2
+		c.SMTP.TarpitDelay = config.Duration(step)
+		c.SMTP.MaxErrors = 4
+	})
+	c := e.dial(t, KindMX)
+	c.expect("220")
+	c.cmd("EHLO client", "250")
+	c.cmd("MAIL FROM:<x@remote.test>", "250")
+	c.cmd("RCPT TO:<alice@example.test>", "250")
+	c.cmd("RCPT TO:<nobody1@example.test>", "550 5.1.1")
+	c.cmd("RCPT TO:<nobody2@example.test>", "550 5.1.1")
+	for i, want := range []time.Duration{step, 2 * step} {
+		start := time.Now()
+		c.cmd("RCPT TO:<probe"+string(rune('a'+i))+"@example.test>", "550 5.1.1")
+		if got := time.Since(start); got < want {
+			t.Errorf("unknown recipient %d past the limit answered after %v, want at least %v", i+1, got, want)
+		}
+	}
+	c.send("RCPT TO:<probe@example.test>\r\n")
+	c.expect("421 4.7.0")
+	c.expect("closed")
+
+	// Reconnecting does not start afresh.
+	c = e.dial(t, KindMX)
+	c.expect("220")
+	c.cmd("EHLO client", "250")
+	c.cmd("MAIL FROM:<x@remote.test>", "250")
+	start := time.Now()
+	c.cmd("RCPT TO:<again@example.test>", "550 5.1.1")
+	if got := time.Since(start); got < 4*step {
+		t.Errorf("first unknown recipient of a new connection answered after %v, want at least %v", got, 4*step)
+	}
+	c.cmd("RCPT TO:<bob@example.test>", "250")
+}

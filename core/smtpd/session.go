@@ -349,7 +349,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.logRejected("MAIL", from, err)
 		return s.fail(replyBadSender)
 	}
-	if !opts.UTF8 && !isASCII(a.String()) {
+	if !opts.UTF8 && !isASCII(from) {
+		// The address as sent: its domain may have become an A-label.
 		return s.fail(replyNeedUTF8)
 	}
 	if err := s.srv.opts.Queue.CheckSpace(); err != nil {
@@ -388,7 +389,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.tx.rejected = append(s.tx.rejected, to+" (501 bad syntax)")
 		return s.fail(replyBadRcpt)
 	}
-	if !s.tx.utf8 && !isASCII(a.String()) {
+	if !s.tx.utf8 && !isASCII(to) {
 		s.tx.rejected = append(s.tx.rejected, to+" (553 needs SMTPUTF8)")
 		return s.fail(replyNeedUTF8)
 	}

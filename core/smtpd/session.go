@@ -56,6 +56,7 @@ var (
 	replyAuthNotHere   = reply(503, 5, 5, 1, "AUTH not available on this port")
 	replyNeedTLS       = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
 	replyClosed        = reply(554, 5, 5, 0, "Connection closed")
+	replyNoFrom        = reply(550, 5, 6, 0, "Message has no From header field")
 )
 
 // Lines written straight to the client before the connection is closed.
@@ -589,6 +590,12 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 			s.finish("451 client: " + err.Error())
 			return nil, replyConnProblem
 		}
+	}
+	if s.kind != KindMX && !hasFromField(dr.header) {
+		// A message submission agent may not pass on a message without
+		// an author (RFC 6409 section 8, RFC 5322 section 3.6).
+		s.finish("550 5.6.0 no From header field")
+		return nil, s.fail(replyNoFrom)
 	}
 	return dr, nil
 }

@@ -139,7 +139,7 @@ func TestSubmissionsWithGoSMTPClient(t *testing.T) {
 	if err := c.Auth(sasl.NewLoginClient("bob@example.test", bobPass)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SendMail("bob@example.test", []string{"x@remote.test"}, strings.NewReader("Subject: x\r\n\r\ny\r\n")); err != nil {
+	if err := c.SendMail("bob@example.test", []string{"x@remote.test"}, strings.NewReader("From: bob@example.test\r\nSubject: x\r\n\r\ny\r\n")); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,9 +5,12 @@
 //
 // It enforces the limits of ../shared/SECURITY.md: line length, message
 // size (SIZE, RFC 1870), recipients, Received-header hops, read and write
-// timeouts, connections per IP and in total, errors per connection, bare
-// CR and LF in DATA, AUTH only over TLS and only with a matching
-// authorisation identity, and no relaying without AUTH.
+// timeouts, a minimum data rate and a longest session, connections per IP
+// and in total, errors per connection, a tarpit for unknown recipients,
+// bare CR and LF in DATA (also after a leading dot), data sent before the
+// 354 reply, AUTH only over TLS and only with a matching authorisation
+// identity, and no relaying without AUTH. Authentication-Results fields
+// claiming our name are removed from every message (RFC 8601 section 5).
 //
 // A message is accepted only once it is durable (see package queue): the
 // reply to DATA is 250 with the queue ID after the spool file and the

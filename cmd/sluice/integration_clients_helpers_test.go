@@ -95,7 +95,8 @@ func (in *instance) deliverRaw(t *testing.T, from, to string, raw []byte) string
 var addedHeader = regexp.MustCompile(`\A(?:[A-Za-z0-9-]+:[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)+\z`)
 
 // checkStored checks that stored is sent with only header fields added in
-// front (Sluice's Received first), and returns what was added.
+// front (the Return-Path of final delivery, then Sluice's Received), and
+// returns what was added.
 func checkStored(t *testing.T, what string, stored, sent []byte) string {
 	t.Helper()
 	if !bytes.HasSuffix(stored, sent) {
@@ -103,8 +104,9 @@ func checkStored(t *testing.T, what string, stored, sent []byte) string {
 		return ""
 	}
 	added := stored[:len(stored)-len(sent)]
-	if !bytes.HasPrefix(added, []byte("Received: ")) || !addedHeader.Match(added) {
-		t.Errorf("%s: got %q before the message sent, want Sluice's Received field (whole header fields only)", what, added)
+	_, afterRP, ok := bytes.Cut(added, []byte("\r\n"))
+	if !bytes.HasPrefix(added, []byte("Return-Path: <")) || !ok || !bytes.HasPrefix(afterRP, []byte("Received: ")) || !addedHeader.Match(added) {
+		t.Errorf("%s: got %q before the message sent, want Return-Path and Sluice's Received field (whole header fields only)", what, added)
 	}
 	return string(added)
 }

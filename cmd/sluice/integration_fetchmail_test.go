@@ -151,14 +151,20 @@ poll 127.0.0.1 service %s protocol %s auth password
 				t.Fatalf("fetchmail delivered %d messages, want 2\n%s", len(got), out)
 			}
 			for i, g := range got {
-				// fetchmail puts its own Received first and hands the mda LF
-				// line ends; the rest is what the server stored.
-				field, rest := stripFirstField(g)
-				if !strings.HasPrefix(field, "Received: ") || !strings.Contains(field, "fetchmail") || !strings.Contains(field, c.received) {
-					t.Errorf("message %d: first field %q, want fetchmail's Received (%s)", i, field, c.received)
+				// fetchmail puts the Return-Path field the server stored
+				// first (so it knows the envelope sender, RFC 5321 section
+				// 4.4), then its own Received, and hands the mda LF line
+				// ends; the rest is what the server stored.
+				rp, rest := stripFirstField(g)
+				if rp != "Return-Path: <bob@remote.test>\n" {
+					t.Errorf("message %d: first field %q, want Return-Path: <bob@remote.test>", i, rp)
 				}
-				checkStored(t, fmt.Sprintf("message %d fetched by fetchmail (CRLF restored)", i),
-					bytes.ReplaceAll(rest, []byte("\n"), []byte("\r\n")), sent[i])
+				field, rest := stripFirstField(rest)
+				if !strings.HasPrefix(field, "Received: ") || !strings.Contains(field, "fetchmail") || !strings.Contains(field, c.received) {
+					t.Errorf("message %d: second field %q, want fetchmail's Received (%s)", i, field, c.received)
+				}
+				checkStored(t, fmt.Sprintf("message %d fetched by fetchmail (CRLF restored, Return-Path put back)", i),
+					bytes.ReplaceAll([]byte(rp+string(rest)), []byte("\n"), []byte("\r\n")), sent[i])
 			}
 
 			if c.keep {

@@ -145,11 +145,12 @@ SyncState *
 		subj := string(sent[bytes.Index(sent, []byte("Subject: ")):])
 		subj = subj[:strings.Index(subj, "\r\n")]
 		m := findMaildir(t, inbox, subj)
-		// mbsync stores LF line ends and adds X-TUID; the server's Received
-		// comes first.
+		// mbsync stores LF line ends and adds X-TUID; the Return-Path of
+		// final delivery and the server's Received come first.
 		data := tuidField.ReplaceAll(m.data, nil)
-		if lf := crlfToLF(sent); !bytes.HasSuffix(data, lf) || !bytes.HasPrefix(data, []byte("Received: ")) {
-			t.Errorf("Maildir message %s: got %q, want Sluice's Received and then %q", m.path, m.data, lf)
+		_, afterRP, _ := bytes.Cut(data, []byte("\n"))
+		if lf := crlfToLF(sent); !bytes.HasSuffix(data, lf) || !bytes.HasPrefix(data, []byte("Return-Path: <")) || !bytes.HasPrefix(afterRP, []byte("Received: ")) {
+			t.Errorf("Maildir message %s: got %q, want Return-Path, Sluice's Received and then %q", m.path, m.data, lf)
 		}
 	}
 	for _, f := range []string{"Sent", "Drafts", "Junk", "Trash", "Archive"} {

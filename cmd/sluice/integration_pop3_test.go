@@ -130,8 +130,8 @@ func TestIntegrationPOP3Poplib(t *testing.T) {
 	if int64(len(first)) != ms[0].Size || !strings.Contains(first, "Subject: first over pop3\r\n") || !strings.Contains(first, "\r\n.a line starting with a dot\r\n") {
 		t.Errorf("RETR 1: got %d octets %q, want the %d-octet message with its dot line", len(first), first, ms[0].Size)
 	}
-	if !strings.HasPrefix(first, "Received: ") {
-		t.Errorf("RETR 1 starts %.40q, want our Received header first", first)
+	if _, afterRP, _ := strings.Cut(first, "\r\n"); !strings.HasPrefix(first, "Return-Path: <") || !strings.HasPrefix(afterRP, "Received: ") {
+		t.Errorf("RETR 1 starts %.80q, want Return-Path and our Received header first", first)
 	}
 	if !strings.Contains(top, "Subject: second over pop3\r\n") || strings.Contains(top, "second body") || !strings.HasSuffix(top, "\r\n\r\n") {
 		t.Errorf("TOP 2 0 = %q, want the header and the empty line only", top)

@@ -150,3 +150,47 @@ func TestLogin(t *testing.T) {
 		t.Errorf("initial response: challenge %q", c)
 	}
 }
+
+// Strangers who exhaust an account's failure budget from many addresses
+// do not lock its owner out of an address they logged in from recently;
+// elsewhere the account stays locked, and the owner's address keeps its
+// own per-address limit.
+func TestThrottleKnownClient(t *testing.T) {
+	now := time.Unix(1000, 0)
+	h, _ := HashPassword("pw")
+	th := &Throttle{MaxPerIP: 3, MaxPerUser: 20, Window: 15 * time.Minute, KnownWindow: 24 * time.Hour, Now: func() time.Time { return now }}
+	a := &Authenticator{Users: fakeUsers{"alice@example.test": h}, Throttle: th}
+	ctx := context.Background()
+	home := netip.MustParseAddr("2001:db8:1:2::10")
+	if _, err := a.Authenticate(ctx, home, "alice@example.test", "pw"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	for i := 0; i < 20; i++ {
+		ip := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+		if _, err := a.Authenticate(ctx, ip, "alice@example.test", "guess"); !errors.Is(err, ErrInvalidCredentials) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	if _, err := a.Authenticate(ctx, netip.MustParseAddr("203.0.113.9"), "alice@example.test", "pw"); !errors.Is(err, ErrThrottled) {
+		t.Errorf("unknown address after 20 failures: %v, want ErrThrottled", err)
+	}
+	// Another address of the same /64 counts as the one she used.
+	if u, err := a.Authenticate(ctx, netip.MustParseAddr("2001:db8:1:2::99"), "alice@example.test", "pw"); err != nil || u != "alice@example.test" {
+		t.Errorf("owner's address after 20 failures elsewhere: %q, %v", u, err)
+	}
+	for i := 0; i < 3; i++ {
+		a.Authenticate(ctx, home, "alice@example.test", "typo")
+	}
+	if _, err := a.Authenticate(ctx, home, "alice@example.test", "pw"); !errors.Is(err, ErrThrottled) {
+		t.Errorf("owner's address past its own limit: %v, want ErrThrottled", err)
+	}
+	// The exemption expires.
+	now = now.Add(24 * time.Hour)
+	for i := 0; i < 20; i++ {
+		th.Failed(netip.AddrFrom4([4]byte{198, 51, 101, byte(i)}), "alice@example.test")
+	}
+	if th.Allowed(netip.MustParseAddr("2001:db8:1:2::10"), "alice@example.test") {
+		t.Error("exemption outlived KnownWindow")
+	}
+}

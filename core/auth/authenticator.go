@@ -59,5 +59,6 @@ func (a *Authenticator) Authenticate(ctx context.Context, ip netip.Addr, usernam
 		a.Throttle.Failed(ip, username)
 		return "", ErrInvalidCredentials
 	}
+	a.Throttle.Succeeded(ip, username)
 	return canonical, nil
 }

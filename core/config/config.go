@@ -68,6 +68,10 @@ type SMTP struct {
 	MaxErrors           int      `yaml:"max_errors" default:"10" doc:"Rejected commands (bad syntax, refused recipients, failed AUTH) tolerated in one connection before it is closed with 421."`
 	ReadTimeout         Duration `yaml:"read_timeout" default:"5m" doc:"How long Sluice waits for the next command, or for more data inside DATA, before closing the connection with 421. RFC 5321 section 4.5.3.2 suggests 5 minutes."`
 	WriteTimeout        Duration `yaml:"write_timeout" default:"1m" doc:"How long a reply may take to be written to the client."`
+	MinDataRate         Size     `yaml:"min_data_rate" default:"1KiB" doc:"The average rate, in bytes a second, at which a message must arrive in DATA or BDAT once read_timeout has passed since the transfer began; a slower client gets 421 4.4.2 and is closed, so that one trickling a byte at a time cannot hold a connection for long. 0 turns it off (read_timeout alone then applies, restarted by every byte)."`
+	MaxSessionTime      Duration `yaml:"max_session_time" default:"1h"  doc:"The longest an SMTP connection may last, however busy; then it gets 421 4.4.2 and is closed (a message being received is lost and the client sends it again). 0 means no limit."`
+	TarpitAfter         int      `yaml:"tarpit_after" default:"5" doc:"Unknown recipients one client address (IPv6: its /64) may try within 15 minutes before each further one is answered only after a delay (tarpit_delay times the number beyond this, up to 30s), which makes guessing addresses slow. max_errors still closes each connection. 0 turns the tarpit off."`
+	TarpitDelay         Duration `yaml:"tarpit_delay" default:"1s" doc:"The step of the delay tarpit_after describes."`
 	MaxConnections      int      `yaml:"max_connections" default:"1000" doc:"Open SMTP connections across all listeners; more get 421 4.7.0 and are closed."`
 	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip" default:"20" doc:"Open SMTP connections from one IP address (IPv6: one /64); more get 421 4.7.0 and are closed."`
 	ShutdownGrace       Duration `yaml:"shutdown_grace" default:"30s" doc:"On shutdown, how long messages already in DATA may take to finish before their connections are closed. Idle connections get 421 at once."`
@@ -99,6 +103,7 @@ type Auth struct {
 	MaxFailuresPerIP   int      `yaml:"max_failures_per_ip" default:"10" doc:"Failed logins from one IP address within failure_window, after which further attempts from that address are refused (454 4.7.0) until the window has passed."`
 	MaxFailuresPerUser int      `yaml:"max_failures_per_user" default:"20" doc:"Failed logins for one account within failure_window, after which further attempts for that account are refused until the window has passed."`
 	FailureWindow      Duration `yaml:"failure_window" default:"15m" doc:"The window over which failed logins are counted."`
+	KnownClientWindow  Duration `yaml:"known_client_window" default:"30d" doc:"An address (IPv6: its /64) from which an account logged in successfully within this time is exempt from that account's max_failures_per_user, so that strangers guessing its password cannot lock its owner out; max_failures_per_ip still applies. 0 turns the exemption off."`
 	PlaintextLoopback  bool     `yaml:"plaintext_loopback" default:"false" doc:"Let IMAP and POP3 clients connecting from a loopback address (127.0.0.0/8, ::1) log in without TLS. Elsewhere passwords are only accepted over TLS (STARTTLS, STLS or the implicit-TLS ports)."`
 }
 

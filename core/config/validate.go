@@ -103,6 +103,8 @@ func (c *Config) Validate() error {
 	v.atLeast("smtp.max_errors", c.SMTP.MaxErrors, 1)
 	v.positive("smtp.read_timeout", int64(c.SMTP.ReadTimeout))
 	v.positive("smtp.write_timeout", int64(c.SMTP.WriteTimeout))
+	v.atLeast("smtp.min_data_rate", int(c.SMTP.MinDataRate), 0)
+	v.atLeast("smtp.tarpit_after", c.SMTP.TarpitAfter, 0)
 	v.atLeast("smtp.max_connections", c.SMTP.MaxConnections, 1)
 	v.atLeast("smtp.max_connections_per_ip", c.SMTP.MaxConnectionsPerIP, 1)
 

@@ -152,9 +152,10 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	authn := &auth.Authenticator{
 		Users: data.Store,
 		Throttle: &auth.Throttle{
-			MaxPerIP:   cfg.Auth.MaxFailuresPerIP,
-			MaxPerUser: cfg.Auth.MaxFailuresPerUser,
-			Window:     cfg.Auth.FailureWindow.D(),
+			MaxPerIP:    cfg.Auth.MaxFailuresPerIP,
+			MaxPerUser:  cfg.Auth.MaxFailuresPerUser,
+			Window:      cfg.Auth.FailureWindow.D(),
+			KnownWindow: cfg.Auth.KnownClientWindow.D(),
 		},
 	}
 	pipes, err := pipeline.Build(context.Background(), cfg, log, pipeline.BuildOptions{})

@@ -121,7 +121,7 @@ func TestFilterJunkAndHeaders(t *testing.T) {
 	}
 	msgs, _ := e.store.Messages(inbox.ID)
 	body := readFile(t, e.store.BlobPath(msgs[0]))
-	if !strings.HasPrefix(body, "Authentication-Results: mx.example.test;\r\n\tspf=pass smtp.mailfrom=x@remote.test\r\nX-Filtered: yes\r\nReceived: from client.remote.test") {
+	if !strings.HasPrefix(body, "Return-Path: <x@remote.test>\r\nAuthentication-Results: mx.example.test;\r\n\tspf=pass smtp.mailfrom=x@remote.test\r\nX-Filtered: yes\r\nReceived: from client.remote.test") {
 		t.Errorf("delivered message starts %q", body[:min(200, len(body))])
 	}
 	if strings.Contains(body, "(forged)") {

@@ -24,24 +24,64 @@ type trackedConn struct {
 	session     atomic.Pointer[session]
 
 	// While a message is received, each read pushes the deadline
-	// readTimeout ahead (at most once a second), so that a large message
-	// is not cut off by the deadline go-smtp set for the DATA command.
-	// go-smtp's own reader fills its whole buffer before it returns, so
-	// this cannot be done above it.
+	// readTimeout ahead, so that a large message is not cut off by the
+	// deadline go-smtp set for the DATA command, but no further than the
+	// minimum rate allows: start + readTimeout + received/minRate. go-smtp's
+	// own reader fills its whole buffer before it returns, so this cannot
+	// be done above it. Only the connection's goroutine reads.
 	readTimeout time.Duration
-	extended    time.Time
+	minRate     int64     // bytes a second; 0 means no minimum
+	wasInData   bool      // inData at the previous read
+	dataStart   time.Time // when the current message began to arrive
+	dataBytes   int64     // bytes read since then
+
+	// sessionEnd, when not zero, is a deadline no read deadline may pass
+	// (smtp.max_session_time).
+	sessionEnd time.Time
 
 	sawInput bool // the client has sent something
 }
 
-func (c *trackedConn) Read(p []byte) (int, error) {
-	if c.readTimeout > 0 && c.inData.Load() {
-		if now := time.Now(); now.Sub(c.extended) > time.Second {
-			c.Conn.SetReadDeadline(now.Add(c.readTimeout))
-			c.extended = now
-		}
+// SetReadDeadline sets the read deadline, no later than the session's end.
+// go-smtp sets one before each command; over TLS the deadline reaches the
+// connection through tls.Conn.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if !c.sessionEnd.IsZero() && (t.IsZero() || t.After(c.sessionEnd)) {
+		t = c.sessionEnd
 	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline sets both deadlines, the read one no later than the
+// session's end.
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	inData := c.inData.Load()
+	if c.readTimeout > 0 && inData {
+		now := time.Now()
+		if !c.wasInData {
+			c.dataStart, c.dataBytes = now, 0
+		}
+		deadline := now.Add(c.readTimeout)
+		if c.minRate > 0 {
+			allowed := c.dataStart.Add(c.readTimeout + time.Duration(float64(c.dataBytes)/float64(c.minRate)*float64(time.Second)))
+			if allowed.Before(deadline) {
+				deadline = allowed
+			}
+		}
+		c.SetReadDeadline(deadline)
+	}
+	c.wasInData = inData
 	n, err := c.Conn.Read(p)
+	if inData {
+		c.dataBytes += int64(n)
+	}
 	if !c.sawInput && n > 0 {
 		c.sawInput = true
 		if !c.implicitTLS && isHTTPRequest(p[:n]) {
@@ -83,6 +123,8 @@ type limitListener struct {
 	hostname string
 	plain    bool
 	timeout  time.Duration // read timeout, see trackedConn
+	minRate  int64         // see trackedConn
+	session  time.Duration // the longest a connection may last; 0 means no limit
 	onRefuse func(ip netip.Addr, reason string)
 }
 
@@ -93,7 +135,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := netlimit.RemoteIP(c.RemoteAddr())
-		tc := &trackedConn{Conn: c, ip: ip, lim: l.lim, implicitTLS: !l.plain, readTimeout: l.timeout}
+		tc := &trackedConn{Conn: c, ip: ip, lim: l.lim, implicitTLS: !l.plain, readTimeout: l.timeout, minRate: l.minRate}
+		if l.session > 0 {
+			tc.sessionEnd = time.Now().Add(l.session)
+		}
 		if reason := l.lim.Acquire(tc, ip); reason != "" {
 			l.onRefuse(ip, string(reason))
 			go func() {

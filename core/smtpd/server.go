@@ -5,9 +5,12 @@
 //
 // It enforces the limits of ../shared/SECURITY.md: line length, message
 // size (SIZE, RFC 1870), recipients, Received-header hops, read and write
-// timeouts, connections per IP and in total, errors per connection, bare
-// CR and LF in DATA, AUTH only over TLS and only with a matching
-// authorisation identity, and no relaying without AUTH.
+// timeouts, a minimum data rate and a longest session, connections per IP
+// and in total, errors per connection, a tarpit for unknown recipients,
+// bare CR and LF in DATA (also after a leading dot), data sent before the
+// 354 reply, AUTH only over TLS and only with a matching authorisation
+// identity, and no relaying without AUTH. Authentication-Results fields
+// claiming our name are removed from every message (RFC 8601 section 5).
 //
 // A message is accepted only once it is durable (see package queue): the
 // reply to DATA is 250 with the queue ID after the spool file and the
@@ -94,7 +97,9 @@ type Server struct {
 	cfg       *config.Config
 	log       *slog.Logger
 	lim       *netlimit.Limiter[*trackedConn]
+	tarpit    *tarpit
 	closing   atomic.Bool
+	stop      chan struct{} // closed when Shutdown begins
 	servers   map[Kind]*smtp.Server
 	mu        sync.Mutex
 	listener  map[Kind][]net.Listener
@@ -126,6 +131,8 @@ func New(opts Options) (*Server, error) {
 		lim:       netlimit.New[*trackedConn](cfg.SMTP.MaxConnections, cfg.SMTP.MaxConnectionsPerIP),
 		servers:   map[Kind]*smtp.Server{},
 		listener:  map[Kind][]net.Listener{},
+		tarpit:    &tarpit{after: cfg.SMTP.TarpitAfter, delay: cfg.SMTP.TarpitDelay.D()},
+		stop:      make(chan struct{}),
 	}
 	for _, k := range []Kind{KindMX, KindSubmission, KindSubmissions} {
 		s.servers[k] = s.newSMTPServer(k)
@@ -219,6 +226,8 @@ func (s *Server) ListenOn(kind Kind, addr string) error {
 		hostname: s.cfg.Hostname,
 		plain:    kind != KindSubmissions,
 		timeout:  s.cfg.SMTP.ReadTimeout.D(),
+		minRate:  int64(s.cfg.SMTP.MinDataRate),
+		session:  s.cfg.SMTP.MaxSessionTime.D(),
 		onRefuse: func(ip netip.Addr, reason string) {
 			s.log.Warn("connection refused", "listener", string(kind), "remote", ip.String(), "reason", reason)
 		},
@@ -275,7 +284,9 @@ func (s *Server) closeListeners() {
 // closes them, waits until ctx is done for messages being received to be
 // committed, then closes whatever is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
+	if !s.closing.Swap(true) {
+		close(s.stop)
+	}
 	s.closeListeners()
 	for _, c := range s.lim.Snapshot() {
 		if !c.inData.Load() {

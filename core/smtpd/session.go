@@ -55,12 +55,15 @@ var (
 	replyAuthInTx      = reply(503, 5, 5, 1, "AUTH not allowed during a mail transaction")
 	replyAuthNotHere   = reply(503, 5, 5, 1, "AUTH not available on this port")
 	replyNeedTLS       = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
+	replyClosed        = reply(554, 5, 5, 0, "Connection closed")
+	replyNoFrom        = reply(550, 5, 6, 0, "Message has no From header field")
 )
 
 // Lines written straight to the client before the connection is closed.
 const (
 	lineBareLF       = "554 5.6.0 Bare CR or LF in message, closing connection"
 	lineTooManyErrs  = "421 4.7.0 Too many errors, closing connection"
+	lineDataTimeout  = "421 4.4.2 Timeout while receiving the message, closing connection"
 	maxHeloLength    = 255
 	transactionField = "smtp"
 )
@@ -82,6 +85,9 @@ type session struct {
 	// any domain without AUTH, and its mail takes the outbound pipeline.
 	relay bool
 	errs  int // rejected commands so far
+	// closed is set once closeWith closed the connection: commands
+	// go-smtp still finds in its buffer are refused.
+	closed bool
 
 	// The current transaction; tx is nil outside one.
 	tx *transaction
@@ -232,6 +238,7 @@ func validHelo(h string) bool {
 // closeWith writes one reply line and closes the connection. go-smtp's
 // reply to the same command is then lost, which is the point.
 func (s *session) closeWith(line string) {
+	s.closed = true
 	c := s.conn.Conn()
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, line+"\r\n")
@@ -322,6 +329,10 @@ func (r saslReplies) Next(resp []byte) ([]byte, bool, error) {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.closed {
+		// Commands the client sent before closeWith, still buffered.
+		return replyClosed
+	}
 	if s.srv.closing.Load() {
 		s.closeWith("421 4.3.2 " + s.srv.cfg.Hostname + " Service shutting down")
 		return replyShuttingDown
@@ -339,7 +350,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.logRejected("MAIL", from, err)
 		return s.fail(replyBadSender)
 	}
-	if !opts.UTF8 && !isASCII(a.String()) {
+	if !opts.UTF8 && !isASCII(from) {
+		// The address as sent: its domain may have become an A-label.
 		return s.fail(replyNeedUTF8)
 	}
 	if err := s.srv.opts.Queue.CheckSpace(); err != nil {
@@ -378,7 +390,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.tx.rejected = append(s.tx.rejected, to+" (501 bad syntax)")
 		return s.fail(replyBadRcpt)
 	}
-	if !s.tx.utf8 && !isASCII(a.String()) {
+	if !s.tx.utf8 && !isASCII(to) {
 		s.tx.rejected = append(s.tx.rejected, to+" (553 needs SMTPUTF8)")
 		return s.fail(replyNeedUTF8)
 	}
@@ -400,7 +412,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			}
 			if !ok {
 				s.tx.rejected = append(s.tx.rejected, a.String()+" (550 unknown)")
-				return s.fail(replyUnknownUser)
+				return s.unknownRcpt()
 			}
 		default:
 			// RFC 5321 section 3.6.2: never relay for strangers.
@@ -410,7 +422,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		targets = []store.Target{{Address: a.String()}}
 	case errors.Is(err, store.ErrUnknownUser):
 		s.tx.rejected = append(s.tx.rejected, a.String()+" (550 unknown)")
-		return s.fail(replyUnknownUser)
+		return s.unknownRcpt()
 	case err != nil:
 		s.srv.log.Error("resolving recipient", "rcpt", a.String(), "err", err)
 		s.tx.rejected = append(s.tx.rejected, a.String()+" (451 lookup failed)")
@@ -436,6 +448,20 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.tx.rcpts = append(s.tx.rcpts, acceptedRcpt{addr: a, targets: targets})
 	return nil
+}
+
+// unknownRcpt refuses an unknown recipient, after the tarpit's delay.
+func (s *session) unknownRcpt() error {
+	if d := s.srv.tarpit.unknown(s.remote); d > 0 {
+		s.srv.log.Info("tarpit: delaying the reply to an unknown recipient", "listener", string(s.kind), "remote", s.remote.String(), "delay_ms", d.Milliseconds())
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-s.srv.stop:
+			t.Stop()
+		}
+	}
+	return s.fail(replyUnknownUser)
 }
 
 // allOverQuota reports whether every target is a local user over quota.
@@ -473,6 +499,11 @@ func (e *errWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func storageReply(err error) *smtp.SMTPError {
 	if durable.IsNoSpace(err) {
 		return replyNoSpace
@@ -486,8 +517,30 @@ func (s *session) Data(r io.Reader) error {
 		defer s.tc.inData.Store(false)
 	}
 	tx := s.tx
+	if s.closed {
+		return replyClosed
+	}
 	if tx == nil || len(tx.rcpts) == 0 {
 		return reply(503, 5, 5, 1, "No valid recipients")
+	}
+	if _, bdat := r.(*io.PipeReader); !bdat {
+		// DATA: read the raw lines (see rawdata.go).
+		if br := connReader(s.conn); br != nil {
+			if br.Buffered() > 0 {
+				s.srv.log.Info("refusing message: data sent before the 354 reply", "listener", string(s.kind), "remote", s.remote.String(), "err", errDataBefore354)
+				s.finish("554 data before 354; connection closed")
+				s.closeWith(lineDataBefore354)
+				return replyClosed
+			}
+			dr := newDotReader(br, int64(s.srv.cfg.SMTP.MaxMessageSize))
+			defer func() {
+				// Whatever was refused early is read up to the end
+				// of the data here, not by go-smtp's reader.
+				dr.max = 0
+				io.Copy(io.Discard, dr)
+			}()
+			r = dr
+		}
 	}
 	p, release := s.pipeline()
 	defer release()
@@ -506,7 +559,12 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 		return nil, s.spoolFailed(id, err)
 	}
 	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops)
-	if _, err := io.Copy(ew, dr); err != nil {
+	af := newAuthResultsFilter(ew, s.srv.cfg.Hostname)
+	_, err := io.Copy(af, dr)
+	if err == nil {
+		err = af.Flush()
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, errBareLF):
 			s.finish("554 bare CR or LF; connection closed")
@@ -520,10 +578,24 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 			return nil, smtp.ErrDataTooLarge
 		case ew.err != nil:
 			return nil, s.spoolFailed(id, ew.err)
+		case isTimeout(err):
+			// Too slow (smtp.min_data_rate) or out of time
+			// (smtp.max_session_time): the connection is not kept for
+			// another try.
+			s.finish("421 data timeout")
+			s.srv.log.Info("closing connection: data too slow", "listener", string(s.kind), "remote", s.remote.String())
+			s.closeWith(lineDataTimeout)
+			return nil, replyConnProblem
 		default:
 			s.finish("451 client: " + err.Error())
 			return nil, replyConnProblem
 		}
+	}
+	if s.kind != KindMX && !hasFromField(dr.header) {
+		// A message submission agent may not pass on a message without
+		// an author (RFC 6409 section 8, RFC 5322 section 3.6).
+		s.finish("550 5.6.0 no From header field")
+		return nil, s.fail(replyNoFrom)
 	}
 	return dr, nil
 }

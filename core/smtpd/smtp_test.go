@@ -139,7 +139,7 @@ func TestSubmissionsWithGoSMTPClient(t *testing.T) {
 	if err := c.Auth(sasl.NewLoginClient("bob@example.test", bobPass)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SendMail("bob@example.test", []string{"x@remote.test"}, strings.NewReader("Subject: x\r\n\r\ny\r\n")); err != nil {
+	if err := c.SendMail("bob@example.test", []string{"x@remote.test"}, strings.NewReader("From: bob@example.test\r\nSubject: x\r\n\r\ny\r\n")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -246,9 +246,12 @@ func TestReadTimeout(t *testing.T) {
 
 // Data that keeps arriving extends the deadline: a message that takes
 // longer than read_timeout in total, but never pauses that long, goes
-// through.
+// through (with no minimum rate).
 func TestSlowDataWithinTimeout(t *testing.T) {
-	e := newServer(t, func(c *config.Config) { c.SMTP.ReadTimeout = config.Duration(1500 * time.Millisecond) })
+	e := newServer(t, func(c *config.Config) {
+		c.SMTP.ReadTimeout = config.Duration(1500 * time.Millisecond)
+		c.SMTP.MinDataRate = 0
+	})
 	c := e.dial(t, KindMX)
 	c.expect("220")
 	c.cmd("EHLO client", "250")
@@ -262,6 +265,76 @@ func TestSlowDataWithinTimeout(t *testing.T) {
 	}
 	c.send(".\r\n")
 	queuedID(t, c)
+}
+
+// A client that trickles its message a byte at a time (slowloris) is
+// closed once it falls below min_data_rate, however steadily it sends.
+func TestDataBelowMinimumRate(t *testing.T) {
+	e := newServer(t, func(c *config.Config) {
+		c.SMTP.ReadTimeout = config.Duration(500 * time.Millisecond)
+		c.SMTP.MinDataRate = 1000
+	})
+	c := e.dial(t, KindMX)
+	c.expect("220")
+	c.cmd("EHLO client", "250")
+	c.cmd("MAIL FROM:<x@remote.test>", "250")
+	c.cmd("RCPT TO:<alice@example.test>", "250")
+	c.cmd("DATA", "354")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// A byte every 50 ms, far more often than read_timeout; at most
+		// 10 s of it (a safety ceiling, not a timing assertion).
+		for i := 0; i < 200; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.conn.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := c.r.ReadString('\n')
+	if !strings.HasPrefix(line, "421 4.4.2") {
+		t.Fatalf("reply while trickling: %q, %v; want 421 4.4.2", line, err)
+	}
+	if _, err := c.r.ReadString('\n'); err == nil {
+		t.Error("connection still open after the 421")
+	}
+	if ms, _ := e.queue.List(queue.Filter{}); len(ms) != 0 {
+		t.Errorf("queued %d messages", len(ms))
+	}
+}
+
+// A connection lasts no longer than max_session_time, however busy it is.
+func TestMaxSessionTime(t *testing.T) {
+	e := newServer(t, func(c *config.Config) {
+		c.SMTP.ReadTimeout = config.Duration(5 * time.Second)
+		c.SMTP.MaxSessionTime = config.Duration(700 * time.Millisecond)
+	})
+	c := e.dial(t, KindMX)
+	c.expect("220")
+	c.cmd("EHLO client", "250")
+	for i := 0; ; i++ {
+		if i == 100 { // 10 s: a safety ceiling
+			t.Fatal("connection still open")
+		}
+		time.Sleep(100 * time.Millisecond)
+		c.send("NOOP\r\n")
+		if got := c.reply(); !strings.HasPrefix(got, "250") {
+			if !strings.HasPrefix(got, "421 4.4.2") {
+				t.Fatalf("reply %q, want 250 or 421 4.4.2", got)
+			}
+			break
+		}
+	}
+	c.expect("closed")
 }
 
 func TestShutdownSays421(t *testing.T) {
@@ -297,4 +370,45 @@ func TestShutdownSays421(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", e.addr[KindMX], time.Second); err == nil {
 		t.Error("still accepting connections after Shutdown")
 	}
+}
+
+// Past tarpit_after unknown recipients from one address, each further one
+// is answered only after a growing delay, in later connections too; the
+// connection is still closed after max_errors.
+func TestUnknownRecipientTarpit(t *testing.T) {
+	const step = 150 * time.Millisecond
+	e := newServer(t, func(c *config.Config) {
+		c.SMTP.TarpitAfter = 2
+		c.SMTP.TarpitDelay = config.Duration(step)
+		c.SMTP.MaxErrors = 4
+	})
+	c := e.dial(t, KindMX)
+	c.expect("220")
+	c.cmd("EHLO client", "250")
+	c.cmd("MAIL FROM:<x@remote.test>", "250")
+	c.cmd("RCPT TO:<alice@example.test>", "250")
+	c.cmd("RCPT TO:<nobody1@example.test>", "550 5.1.1")
+	c.cmd("RCPT TO:<nobody2@example.test>", "550 5.1.1")
+	for i, want := range []time.Duration{step, 2 * step} {
+		start := time.Now()
+		c.cmd("RCPT TO:<probe"+string(rune('a'+i))+"@example.test>", "550 5.1.1")
+		if got := time.Since(start); got < want {
+			t.Errorf("unknown recipient %d past the limit answered after %v, want at least %v", i+1, got, want)
+		}
+	}
+	c.send("RCPT TO:<probe@example.test>\r\n")
+	c.expect("421 4.7.0")
+	c.expect("closed")
+
+	// Reconnecting does not start afresh.
+	c = e.dial(t, KindMX)
+	c.expect("220")
+	c.cmd("EHLO client", "250")
+	c.cmd("MAIL FROM:<x@remote.test>", "250")
+	start := time.Now()
+	c.cmd("RCPT TO:<again@example.test>", "550 5.1.1")
+	if got := time.Since(start); got < 4*step {
+		t.Errorf("first unknown recipient of a new connection answered after %v, want at least %v", got, 4*step)
+	}
+	c.cmd("RCPT TO:<bob@example.test>", "250")
 }

@@ -6,9 +6,11 @@
 // cannot be delivered at once (a full disk, a database error) stays in the
 // local queue, which the workers of Run work through: they take messages
 // with pending local recipients from the queue, put
-// one copy into each recipient's mailbox (a hard link of the spool file, so
-// delivering to many users costs no copying), and commit each recipient's
-// new state. A crash between the mailbox commit and the queue commit
+// one copy into each recipient's mailbox, and commit each recipient's new
+// state. The copy is the spool file with a Return-Path field on top, which
+// the final delivery adds (RFC 5321 section 4.4); it is written once per
+// message and hard-linked for the other recipients, so delivering to many
+// users costs one copy. A crash between the mailbox commit and the queue commit
 // delivers that copy again at restart: a duplicate, never a loss.
 //
 // A delivery that fails for a reason that may pass (a full disk, a database
@@ -23,9 +25,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,17 +121,16 @@ func (d *Deliverer) Run(ctx context.Context) {
 // the queue to retry; DeliverNow itself never fails.
 func (d *Deliverer) DeliverNow(m *queue.Message, header []byte) {
 	summary := store.ParseSummary(bytes.NewReader(header))
+	fc := d.finalCopy(m)
 	now := time.Now()
 	for i := range m.Rcpts {
 		r := &m.Rcpts[i]
 		if r.Route != queue.RouteLocal || r.Final() {
 			continue
 		}
-		mb, msg, err := d.opts.Store.Deliver(store.Delivery{
+		mb, msg, err := fc.deliver(store.Delivery{
 			UserID:       r.UserID,
 			Mailbox:      r.Mailbox,
-			Source:       d.opts.Queue.SpoolPath(m.ID),
-			Size:         m.Size,
 			InternalDate: m.Received,
 			Summary:      summary,
 		})
@@ -174,6 +177,7 @@ func (d *Deliverer) deliver(id string) {
 		f.Close()
 	}
 	results := map[int]result{}
+	fc := d.finalCopy(m)
 	var wait time.Duration
 	for i, r := range m.Rcpts {
 		if r.Route != queue.RouteLocal || r.Final() {
@@ -185,11 +189,9 @@ func (d *Deliverer) deliver(id string) {
 			}
 			continue
 		}
-		mb, msg, err := d.opts.Store.Deliver(store.Delivery{
+		mb, msg, err := fc.deliver(store.Delivery{
 			UserID:       r.UserID,
 			Mailbox:      r.Mailbox,
-			Source:       q.SpoolPath(id),
-			Size:         m.Size,
 			InternalDate: m.Received,
 			Summary:      summary,
 		})
@@ -339,6 +341,55 @@ func (d *Deliverer) backoff(attempts int) time.Duration {
 		delay *= 2
 	}
 	return min(delay, d.opts.MaxRetryAfter)
+}
+
+// finalCopy makes the mailbox copies of one message: the spool file with a
+// Return-Path field holding the envelope sender on top ("<>" for the null
+// sender). The first delivery writes it; the others hard-link the first
+// one's file when the store tells where it is.
+type finalCopy struct {
+	st     Mailboxes
+	spool  string
+	prefix string
+	size   int64  // of the copy; 0 means unknown
+	first  string // the file of the first copy delivered, "" before
+}
+
+func (d *Deliverer) finalCopy(m *queue.Message) *finalCopy {
+	c := &finalCopy{st: d.opts.Store, spool: d.opts.Queue.SpoolPath(m.ID), prefix: "Return-Path: <" + m.From + ">\r\n"}
+	if m.Size > 0 {
+		c.size = m.Size + int64(len(c.prefix))
+	}
+	return c
+}
+
+// blobPather is implemented by *store.Store.
+type blobPather interface {
+	BlobPath(store.Message) string
+}
+
+func (c *finalCopy) deliver(del store.Delivery) (store.Mailbox, store.Message, error) {
+	del.Size = c.size
+	if c.first != "" {
+		del.Source = c.first
+		mb, msg, err := c.st.Deliver(del)
+		if err == nil {
+			return mb, msg, nil
+		}
+		// The first copy may be gone (expunged meanwhile): write anew.
+		del.Source, c.first = "", ""
+	}
+	f, err := os.Open(c.spool)
+	if err != nil {
+		return store.Mailbox{}, store.Message{}, fmt.Errorf("local: %w", err)
+	}
+	defer f.Close()
+	del.Body = io.MultiReader(strings.NewReader(c.prefix), f)
+	mb, msg, err := c.st.Deliver(del)
+	if bp, ok := c.st.(blobPather); ok && err == nil {
+		c.first = bp.BlobPath(msg)
+	}
+	return mb, msg, err
 }
 
 var _ Mailboxes = (*store.Store)(nil)

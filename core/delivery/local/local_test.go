@@ -210,3 +210,60 @@ func TestRetryThenHold(t *testing.T) {
 		t.Errorf("alice INBOX = %d", n)
 	}
 }
+
+// The final delivery adds Return-Path with the envelope sender (RFC 5321
+// section 4.4), "<>" for the null sender; the stored size counts it, and
+// the recipients of one message share one file.
+func TestReturnPath(t *testing.T) {
+	e := newEnv(t)
+	d := New(Options{Queue: e.q, Store: e.s})
+	stop := run(t, d)
+	id := e.enqueue(t, rcpt(e.alice, ""), rcpt(e.bob, ""))
+	waitFor(t, "local delivery", func() bool {
+		_, err := e.q.Get(id)
+		return errors.Is(err, queue.ErrNotFound)
+	})
+	stop()
+	// Immediate delivery of a bounce (null sender).
+	w, err := e.q.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Subject: bounce\r\n\r\nhello\r\n"))
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	m := &queue.Message{ID: w.ID(), Size: w.Size(), Received: time.Now(), From: "", Rcpts: []queue.Recipient{rcpt(e.alice, "")}}
+	d.DeliverNow(m, []byte("Subject: bounce\r\n\r\n"))
+	w.Discard()
+	if m.Rcpts[0].State != queue.StateDelivered {
+		t.Fatalf("DeliverNow left %+v", m.Rcpts[0])
+	}
+
+	var files []os.FileInfo
+	for _, u := range []store.User{e.alice, e.bob} {
+		box, _ := e.s.MailboxByName(u.ID, "INBOX")
+		msgs, _ := e.s.Messages(box.ID)
+		for i, msg := range msgs {
+			path := e.s.BlobPath(msg)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "Return-Path: <x@remote.test>\r\nSubject: test\r\n\r\nhello\r\n"
+			if i == 1 {
+				want = "Return-Path: <>\r\nSubject: bounce\r\n\r\nhello\r\n"
+			}
+			if string(b) != want || msg.Size != int64(len(want)) {
+				t.Errorf("%s message %d: size %d, %q; want %q", u.Address, i, msg.Size, b, want)
+			}
+			if i == 0 {
+				fi, _ := os.Stat(path)
+				files = append(files, fi)
+			}
+		}
+	}
+	if len(files) != 2 || !os.SameFile(files[0], files[1]) {
+		t.Errorf("alice's and bob's copies are not one file")
+	}
+}

@@ -107,13 +107,35 @@ var stockClamd = clamdtest.Options{MaxThreads: 12, MaxConnectionQueueLength: 15}
 
 // A busy scanner slows Sluice down but never fails mail: 100 concurrent
 // SMTP sessions deliver 1,000 messages through the clamav stage, with a
-// clamd at Debian's stock settings on its unix socket (as Debian installs
-// it). Every clean message gets 250 and every EICAR one 554 (so each was
-// scanned); none gets a 4xx for the load.
+// clamd at Debian's stock settings. Every clean message gets 250 and every
+// EICAR one 554 (so each was scanned); none gets a 4xx for the load. First
+// with every setting at its default and clamd's unix socket (as Debian
+// installs it), then over TCP with the stage's max_concurrency at clamd's
+// MaxThreads (the pipeline queues the scans, not the plugin).
 func TestClamAVUnderLoad(t *testing.T) {
 	t.Parallel()
 	clamd := clamdtest.StartWith(t, stockClamd)
-	in := newInstance(t, clamavPipeline(clamd.Socket, ""))
+	t.Run("defaults", func(t *testing.T) {
+		clamAVLoad(t, clamavPipeline(clamd.Socket, ""))
+	})
+	t.Run("max_concurrency", func(t *testing.T) {
+		clamAVLoad(t, fmt.Sprintf(`
+pipelines:
+  inbound:
+    - plugin: clamav
+      timeout: 20s
+      max_concurrency: %d
+      config: {address: %q}
+`, stockClamd.MaxThreads, clamd.Addr))
+	})
+	if t.Failed() {
+		t.Logf("clamd log:\n%s", clamd.Log())
+	}
+}
+
+// clamAVLoad runs sluice with the pipeline and sends the load.
+func clamAVLoad(t *testing.T, pipelineYAML string) {
+	in := newInstance(t, pipelineYAML)
 	in.cli("pw\n", "user", "add", "alice@example.test", "--password-stdin")
 	in.start()
 

@@ -287,9 +287,12 @@ func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Cont
 		dones[i] = make(chan stageRun, 1)
 		go func() {
 			release, err := s.acquire(ctx)
-			wait := time.Since(start)
+			var wait time.Duration
+			if s.MaxConcurrency > 0 {
+				wait = time.Since(start)
+			}
 			if err != nil {
-				dones[i] <- stageRun{err: err, dur: wait, wait: wait}
+				dones[i] <- stageRun{err: err, dur: time.Since(start), wait: wait}
 				return
 			}
 			defer release()

@@ -251,7 +251,7 @@ func TestMaxConcurrencyQueues(t *testing.T) {
 	f := &busy{delay: 100 * time.Millisecond}
 	p := &Pipeline{Stages: []*Stage{stage("av", f, func(s *Stage) {
 		s.Timeout, s.MaxConcurrency, s.QueueTimeout = 300*time.Millisecond, 2, 30*time.Second
-	})}}
+	}), stage("free", &fake{})}}
 	outs := make(chan Outcome, 10)
 	var wg sync.WaitGroup
 	for range 10 {
@@ -266,6 +266,9 @@ func TestMaxConcurrencyQueues(t *testing.T) {
 		}
 		if o.Trace[0].WaitMs > 0 {
 			waited++
+		}
+		if o.Trace[1].WaitMs != 0 {
+			t.Errorf("a stage without max_concurrency shows a wait of %vms", o.Trace[1].WaitMs)
 		}
 	}
 	if f.most > 2 || f.most < 1 {

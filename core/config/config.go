@@ -139,6 +139,9 @@ type Stage struct {
 	OnError string    `yaml:"on_error" default:"tempfail" doc:"What a failure of the plugin (a crash, a timeout, an error) does to the message: tempfail (4xx, the sender tries again later), accept (as if the stage had no objection) or reject (5xx)."`
 	Config  RawConfig `yaml:"config" doc:"The plugin's own settings, passed to it unchanged (see the plugin's documentation)."`
 	Actions Actions   `yaml:"actions" doc:"What the stage's verdicts and score do."`
+
+	MaxConcurrency int      `yaml:"max_concurrency" doc:"How many checks of this stage may run at once, across all sessions; the others wait for their turn, so that a busy scanner slows mail down instead of failing it. Set it to what the service behind the plugin can take at once (clamd's MaxThreads for clamav). 0 means no limit."`
+	QueueTimeout   Duration `yaml:"queue_timeout" default:"2m" doc:"With max_concurrency: how long a check may wait for its turn before it counts as a failure (on_error). The stage's timeout starts when the check runs, after the wait."`
 }
 
 // Actions maps a stage's results to what happens to the message.

@@ -219,6 +219,8 @@ pipelines:
       timeout: 5s
       on_error: accept
       actions: {reject: quarantine, junk_at: 5.5}
+      max_concurrency: 12
+      queue_timeout: 90s
   outbound: []
 `)
 	if err != nil {
@@ -228,13 +230,15 @@ pipelines:
 	if len(in) != 2 {
 		t.Fatalf("inbound = %+v", in)
 	}
-	if in[0].Name != "clamav" || in[0].Timeout.D() != 30*time.Second || in[0].OnError != "tempfail" {
+	if in[0].Name != "clamav" || in[0].Timeout.D() != 30*time.Second || in[0].OnError != "tempfail" ||
+		in[0].MaxConcurrency != 0 || in[0].QueueTimeout.D() != 2*time.Minute {
 		t.Errorf("stage 0 defaults = %+v", in[0])
 	}
 	if got := string(in[0].Config.JSON); got != `{"address":"tcp://127.0.0.1:3310","max_size":"25MiB","nested":{"list":[1,"two"]}}` {
 		t.Errorf("stage 0 config JSON = %s", got)
 	}
-	if in[1].Name != "my-filter" || in[1].OnError != "accept" || in[1].Timeout.D() != 5*time.Second || in[1].Actions.Reject != "quarantine" || in[1].Actions.JunkAt != 5.5 {
+	if in[1].Name != "my-filter" || in[1].OnError != "accept" || in[1].Timeout.D() != 5*time.Second || in[1].Actions.Reject != "quarantine" || in[1].Actions.JunkAt != 5.5 ||
+		in[1].MaxConcurrency != 12 || in[1].QueueTimeout.D() != 90*time.Second {
 		t.Errorf("stage 1 = %+v", in[1])
 	}
 	bad := []struct{ yml, want string }{
@@ -247,6 +251,8 @@ pipelines:
 		{"pipelines:\n  inbound:\n    - plugin: spam\n      config: [1, 2]\n", "expected a mapping of the plugin's settings"},
 		{"pipelines:\n  inbound:\n    - plugin: spam\n      actions: {reject: explode}\n", "actions.reject: \"explode\" is not one of"},
 		{"pipelines:\n  inbound:\n    - plugin: spam\n      timout: 5s\n", "unknown key \"timout\" (did you mean \"timeout\"?)"},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n      max_concurrency: -1\n", "pipelines.inbound[0].max_concurrency: must not be negative"},
+		{"pipelines:\n  inbound:\n    - plugin: spam\n      max_concurrency: 4\n      queue_timeout: 0s\n", "pipelines.inbound[0].queue_timeout: must be greater than zero"},
 	}
 	for _, b := range bad {
 		if _, err := parse(t, b.yml); err == nil || !strings.Contains(err.Error(), b.want) {

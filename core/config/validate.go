@@ -257,6 +257,10 @@ func (v *validator) pipelines() {
 				}
 			}
 			v.positive(sk+".timeout", int64(st.Timeout))
+			if st.MaxConcurrency < 0 {
+				v.errf(sk+".max_concurrency", "must not be negative (0 means no limit)")
+			}
+			v.positive(sk+".queue_timeout", int64(st.QueueTimeout))
 			v.oneOf(sk+".on_error", st.OnError, "tempfail", "accept", "reject")
 			if st.Actions.Reject != "" {
 				v.oneOf(sk+".actions.reject", st.Actions.Reject, "reject", "tempfail", "quarantine", "junk", "continue")

@@ -17,6 +17,12 @@
 //   - Scores are summed; headers to add and Authentication-Results
 //     entries are collected in stage order.
 //
+// A stage with MaxConcurrency runs at most that many checks at once,
+// across every session: under load a check waits for its turn (at most
+// QueueTimeout) and its Timeout starts when it runs, so that a busy
+// scanner slows mail down instead of failing it (back-pressure). Only a
+// wait past QueueTimeout is a failure, which gets the stage's on_error.
+//
 // Every stage's result goes into the trace (stage, hook, action, score,
 // symbols, time, error), which is kept with the message in the queue.
 package pipeline
@@ -29,6 +35,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
@@ -68,6 +75,55 @@ type Stage struct {
 	Actions config.Actions
 	// Learns is set when the filter learns from examples (sdk.Learner).
 	Learns bool
+	// MaxConcurrency, when more than 0, is how many checks of this stage
+	// run at once, across all the pipeline's callers; the others wait for
+	// a turn. 0: no limit.
+	MaxConcurrency int
+	// QueueTimeout bounds that wait; a check that gets no turn within it
+	// fails (on_error). Timeout counts from when the check runs. 0 means
+	// as long as Timeout.
+	QueueTimeout time.Duration
+
+	slotsOnce sync.Once
+	slots     chan struct{} // a token per check running, with MaxConcurrency
+}
+
+// queueTimeout is how long a check may wait for its turn: 0 without a
+// limit.
+func (s *Stage) queueTimeout() time.Duration {
+	switch {
+	case s.MaxConcurrency <= 0:
+		return 0
+	case s.QueueTimeout > 0:
+		return s.QueueTimeout
+	}
+	return s.Timeout
+}
+
+// acquire waits for a turn to run a check, at most queueTimeout (and
+// while ctx lasts), and returns the function that ends the turn.
+func (s *Stage) acquire(ctx context.Context) (release func(), err error) {
+	if s.MaxConcurrency <= 0 {
+		return func() {}, nil
+	}
+	s.slotsOnce.Do(func() { s.slots = make(chan struct{}, s.MaxConcurrency) })
+	select {
+	case s.slots <- struct{}{}: // a free turn: no timer
+		return func() { <-s.slots }, nil
+	default:
+	}
+	wait := s.queueTimeout()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, nil
+	case <-timer.C:
+		return nil, fmt.Errorf("pipeline: stage %s: no turn within queue_timeout %v (max_concurrency %d): %w",
+			s.Name, wait, s.MaxConcurrency, context.DeadlineExceeded)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("pipeline: stage %s: waiting for a turn (max_concurrency %d): %w", s.Name, s.MaxConcurrency, context.Cause(ctx))
+	}
 }
 
 // Pipeline is an ordered list of stages.
@@ -96,6 +152,9 @@ type StageResult struct {
 	Reason  string   `json:"reason,omitempty"`
 	Error   string   `json:"error,omitempty"` // the plugin failed; Action is its on_error
 	Ms      float64  `json:"ms"`
+	// WaitMs is how long the check waited for its turn (max_concurrency),
+	// included in Ms.
+	WaitMs float64 `json:"wait_ms,omitempty"`
 }
 
 // Outcome is the merged result of a hook.
@@ -209,9 +268,10 @@ func (p *Pipeline) Data(ctx context.Context, env *sdk.Envelope, header sdk.Heade
 }
 
 type stageRun struct {
-	v   sdk.Verdict
-	err error
-	dur time.Duration
+	v    sdk.Verdict
+	err  error
+	dur  time.Duration
+	wait time.Duration // for a turn, within dur
 }
 
 func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Context, *Stage) (sdk.Verdict, error)) Outcome {
@@ -226,20 +286,30 @@ func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Cont
 	for i, s := range stages {
 		dones[i] = make(chan stageRun, 1)
 		go func() {
+			release, err := s.acquire(ctx)
+			var wait time.Duration
+			if s.MaxConcurrency > 0 {
+				wait = time.Since(start)
+			}
+			if err != nil {
+				dones[i] <- stageRun{err: err, dur: time.Since(start), wait: wait}
+				return
+			}
+			defer release()
 			sctx, cancel := context.WithTimeout(ctx, s.Timeout)
 			defer cancel()
 			v, err := safeCheck(sctx, s, check)
 			if err != nil && sctx.Err() == context.DeadlineExceeded {
 				err = fmt.Errorf("%w after %v", context.DeadlineExceeded, s.Timeout)
 			}
-			dones[i] <- stageRun{v: v, err: err, dur: time.Since(start)}
+			dones[i] <- stageRun{v: v, err: err, dur: time.Since(start), wait: wait}
 		}()
 	}
-	// Wait for each stage until its deadline (and a little more for the
-	// answer to arrive), never longer: a filter that ignores its context
-	// is left behind, not waited for.
+	// Wait for each stage until its deadline (after its longest wait for a
+	// turn, and a little more for the answer to arrive), never longer: a
+	// filter that ignores its context is left behind, not waited for.
 	for i, s := range stages {
-		timer := time.NewTimer(time.Until(start.Add(s.Timeout + 50*time.Millisecond)))
+		timer := time.NewTimer(time.Until(start.Add(s.queueTimeout() + s.Timeout + 50*time.Millisecond)))
 		select {
 		case runs[i] = <-dones[i]:
 		case <-timer.C:
@@ -294,6 +364,9 @@ func safeCheck(ctx context.Context, s *Stage, check func(context.Context, *Stage
 // entry.
 func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Action) {
 	res := StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000, Symbols: []Symbol{}}
+	if r.wait >= time.Millisecond {
+		res.WaitMs = float64(r.wait.Microseconds()) / 1000
+	}
 	if r.err != nil {
 		res.Error = errorText(r.err)
 		switch s.OnError {

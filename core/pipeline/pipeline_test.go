@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -199,5 +200,110 @@ func TestRcptHookAndMerge(t *testing.T) {
 	tx.Merge(Outcome{Action: Reject, Code: 550, Stage: "av"})
 	if tx.Action != Reject || tx.Stage != "av" {
 		t.Errorf("merged reject = %+v", tx)
+	}
+}
+
+// busy is a filter that takes delay per check (or until release is
+// closed) and counts how many checks run at once.
+type busy struct {
+	delay   time.Duration
+	release chan struct{}
+	mu      sync.Mutex
+	active  int
+	most    int
+	started chan struct{}
+}
+
+func (b *busy) Configure(context.Context, sdk.Config) error { return nil }
+
+func (b *busy) Check(ctx context.Context, m *sdk.Message) (sdk.Verdict, error) {
+	b.mu.Lock()
+	b.active++
+	b.most = max(b.most, b.active)
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.active--
+		b.mu.Unlock()
+	}()
+	select {
+	case b.started <- struct{}{}:
+	default:
+	}
+	wait := time.After(b.delay)
+	if b.release != nil {
+		wait = nil
+	}
+	select {
+	case <-wait:
+	case <-b.release:
+	case <-ctx.Done():
+		return sdk.Verdict{}, ctx.Err()
+	}
+	return sdk.Accept(), nil
+}
+
+// With max_concurrency, a burst queues: at most that many checks run at
+// once, and each check's timeout starts when it runs, so that load alone
+// fails none (here 10 checks of 100ms each, 2 at a time, under a 300ms
+// timeout; without the limit they would all run at once).
+func TestMaxConcurrencyQueues(t *testing.T) {
+	f := &busy{delay: 100 * time.Millisecond}
+	p := &Pipeline{Stages: []*Stage{stage("av", f, func(s *Stage) {
+		s.Timeout, s.MaxConcurrency, s.QueueTimeout = 300*time.Millisecond, 2, 30*time.Second
+	}), stage("free", &fake{})}}
+	outs := make(chan Outcome, 10)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() { outs <- runData(p) })
+	}
+	wg.Wait()
+	close(outs)
+	waited := 0
+	for o := range outs {
+		if o.Action != Continue || o.Trace[0].Error != "" {
+			t.Errorf("outcome under load = %s (%s)", actions(t, o), o.Trace[0].Error)
+		}
+		if o.Trace[0].WaitMs > 0 {
+			waited++
+		}
+		if o.Trace[1].WaitMs != 0 {
+			t.Errorf("a stage without max_concurrency shows a wait of %vms", o.Trace[1].WaitMs)
+		}
+	}
+	if f.most > 2 || f.most < 1 {
+		t.Errorf("%d checks ran at once, want at most 2", f.most)
+	}
+	if waited == 0 {
+		t.Error("no check's trace shows a wait for its turn")
+	}
+}
+
+// A check that gets no turn within queue_timeout fails, and gets the
+// stage's on_error.
+func TestQueueTimeout(t *testing.T) {
+	f := &busy{release: make(chan struct{}), started: make(chan struct{}, 1)}
+	for _, onError := range []string{"tempfail", "accept"} {
+		p := &Pipeline{Stages: []*Stage{stage("av", f, func(s *Stage) {
+			s.Timeout, s.MaxConcurrency, s.QueueTimeout, s.OnError = 2*time.Second, 1, 100*time.Millisecond, onError
+		})}}
+		first := make(chan Outcome)
+		go func() { first <- runData(p) }()
+		<-f.started // the one turn is taken
+		o := runData(p)
+		want := map[string]Action{"tempfail": Tempfail, "accept": Continue}[onError]
+		if o.Action != want || !strings.Contains(o.Trace[0].Error, "no turn within queue_timeout 100ms (max_concurrency 1)") {
+			t.Errorf("on_error %s: outcome past queue_timeout = %s (%q)", onError, actions(t, o), o.Trace[0].Error)
+		}
+		if want == Tempfail && (o.Code != 451 || o.Enhanced != "4.3.0") {
+			t.Errorf("reply = %d %s, want 451 4.3.0", o.Code, o.Enhanced)
+		}
+		select {
+		case f.release <- struct{}{}:
+		case <-time.After(5 * time.Second):
+		}
+		if o := <-first; o.Action != Continue {
+			t.Errorf("the check that had the turn = %s", actions(t, o))
+		}
 	}
 }

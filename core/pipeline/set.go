@@ -150,7 +150,8 @@ func Build(ctx context.Context, c *config.Config, log *slog.Logger, opts BuildOp
 					log.Warn("the plugin does not implement a hook the stage asks for", "pipeline", name, "stage", st.Name, "hook", h)
 				}
 			}
-			p.Stages = append(p.Stages, &Stage{Name: st.Name, Filter: plug, Hooks: hooks, Timeout: st.Timeout.D(), OnError: st.OnError, Actions: st.Actions, Learns: info.Has(sdk.HookLearn)})
+			p.Stages = append(p.Stages, &Stage{Name: st.Name, Filter: plug, Hooks: hooks, Timeout: st.Timeout.D(), OnError: st.OnError, Actions: st.Actions, Learns: info.Has(sdk.HookLearn),
+				MaxConcurrency: st.MaxConcurrency, QueueTimeout: st.QueueTimeout.D()})
 		}
 		s.pipelines[name] = p
 	}

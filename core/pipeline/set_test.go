@@ -55,6 +55,8 @@ pipelines:
       name: change
       hooks: [data]
       config: {version: 1}
+      max_concurrency: 3
+      queue_timeout: 45s
 `)
 	h := NewHolder(nil)
 	if err := h.Reload(context.Background(), c, quiet(), BuildOptions{}, time.Second); err != nil {
@@ -65,6 +67,9 @@ pipelines:
 	in := set.Get("inbound")
 	if len(in.Stages) != 2 || !in.Stages[0].Hooks[HookConnect] || in.Stages[1].Hooks[HookConnect] || !in.Stages[1].Hooks[HookData] {
 		t.Fatalf("stages = %+v %+v", in.Stages[0], in.Stages[1])
+	}
+	if s := in.Stages[1]; s.MaxConcurrency != 3 || s.QueueTimeout != 45*time.Second || in.Stages[0].MaxConcurrency != 0 {
+		t.Errorf("max_concurrency, queue_timeout = %d, %v; want 3, 45s (and no limit on the other stage)", s.MaxConcurrency, s.QueueTimeout)
 	}
 	o := runData(in)
 	if o.Action != Continue || len(o.Trace) != 2 || o.Score != 2 {

@@ -25,12 +25,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sluice-mail/sluice/sdk"
@@ -81,10 +83,18 @@ const (
 	defaultAddress = "tcp://127.0.0.1:3310"
 	defaultPort    = "3310"
 	defaultMaxSize = 25 << 20
+	// defaultMaxConnections is MaxThreads of Debian's stock clamd.conf.
+	defaultMaxConnections = 12
 
 	// dialTimeout bounds connecting to clamd when the context allows
 	// longer.
 	dialTimeout = 10 * time.Second
+	// retryFirst and retryMost bound the pause before connecting again
+	// to a busy clamd: the first pause is up to retryFirst, each next one
+	// up to twice as long, at most retryMost (each a random part of it,
+	// so that waiting scans do not come back at the same moment).
+	retryFirst = 2 * time.Millisecond
+	retryMost  = 200 * time.Millisecond
 	// pingTimeout bounds the reachability check in Configure.
 	pingTimeout = 2 * time.Second
 	// chunkSize is the largest INSTREAM chunk sent.
@@ -116,8 +126,19 @@ type Config struct {
 	Oversize string `json:"oversize"`
 	// Timeout bounds one scan (connecting, sending, waiting for the
 	// answer) in addition to the stage's deadline. Zero (default): the
-	// stage's deadline alone.
+	// stage's deadline alone. Waiting for one of MaxConnections does not
+	// count against it (only against the stage's deadline).
 	Timeout sdk.Duration `json:"timeout"`
+	// MaxConnections is how many scans the plugin sends to clamd at once;
+	// more wait for a turn, within the stage's deadline, instead of
+	// failing. Default 12, MaxThreads of Debian's stock clamd.conf: set
+	// it to clamd's MaxThreads, less what other clients of the same
+	// clamd use. It is per stage (each stage runs its own plugin
+	// process). Load is not an error: a clamd whose listen backlog
+	// (MaxConnectionQueueLength) is full is also tried again, with
+	// random backoff, until the deadline; only clamd down (connection
+	// refused, no socket) fails a scan at once.
+	MaxConnections *int `json:"max_connections"`
 }
 
 // settings is a validated Config.
@@ -128,6 +149,9 @@ type settings struct {
 	maxSize  int64
 	oversize string
 	timeout  time.Duration
+	maxConns int
+	// slots holds a token per scan in progress: at most maxConns.
+	slots chan struct{}
 }
 
 func (c Config) settings() (*settings, error) {
@@ -156,6 +180,13 @@ func (c Config) settings() (*settings, error) {
 	if st.timeout < 0 {
 		return nil, fmt.Errorf("timeout %v: it must not be negative", st.timeout)
 	}
+	st.maxConns = defaultMaxConnections
+	if c.MaxConnections != nil {
+		if st.maxConns = *c.MaxConnections; st.maxConns < 1 {
+			return nil, fmt.Errorf("max_connections %d: it must be at least 1", st.maxConns)
+		}
+	}
+	st.slots = make(chan struct{}, st.maxConns)
 	return st, nil
 }
 
@@ -227,6 +258,9 @@ func (s *scanner) Configure(ctx context.Context, cfg sdk.Config) error {
 	if err != nil {
 		return fmt.Errorf("clamav: stage %s: %w", cfg.Stage, err)
 	}
+	if old := s.cfg.Load(); old.maxConns == st.maxConns {
+		st.slots = old.slots // scans in progress keep counting
+	}
 	s.cfg.Store(st)
 	if err := ping(ctx, st); err != nil {
 		// Sluice adds the stage to the plugin's log lines.
@@ -271,6 +305,13 @@ func (s *scanner) Check(ctx context.Context, msg *sdk.Message) (sdk.Verdict, err
 	}
 	if msg.Size > st.maxSize {
 		return st.oversizeVerdict(fmt.Sprintf("message size %d is over max_size %d", msg.Size, st.maxSize)), nil
+	}
+	select {
+	case st.slots <- struct{}{}:
+		defer func() { <-st.slots }()
+	case <-ctx.Done():
+		return sdk.Verdict{}, fmt.Errorf("clamav: clamd at %s: waiting for one of max_connections %d: %w",
+			st.address, st.maxConns, context.Cause(ctx))
 	}
 	if st.timeout > 0 {
 		var cancel context.CancelFunc
@@ -332,17 +373,42 @@ var errOverMaxSize = errors.New("clamav: message longer than max_size")
 // the connection's deadline moves to now, which ends any read or write in
 // progress. The caller must call the returned function (it closes the
 // connection) before returning; no goroutine outlives it.
+//
+// A busy clamd is tried again until ctx is done, with random exponential
+// backoff (see busy): load is not an error. clamd down is.
 func dial(ctx context.Context, network, addr string) (net.Conn, func(), error) {
 	d := net.Dialer{Timeout: dialTimeout}
-	conn, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, nil, ctxErr(ctx, err)
+	var conn net.Conn
+	var err error
+	pause := retryFirst
+	for attempt := 1; ; attempt++ {
+		conn, err = d.DialContext(ctx, network, addr)
+		if err == nil {
+			break
+		}
+		if !busy(err) {
+			return nil, nil, ctxErr(ctx, err)
+		}
+		t := time.NewTimer(rand.N(pause) + 1)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, ctxErr(ctx, fmt.Errorf("clamd busy after %d connection attempts: %w", attempt, err))
+		}
+		pause = min(2*pause, retryMost)
 	}
 	// Only once ctx is done (not at its deadline, a hair earlier), so
 	// that an I/O error from it finds ctx.Err() set.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	return conn, func() { stop(); conn.Close() }, nil
 }
+
+// busy reports whether a failed connection attempt means that clamd is
+// busy rather than down: a unix socket whose listen backlog is full
+// refuses with EAGAIN. (A full TCP backlog drops the SYN, which the kernel
+// sends again by itself: the attempt is slow, not failed.)
+func busy(err error) bool { return errors.Is(err, syscall.EAGAIN) }
 
 // ctxErr prefers the context's cause to the I/O error it provoked (an
 // "i/o timeout" after the deadline moved).

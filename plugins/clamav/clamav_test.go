@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +36,8 @@ type fakeClamd struct {
 	mu      sync.Mutex
 	streams [][]byte // the data of each INSTREAM, once it ended
 	scans   int      // INSTREAM commands received
+	active  int      // INSTREAM connections open
+	most    int      // the most active at once
 	ended   chan struct{}
 	quit    chan struct{}
 }
@@ -48,6 +53,8 @@ type fakeOpts struct {
 	// hang reads the stream and then never answers; stall stops reading
 	// right after the command.
 	hang, stall bool
+	// delay waits this long before answering, as a busy clamd does.
+	delay time.Duration
 }
 
 func startFake(t *testing.T, opts fakeOpts) *fakeClamd {
@@ -56,7 +63,13 @@ func startFake(t *testing.T, opts fakeOpts) *fakeClamd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeClamd{addr: "tcp://" + l.Addr().String(), opts: opts, ended: make(chan struct{}, 100), quit: make(chan struct{})}
+	return serveFake(t, l, "tcp://"+l.Addr().String(), opts)
+}
+
+// serveFake is startFake on a listener of the caller's.
+func serveFake(t *testing.T, l net.Listener, addr string, opts fakeOpts) *fakeClamd {
+	t.Helper()
+	f := &fakeClamd{addr: addr, opts: opts, ended: make(chan struct{}, 100), quit: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -95,7 +108,20 @@ func (f *fakeClamd) serve(conn net.Conn) {
 	defer func() { f.ended <- struct{}{} }()
 	f.mu.Lock()
 	f.scans++
+	f.active++
+	f.most = max(f.most, f.active)
 	f.mu.Unlock()
+	// Done before the answer: the client may connect again as soon as it
+	// has it.
+	var once sync.Once
+	done := func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.active--
+			f.mu.Unlock()
+		})
+	}
+	defer done()
 	if f.opts.stall {
 		<-f.quit
 		return
@@ -127,6 +153,14 @@ func (f *fakeClamd) serve(conn net.Conn) {
 		io.Copy(io.Discard, r) // until the client closes
 		return
 	}
+	if f.opts.delay > 0 {
+		select {
+		case <-time.After(f.opts.delay):
+		case <-f.quit:
+			return
+		}
+	}
+	done()
 	conn.Write([]byte(f.opts.answer))
 }
 
@@ -227,7 +261,7 @@ func decode(t *testing.T, config map[string]any) (*settings, error) {
 }
 
 func TestConfigValid(t *testing.T) {
-	def := settings{address: defaultAddress, network: "tcp", addr: "127.0.0.1:3310", maxSize: 25 << 20, oversize: "quarantine"}
+	def := settings{address: defaultAddress, network: "tcp", addr: "127.0.0.1:3310", maxSize: 25 << 20, oversize: "quarantine", maxConns: 12}
 	tests := []struct {
 		config map[string]any
 		want   func(s *settings)
@@ -248,11 +282,19 @@ func TestConfigValid(t *testing.T) {
 		{map[string]any{"oversize": "accept"}, func(s *settings) { s.oversize = "accept" }},
 		{map[string]any{"timeout": "30s"}, func(s *settings) { s.timeout = 30 * time.Second }},
 		{map[string]any{"timeout": 1.5}, func(s *settings) { s.timeout = 1500 * time.Millisecond }},
+		{map[string]any{"max_connections": 1}, func(s *settings) { s.maxConns = 1 }},
+		{map[string]any{"max_connections": 100}, func(s *settings) { s.maxConns = 100 }},
 	}
 	for _, tt := range tests {
 		want := def
 		tt.want(&want)
 		got, err := decode(t, tt.config)
+		if err == nil && cap(got.slots) != got.maxConns {
+			t.Errorf("config %v: %d slots for max_connections %d", tt.config, cap(got.slots), got.maxConns)
+		}
+		if err == nil {
+			got.slots = nil
+		}
 		if err != nil || !reflect.DeepEqual(*got, want) {
 			t.Errorf("config %v = %+v, %v; want %+v", tt.config, got, err, want)
 		}
@@ -283,6 +325,8 @@ func TestConfigInvalid(t *testing.T) {
 		{map[string]any{"oversize": "Accept"}, "oversize"},
 		{map[string]any{"timeout": -1}, "negative"},
 		{map[string]any{"timeout": "-1s"}, "negative duration"},
+		{map[string]any{"max_connections": 0}, "max_connections 0: it must be at least 1"},
+		{map[string]any{"max_connections": -3}, "at least 1"},
 		{map[string]any{"adress": "tcp://127.0.0.1:3310"}, "adress"},
 	}
 	r := sdktest.StartUnconfigured(t, newScanner())
@@ -485,6 +529,137 @@ func TestUnreachable(t *testing.T) {
 			t.Errorf("Check with clamd at %s down = %+v, %v; want an error naming the address", addr, v, err)
 		}
 	}
+}
+
+// A clamd whose unix socket has its listen backlog full (Debian's stock
+// MaxConnectionQueueLength is 15) refuses connections with EAGAIN: that
+// is load, not an error, and the plugin tries again until clamd takes the
+// scan, within the deadline.
+func TestBusyBacklog(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "clamd.sock")
+	// Started first: its Configure finds no socket and goes on.
+	r := start(t, map[string]any{"address": "unix://" + sock})
+	l := listenUnix(t, sock, 0)
+	// A backlog of 0 holds one connection; the next gets EAGAIN.
+	filler, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	if c, err := net.Dial("unix", sock); !errors.Is(err, syscall.EAGAIN) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("dialling a full backlog: %v, want EAGAIN", err)
+	}
+	// clamd gets to the queue after a while.
+	time.AfterFunc(300*time.Millisecond, func() { serveFake(t, l, "unix://"+sock, fakeOpts{answer: "stream: OK\x00"}) })
+	v, err := check(t, r, testdata(t, "clean.eml"))
+	if err != nil || v.Action != sdk.Continue || v.Reason != "clean" {
+		t.Errorf("Check with clamd's backlog full for a while = %+v, %v; want clean", v, err)
+	}
+}
+
+// A backlog that stays full until the deadline is an error that says so.
+func TestBusyBacklogPastDeadline(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "clamd.sock")
+	r := start(t, map[string]any{"address": "unix://" + sock})
+	l := listenUnix(t, sock, 0)
+	defer l.Close()
+	filler, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	v, err := r.Check(ctx, sdktest.Message(t, testdata(t, "clean.eml"), nil))
+	if err == nil {
+		t.Errorf("Check = %+v, want an error", v)
+	}
+}
+
+// listenUnix listens on a unix socket with the given backlog (net.Listen
+// takes the system's largest).
+func listenUnix(t *testing.T, path string, backlog int) net.Listener {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, backlog); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// At most max_connections scans go to clamd at once; the others wait for
+// their turn instead of failing.
+func TestMaxConnections(t *testing.T) {
+	f := startFake(t, fakeOpts{answer: "stream: OK\x00", delay: 50 * time.Millisecond})
+	r := start(t, map[string]any{"address": f.addr, "max_connections": 3})
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			if v, err := check(t, r, testdata(t, "clean.eml")); err != nil || v.Action != sdk.Continue {
+				errs <- fmt.Errorf("Check = %+v, %v; want clean", v, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.scans != 20 || f.most > 3 || f.most < 2 {
+		t.Errorf("%d scans, at most %d at once; want 20, at most 3", f.scans, f.most)
+	}
+}
+
+// Waiting for a turn ends at the deadline, with an error that says what
+// was waited for.
+func TestMaxConnectionsPastDeadline(t *testing.T) {
+	f := startFake(t, fakeOpts{hang: true})
+	// In process: over gRPC, the client's own deadline error would come
+	// first.
+	s := newScanner()
+	st, err := decode(t, map[string]any{"address": f.addr, "max_connections": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfg.Store(st)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Check(ctx, sdktest.Message(t, testdata(t, "clean.eml"), nil)) // holds the one connection
+	}()
+	for {
+		if scans, _ := f.got(); scans == 1 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err = s.Check(ctx, sdktest.Message(t, testdata(t, "clean.eml"), nil))
+	if err == nil || !strings.Contains(err.Error(), "waiting for one of max_connections 1") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Check while the one connection is taken: %v, want an error about max_connections", err)
+	}
+	<-done
 }
 
 // clamd that answers nothing, garbage or an error: an error.

@@ -21,6 +21,10 @@
 //
 // A transport failure, a timeout, an answer other than 200 or an answer
 // that is not rspamd's JSON is an error: the stage's on_error decides.
+// Load is not: at most max_connections scans go to rspamd at once (the
+// others wait for their turn within the stage's deadline), and a connection
+// attempt that fails for local load (EAGAIN, or no free local port) is
+// made again, with random backoff, until the deadline.
 package main
 
 import (
@@ -31,12 +35,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sluice-mail/sluice/sdk"
@@ -50,6 +56,19 @@ const (
 	// to scan, away from rspamd. rspamd itself refuses messages over its
 	// max_message setting, 50 MiB by default.
 	defaultMaxSize = 20 << 20
+	// defaultMaxConnections is as many connections as the plugin keeps
+	// open between scans (MaxIdleConnsPerHost): a scan never waits for
+	// a new connection while rspamd can take it on a kept one.
+	defaultMaxConnections = 32
+)
+
+// retryFirst and retryMost bound the pause before connecting again after
+// a connection attempt failed for load: up to retryFirst at first, each
+// next up to twice as long, at most retryMost (a random part of it).
+const (
+	retryFirst = 2 * time.Millisecond
+	retryMost  = 200 * time.Millisecond
+	retryFor   = 30 * time.Second
 )
 
 // checkPath is rspamd's scan endpoint, used when the configured URL has
@@ -132,6 +151,11 @@ type config struct {
 	// tempfail, quarantine or discard, such as {reject: quarantine}.
 	// Actions not named keep their default (see the package comment).
 	Actions map[string]string `json:"actions"`
+	// MaxConnections is how many scans go to rspamd at once; the others
+	// wait for their turn, within the stage's deadline (the timeout
+	// setting starts when a scan gets its turn). Default 32. It is per
+	// stage (each stage runs its own plugin process).
+	MaxConnections *int `json:"max_connections"`
 }
 
 // settings is a checked configuration.
@@ -142,6 +166,8 @@ type settings struct {
 	maxSize    int64
 	spamHeader string
 	actions    map[string]sdk.Action
+	maxConns   int
+	slots      chan struct{} // a token per scan in progress: at most maxConns
 }
 
 type rspamd struct {
@@ -156,8 +182,8 @@ func newRspamd() *rspamd {
 	// only.
 	tr := &http.Transport{
 		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: 32,
+		DialContext:         retryDial((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
+		MaxIdleConnsPerHost: defaultMaxConnections,
 		IdleConnTimeout:     90 * time.Second,
 	}
 	return &rspamd{client: &http.Client{Transport: tr}}
@@ -206,10 +232,57 @@ func (r *rspamd) Configure(_ context.Context, cfg sdk.Config) error {
 		}
 		s.actions[strings.ToLower(strings.TrimSpace(k))] = a
 	}
+	s.maxConns = defaultMaxConnections
+	if c.MaxConnections != nil {
+		if s.maxConns = *c.MaxConnections; s.maxConns < 1 {
+			return fmt.Errorf("rspamd: config: max_connections %d: it must be at least 1", s.maxConns)
+		}
+	}
 	r.mu.Lock()
+	if r.settings != nil && r.settings.maxConns == s.maxConns {
+		s.slots = r.settings.slots // scans in progress keep counting
+	} else {
+		s.slots = make(chan struct{}, s.maxConns)
+	}
 	r.settings = s
 	r.mu.Unlock()
 	return nil
+}
+
+// retryDial wraps dial so that an attempt that failed for load (see
+// busy) is made again, with random exponential backoff, until ctx is
+// done. Any other failure (rspamd down: connection refused) is returned at
+// once.
+func retryDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		// The transport's dial may outlive the request: never retry
+		// longer than this.
+		ctx, cancel := context.WithTimeout(ctx, retryFor)
+		defer cancel()
+		pause := retryFirst
+		for attempt := 1; ; attempt++ {
+			conn, err := dial(ctx, network, addr)
+			if err == nil || !busy(err) {
+				return conn, err
+			}
+			t := time.NewTimer(rand.N(pause) + 1)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("rspamd busy after %d connection attempts: %w (%w)", attempt, err, context.Cause(ctx))
+			}
+			pause = min(2*pause, retryMost)
+		}
+	}
+}
+
+// busy reports whether a failed connection attempt is load rather than
+// rspamd down: EAGAIN (a full listen backlog of a unix socket, or the
+// kernel short of resources) or no free local port (EADDRNOTAVAIL, when
+// many connections were closed recently).
+func busy(err error) bool {
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EADDRNOTAVAIL)
 }
 
 func parseAction(s string) (sdk.Action, bool) {
@@ -261,6 +334,12 @@ func (r *rspamd) Check(ctx context.Context, msg *sdk.Message) (sdk.Verdict, erro
 			Reason:  fmt.Sprintf("%s: %d bytes, over max_size %d", reasonTooLarge, msg.Size, s.maxSize),
 			Symbols: []sdk.Symbol{{Name: symbolTooLarge, Detail: fmt.Sprintf("%d > %d bytes", msg.Size, s.maxSize)}},
 		}, nil
+	}
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-ctx.Done():
+		return sdk.Verdict{}, fmt.Errorf("rspamd: waiting for one of max_connections %d: %w", s.maxConns, context.Cause(ctx))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()

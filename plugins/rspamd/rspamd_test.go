@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -408,6 +411,7 @@ func TestConfigureRefuses(t *testing.T) {
 		{"bad spam_header", map[string]any{"spam_header": "X-Spam: yes"}, "spam_header"},
 		{"bad max_size", map[string]any{"max_size": "lots"}, "invalid size"},
 		{"unknown key", map[string]any{"urll": "http://127.0.0.1:11333"}, "urll"},
+		{"max_connections 0", map[string]any{"max_connections": 0}, "max_connections 0: it must be at least 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -425,11 +429,93 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := f.settings
-	if s.url != "http://127.0.0.1:11333/checkv2" || s.timeout != defaultTimeout || s.maxSize != defaultMaxSize || s.spamHeader != "" || s.password != "" {
+	if s.url != "http://127.0.0.1:11333/checkv2" || s.timeout != defaultTimeout || s.maxSize != defaultMaxSize || s.spamHeader != "" || s.password != "" || s.maxConns != 32 || cap(s.slots) != 32 {
 		t.Errorf("defaults = %+v", s)
 	}
 	info, err := sdktest.Start(t, newRspamd(), nil).Describe(context.Background())
 	if err != nil || info.Name != "rspamd" || strings.Join(info.Hooks, ",") != "data" {
 		t.Errorf("Describe = %+v, %v", info, err)
+	}
+}
+
+// At most max_connections scans go to rspamd at once; the others wait for
+// their turn instead of failing.
+func TestMaxConnections(t *testing.T) {
+	var mu sync.Mutex
+	active, most, n := 0, 0, 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		active++
+		n++
+		most = max(most, active)
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		active-- // before the answer: the client may send again once it has it
+		mu.Unlock()
+		io.WriteString(w, answerJSON("no action", 0))
+	}))
+	t.Cleanup(srv.Close)
+	r := sdktest.Start(t, newRspamd(), map[string]any{"url": srv.URL, "max_connections": 3})
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if v, err := r.Check(ctx, sdktest.Message(t, plainMessage, nil)); err != nil || v.Action != sdk.Continue {
+				errs <- fmt.Errorf("Check = %+v, %v; want continue", v, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n != 20 || most > 3 || most < 2 {
+		t.Errorf("%d scans, at most %d at once; want 20, at most 3", n, most)
+	}
+}
+
+// A connection attempt that fails for load is made again until the
+// deadline; rspamd down (connection refused) fails at once.
+func TestRetryDial(t *testing.T) {
+	fails := func(n int, err error) (func(context.Context, string, string) (net.Conn, error), *int) {
+		calls := 0
+		return func(context.Context, string, string) (net.Conn, error) {
+			calls++
+			if calls <= n {
+				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)}
+			}
+			c1, c2 := net.Pipe()
+			c2.Close()
+			return c1, nil
+		}, &calls
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, errno := range []syscall.Errno{syscall.EAGAIN, syscall.EADDRNOTAVAIL} {
+		dial, calls := fails(3, errno)
+		conn, err := retryDial(dial)(ctx, "tcp", "127.0.0.1:11333")
+		if err != nil || *calls != 4 {
+			t.Errorf("%v three times: %v after %d attempts, want a connection after 4", errno, err, *calls)
+		}
+		if conn != nil {
+			conn.Close()
+		}
+	}
+	dial, calls := fails(3, syscall.ECONNREFUSED)
+	if _, err := retryDial(dial)(ctx, "tcp", "127.0.0.1:11333"); !errors.Is(err, syscall.ECONNREFUSED) || *calls != 1 {
+		t.Errorf("connection refused: %v after %d attempts, want the error after 1", err, *calls)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	dial, calls = fails(1<<30, syscall.EAGAIN)
+	if _, err := retryDial(dial)(short, "tcp", "127.0.0.1:11333"); err == nil || !strings.Contains(err.Error(), "rspamd busy after") || *calls < 2 {
+		t.Errorf("EAGAIN until the deadline: %v after %d attempts", err, *calls)
 	}
 }

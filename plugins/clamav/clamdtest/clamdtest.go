@@ -114,6 +114,11 @@ type Options struct {
 	// StreamMaxLength is clamd's INSTREAM limit in bytes: 0 means
 	// StreamMaxLength (the constant).
 	StreamMaxLength int
+	// MaxConnectionQueueLength is the listen backlog of clamd's sockets:
+	// 0 leaves clamd's own default (200). Debian's stock clamd.conf has
+	// 15; a client connecting to a full backlog of the unix socket gets
+	// EAGAIN.
+	MaxConnectionQueueLength int
 }
 
 // defaultMaxThreads is MaxThreads when Options leaves it 0.
@@ -124,7 +129,13 @@ const defaultMaxThreads = 4
 // start.
 func Start(t testing.TB) *Clamd {
 	t.Helper()
-	c, err := Run(t.TempDir(), Options{})
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with opts.
+func StartWith(t testing.TB, opts Options) *Clamd {
+	t.Helper()
+	c, err := Run(t.TempDir(), opts)
 	if err != nil {
 		t.Fatalf("clamdtest: %v", err)
 	}
@@ -254,7 +265,15 @@ LogSyslog no
 StreamMaxLength %d
 MaxThreads %d
 SelfCheck 0
-`, db, dir, port, sock, filepath.Join(dir, "clamd.pid"), logFile, opts.StreamMaxLength, opts.MaxThreads)
+`, db, dir, port, sock, filepath.Join(dir, "clamd.pid"), logFile, opts.StreamMaxLength, opts.MaxThreads) + queueLength(opts)
+}
+
+// queueLength is the MaxConnectionQueueLength line, if opts set one.
+func queueLength(opts Options) string {
+	if opts.MaxConnectionQueueLength == 0 {
+		return ""
+	}
+	return fmt.Sprintf("MaxConnectionQueueLength %d\n", opts.MaxConnectionQueueLength)
 }
 
 // start runs clamd and waits until it answers PING on tcpAddr.

@@ -174,6 +174,9 @@ func serve(c *ctx) error {
 		// (keep it on loopback).
 		go func() { log.Warn("pprof stopped", "err", http.ListenAndServe(addr, nil)) }()
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: "+w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
+	}
 	srv, err := server.Start(cfg, log)
 	if err != nil {
 		return err
@@ -205,6 +208,9 @@ func configCheck(c *ctx) error {
 	cfg, err := config.Load(c.configPath)
 	if err != nil {
 		return err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(c.stdout, "warning:", w)
 	}
 	fmt.Fprintf(c.stdout, "%s: OK (hostname %s, data in %s)\n", c.configPath, cfg.Hostname, cfg.DataDir)
 	return nil

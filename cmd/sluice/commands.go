@@ -212,6 +212,14 @@ func configCheck(c *ctx) error {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintln(c.stdout, "warning:", w)
 	}
+	// What 'serve' refuses to start with, as far as this machine tells.
+	problems, err := server.PermissionProblems(cfg)
+	if err != nil {
+		fmt.Fprintln(c.stdout, "warning:", err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s: sluice serve would refuse to start: files it trusts can be changed by users other than root and run_as:\n%s", c.configPath, strings.Join(problems, "\n"))
+	}
 	fmt.Fprintf(c.stdout, "%s: OK (hostname %s, data in %s)\n", c.configPath, cfg.Hostname, cfg.DataDir)
 	return nil
 }

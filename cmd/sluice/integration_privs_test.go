@@ -1,10 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/sluice-mail/sluice/configs"
@@ -74,4 +79,213 @@ func TestIntegrationConfigCheckWarnsSenderPolicy(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "warning: "+in.config+":") || !strings.Contains(out, "smtp.submission: there is no senderpolicy stage") || !strings.Contains(out, ": OK") {
 		t.Errorf("config check: exit %d, stdout %q, stderr %q; want 0, a warning about the missing senderpolicy stage, and OK", code, out, errOut)
 	}
+}
+
+// procStatus returns the real and effective user and group IDs
+// ("Uid:\treal\teffective\tsaved\tfs") and the parent of a process.
+func procStatus(t *testing.T, pid int) (uid, euid, gid, ppid string) {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[0] == "Uid:":
+			uid, euid = f[1], f[2]
+		case len(f) >= 3 && f[0] == "Gid:":
+			gid = f[1]
+		case len(f) >= 2 && f[0] == "PPid:":
+			ppid = f[1]
+		}
+	}
+	return uid, euid, gid, ppid
+}
+
+// children returns the processes whose parent is pid.
+func children(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", child))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if strings.Contains(string(data), fmt.Sprintf("\nPPid:\t%d\n", pid)) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// TestIntegrationRunAs: started as root with run_as, sluice binds its
+// ports first, then runs as that user, and so do its plugins, also those
+// restarted after a crash; it still takes and delivers mail, and the
+// user owns its data directory.
+func TestIntegrationRunAs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching users needs root; CI runs the tests as root")
+	}
+	t.Parallel()
+	requireTool(t, "swaks")
+	const nobody = "65534"
+	// The crash below logs an error, so this is not newIntegration.
+	in := newInstance(t, "run_as: nobody\npipelines:\n  inbound: [{plugin: faulty}]\n  outbound: [{plugin: senderpolicy}]\n")
+	// The MX listener on a port below 1024, which only root may bind,
+	// shows that the ports are bound before the switch.
+	privileged := privilegedPort(t)
+	cfg, err := os.ReadFile(in.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), fmt.Sprintf("%q", in.mx), fmt.Sprintf("%q", privileged), 1))
+	if err := os.WriteFile(in.config, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in.mx = privileged
+	// nobody must reach the data directory and the plugin programs.
+	for _, d := range []string{in.dir, filepath.Dir(in.dir), filepath.Dir(sluiceBin), filepath.Join(filepath.Dir(sluiceBin), "plugins")} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.start()
+	pid := in.cmd.Process.Pid
+	// Every thread, not only the main one.
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) < 2 {
+		t.Fatalf("threads of sluice: %v, %v", tasks, err)
+	}
+	for _, task := range tasks {
+		tid, _ := strconv.Atoi(task.Name())
+		if uid, euid, gid, _ := procStatus(t, tid); uid != nobody || euid != nobody || gid != nobody {
+			t.Errorf("sluice thread %d runs as uid %s/%s gid %s, want %s (nobody)", tid, uid, euid, gid, nobody)
+		}
+	}
+	if !strings.Contains(in.logs(), "msg=listening listener=mx addr="+privileged) {
+		t.Errorf("log: want the MX listener on %s", privileged)
+	}
+	plugins := func() []int {
+		var kids []int
+		waitFor(t, "two plugin processes", func() (bool, string) {
+			kids = children(t, pid)
+			return len(kids) == 2, fmt.Sprint(kids)
+		})
+		return kids
+	}
+	before := plugins()
+	for _, k := range before {
+		if uid, euid, gid, _ := procStatus(t, k); uid != nobody || euid != nobody || gid != nobody {
+			t.Errorf("plugin %d runs as uid %s/%s gid %s, want %s (nobody)", k, uid, euid, gid, nobody)
+		}
+	}
+
+	in.addUser("alice@example.test", "s3cret pass")
+	if r := swaks(t, in.mx, "--from", "bob@remote.test", "--to", "alice@example.test", "--header", "Subject: hello"); r.code != 0 {
+		t.Errorf("mail to alice: exit %d, replies %q", r.code, r.replies())
+	}
+	in.waitMsgs("alice@example.test", 1)
+
+	// The inbound plugin crashes and is started again by the server,
+	// which is no longer root.
+	swaks(t, in.mx, "--from", "bob@remote.test", "--to", "alice@example.test", "--header", "Subject: crash")
+	waitFor(t, "the crashed plugin restarted", func() (bool, string) {
+		kids := children(t, pid)
+		return len(kids) == 2 && !slicesEqualSet(kids, before), fmt.Sprint(kids)
+	})
+	for _, k := range plugins() {
+		if uid, euid, gid, _ := procStatus(t, k); uid != nobody || euid != nobody || gid != nobody {
+			t.Errorf("plugin %d (after the restart) runs as uid %s/%s gid %s, want %s (nobody)", k, uid, euid, gid, nobody)
+		}
+	}
+	filepath.WalkDir(filepath.Join(in.dir, "data"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		if fi, err := os.Lstat(path); err == nil && fi.Sys().(*syscall.Stat_t).Uid != 65534 {
+			t.Errorf("%s is owned by uid %d, want nobody", path, fi.Sys().(*syscall.Stat_t).Uid)
+		}
+		return nil
+	})
+	in.stop()
+}
+
+func slicesEqualSet(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		found := false
+		for _, y := range b {
+			found = found || x == y
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// TestIntegrationRefusesWritableConfig: serve refuses to start, and config
+// check fails, when the config file or a plugin program can be changed by
+// any user.
+func TestIntegrationRefusesWritableConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	prog := filepath.Join(dir, "myfilter")
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(sluiceBin), "plugins", "faulty"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prog, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in := newInstance(t, "pipelines:\n  inbound: [{plugin: "+prog+"}]\n")
+	for _, path := range []string{in.config, prog} {
+		if err := os.Chmod(path, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		want := path + " can be changed by any user"
+		_, errOut, code := runSluice(t, "", "serve", "-c", in.config)
+		if code != 1 || !strings.Contains(errOut, "refusing to start") || !strings.Contains(errOut, want) {
+			t.Errorf("serve with %s mode 0666: exit %d, stderr %q; want 1 and %q", path, code, errOut, want)
+		}
+		out, errOut, code := in.cliCode("", "config", "check")
+		if code != 1 || !strings.Contains(errOut, want) || strings.Contains(out, ": OK") {
+			t.Errorf("config check with %s mode 0666: exit %d, stdout %q, stderr %q; want 1 and %q", path, code, out, errOut, want)
+		}
+		if err := os.Chmod(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, errOut, code := in.cliCode("", "config", "check"); code != 0 || !strings.Contains(out, ": OK") {
+		t.Errorf("config check after chmod: exit %d, stdout %q, stderr %q; want OK", code, out, errOut)
+	}
+}
+
+// privilegedPort returns a loopback address on a port below 1024 that was
+// free a moment ago.
+func privilegedPort(t *testing.T) string {
+	t.Helper()
+	for p := 1023; p > 600; p-- {
+		addr := fmt.Sprintf("127.0.0.1:%d", p)
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+				return addr
+			}
+		}
+	}
+	t.Fatal("no free port below 1024 on 127.0.0.1")
+	return ""
 }

@@ -302,6 +302,27 @@ routes:
 	}
 }
 
+func TestRunAsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		ok   bool
+	}{
+		{"run_as: sluice\n", true},
+		{"run_as: \"1234\"\n", true},
+		{"run_as: root\n", false},
+		{"run_as: \"0\"\n", false},
+		{"run_as: \" sluice\"\n", false},
+	} {
+		_, err := parse(t, tc.yaml)
+		if (err == nil) != tc.ok {
+			t.Errorf("Parse(%q) = %v, want ok %v", tc.yaml, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "test.yaml:1:1: run_as: ") {
+			t.Errorf("Parse(%q) = %v, want it located at run_as", tc.yaml, err)
+		}
+	}
+}
+
 // TestWarnSubmissionWithoutSenderPolicy: a config whose users submit mail
 // but whose outbound pipeline does not check their sender addresses lets
 // any of them send as anyone; Warnings says so, at the listener.

@@ -38,6 +38,9 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		v.errf("data_dir", "must not be empty")
 	}
+	if u := c.RunAs; u != "" && (strings.TrimSpace(u) != u || u == "root" || u == "0") {
+		v.errf("run_as", "%q: must be an unprivileged user, not root", u)
+	}
 	seen := map[string]bool{}
 	for i, d := range c.Domains {
 		key := fmt.Sprintf("domains[%d]", i)

@@ -139,7 +139,16 @@ func TestIntegrationRunAs(t *testing.T) {
 	requireTool(t, "swaks")
 	const nobody = "65534"
 	// The crash below logs an error, so this is not newIntegration.
-	in := newInstance(t, "run_as: nobody\npipelines:\n  inbound: [{plugin: faulty}]\n  outbound: [{plugin: senderpolicy}]\n")
+	in := newInstance(t, "run_as: nobody\npipelines:\n  inbound: [{plugin: faulty}]\n  outbound: [{plugin: senderpolicy}, {plugin: spam}]\n")
+	// State a command run as root left behind (such as 'sluice spam
+	// train' while the server was stopped) does not stop a plugin.
+	state := filepath.Join(in.dir, "data", "plugins", "outbound-spam")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "bayes.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// The MX listener on a port below 1024, which only root may bind,
 	// shows that the ports are bound before the switch.
 	privileged := privilegedPort(t)
@@ -176,9 +185,9 @@ func TestIntegrationRunAs(t *testing.T) {
 	}
 	plugins := func() []int {
 		var kids []int
-		waitFor(t, "two plugin processes", func() (bool, string) {
+		waitFor(t, "three plugin processes", func() (bool, string) {
 			kids = children(t, pid)
-			return len(kids) == 2, fmt.Sprint(kids)
+			return len(kids) == 3, fmt.Sprint(kids)
 		})
 		return kids
 	}
@@ -200,7 +209,7 @@ func TestIntegrationRunAs(t *testing.T) {
 	swaks(t, in.mx, "--from", "bob@remote.test", "--to", "alice@example.test", "--header", "Subject: crash")
 	waitFor(t, "the crashed plugin restarted", func() (bool, string) {
 		kids := children(t, pid)
-		return len(kids) == 2 && !slicesEqualSet(kids, before), fmt.Sprint(kids)
+		return len(kids) == 3 && !slicesEqualSet(kids, before), fmt.Sprint(kids)
 	})
 	for _, k := range plugins() {
 		if uid, euid, gid, _ := procStatus(t, k); uid != nobody || euid != nobody || gid != nobody {

@@ -145,11 +145,18 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	var buildOpts pipeline.BuildOptions
 	switch {
 	case runAs != nil && os.Geteuid() == 0:
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		// The plugins start, as the user, before the rest of data_dir is
+		// given to it: they need to reach their state directories, and
+		// what a command run as root left there must not stop them.
+		plugins := filepath.Join(cfg.DataDir, "plugins")
+		if err := os.MkdirAll(plugins, 0o700); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 		if err := runAs.reachable(cfg.DataDir); err != nil {
 			return nil, err
+		}
+		if err := errors.Join(os.Lchown(cfg.DataDir, runAs.uid, runAs.gid), runAs.own(plugins)); err != nil {
+			return nil, fmt.Errorf("server: giving data_dir to run_as user %s: %w", runAs.name, err)
 		}
 		buildOpts.Host.Credential = runAs.credential()
 	case runAs != nil && os.Geteuid() != runAs.uid:

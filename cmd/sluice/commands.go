@@ -51,7 +51,7 @@ var commands = map[string]command{
 
 var groups = map[string]map[string]command{
 	"config": {
-		"check": {args: "config check", help: "Validate a config file without starting anything.", exec: configCheck, max: 0},
+		"check": {args: "config check", help: "Validate a config file, and who can change the files it names, without starting anything.\nWarns about risky settings, such as submission listeners without a sender policy.", exec: configCheck, max: 0},
 		"example": {args: "config example NAME", help: "Print a shipped example config: dev, standalone or gateway.",
 			exec: configExample, min: 1, max: 1},
 		"defaults": {args: "config defaults", help: "Print every config key with its documentation and default value.",

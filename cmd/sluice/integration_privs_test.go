@@ -298,3 +298,19 @@ func privilegedPort(t *testing.T) string {
 	t.Fatal("no free port below 1024 on 127.0.0.1")
 	return ""
 }
+
+// TestIntegrationRunAsUnknownUser: serve refuses a run_as user the
+// machine does not have, and says how to create one; config check, which
+// may run elsewhere, only warns.
+func TestIntegrationRunAsUnknownUser(t *testing.T) {
+	t.Parallel()
+	in := newInstance(t, "run_as: no-such-sluice-user\n")
+	_, errOut, code := runSluice(t, "", "serve", "-c", in.config)
+	if code != 1 || !strings.Contains(errOut, "run_as") || !strings.Contains(errOut, "useradd") {
+		t.Errorf("serve: exit %d, stderr %q; want 1 and how to create the user", code, errOut)
+	}
+	out, errOut, code := in.cliCode("", "config", "check")
+	if code != 0 || !strings.Contains(out, "warning: server: run_as: ") || !strings.Contains(out, ": OK") {
+		t.Errorf("config check: exit %d, stdout %q, stderr %q; want 0, a warning about run_as and OK", code, out, errOut)
+	}
+}

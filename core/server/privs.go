@@ -50,7 +50,7 @@ func lookupRunAs(cfg *config.Config) (*serviceUser, error) {
 		u, err = user.Lookup(cfg.RunAs)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("server: run_as: %w (create the user, for example with 'useradd --system --home-dir %s sluice')", err, cfg.DataDir)
+		return nil, fmt.Errorf("server: run_as: %w (create the user, for example with 'useradd --system --home-dir %s --shell /usr/sbin/nologin %s')", err, cfg.DataDir, cfg.RunAs)
 	}
 	su := &serviceUser{name: u.Username}
 	if su.uid, err = strconv.Atoi(u.Uid); err != nil {

@@ -105,3 +105,21 @@ func TestShippedPipelinesStart(t *testing.T) {
 		set.Close(time.Second)
 	}
 }
+
+// TestShippedConfigsNoWarnings: the configs users start from have the
+// protections on; in particular every one with submission listeners
+// checks its users' sender addresses (senderpolicy in outbound).
+func TestShippedConfigsNoWarnings(t *testing.T) {
+	for _, n := range Names() {
+		c, err := config.Parse("configs/"+n+".yaml", Get(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := c.Warnings(); len(w) > 0 {
+			t.Errorf("configs/%s.yaml: %v", n, w)
+		}
+		if len(c.SMTP.Submission.Listen)+len(c.SMTP.Submissions.Listen) > 0 && !c.HasStage(config.PipelineOutbound, "senderpolicy") {
+			t.Errorf("configs/%s.yaml has submission listeners and no senderpolicy stage in its outbound pipeline", n)
+		}
+	}
+}

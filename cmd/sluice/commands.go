@@ -51,7 +51,7 @@ var commands = map[string]command{
 
 var groups = map[string]map[string]command{
 	"config": {
-		"check": {args: "config check", help: "Validate a config file without starting anything.", exec: configCheck, max: 0},
+		"check": {args: "config check", help: "Validate a config file, and who can change the files it names, without starting anything.\nWarns about risky settings, such as submission listeners without a sender policy.", exec: configCheck, max: 0},
 		"example": {args: "config example NAME", help: "Print a shipped example config: dev, standalone or gateway.",
 			exec: configExample, min: 1, max: 1},
 		"defaults": {args: "config defaults", help: "Print every config key with its documentation and default value.",
@@ -174,6 +174,9 @@ func serve(c *ctx) error {
 		// (keep it on loopback).
 		go func() { log.Warn("pprof stopped", "err", http.ListenAndServe(addr, nil)) }()
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: "+w.Msg, "file", w.File, "line", w.Line, "key", w.Key)
+	}
 	srv, err := server.Start(cfg, log)
 	if err != nil {
 		return err
@@ -205,6 +208,17 @@ func configCheck(c *ctx) error {
 	cfg, err := config.Load(c.configPath)
 	if err != nil {
 		return err
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(c.stdout, "warning:", w)
+	}
+	// What 'serve' refuses to start with, as far as this machine tells.
+	problems, err := server.PermissionProblems(cfg)
+	if err != nil {
+		fmt.Fprintln(c.stdout, "warning:", err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s: sluice serve would refuse to start: files it trusts can be changed by users other than root and run_as:\n%s", c.configPath, strings.Join(problems, "\n"))
 	}
 	fmt.Fprintf(c.stdout, "%s: OK (hostname %s, data in %s)\n", c.configPath, cfg.Hostname, cfg.DataDir)
 	return nil

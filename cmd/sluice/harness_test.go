@@ -23,8 +23,10 @@ var sluiceBin string
 
 // testPlugins are built into the plugins directory beside sluiceBin.
 var testPlugins = map[string]string{
-	"faulty": "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty",
-	"clamav": "github.com/sluice-mail/sluice/plugins/clamav",
+	"faulty":       "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty",
+	"clamav":       "github.com/sluice-mail/sluice/plugins/clamav",
+	"senderpolicy": "github.com/sluice-mail/sluice/plugins/senderpolicy",
+	"spam":         "github.com/sluice-mail/sluice/plugins/spam",
 }
 
 func TestMain(m *testing.M) {

@@ -17,6 +17,7 @@ type Config struct {
 	Hostname string   `yaml:"hostname" doc:"The name Sluice gives itself in its SMTP greeting, in EHLO and in Received headers. Empty means the machine's hostname."`
 	DataDir  string   `yaml:"data_dir" default:"/var/lib/sluice" doc:"Where the queue, the mailboxes, the generated certificate and the admin socket live. Created on first start."`
 	Domains  []string `yaml:"domains" doc:"Local domains that are created at start-up if they do not exist yet. More can be added at run time with 'sluice domain add'."`
+	RunAs    string   `yaml:"run_as" doc:"The unprivileged user (a name or a numeric ID) that 'sluice serve' runs as when started as root: it binds its ports, reads the certificate and starts the plugins as this user, makes it the owner of everything in data_dir, then switches to it and its groups for good. The plugins, which parse hostile mail, run as this user too. Empty means no switch: started as root, the server stays root and says so in its log."`
 
 	Log   Log   `yaml:"log" doc:"Logging."`
 	TLS   TLS   `yaml:"tls" doc:"The certificate used by STARTTLS and the implicit-TLS listeners."`

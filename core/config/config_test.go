@@ -307,3 +307,54 @@ routes:
 		}
 	}
 }
+
+func TestRunAsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		ok   bool
+	}{
+		{"run_as: sluice\n", true},
+		{"run_as: \"1234\"\n", true},
+		{"run_as: root\n", false},
+		{"run_as: \"0\"\n", false},
+		{"run_as: \" sluice\"\n", false},
+	} {
+		_, err := parse(t, tc.yaml)
+		if (err == nil) != tc.ok {
+			t.Errorf("Parse(%q) = %v, want ok %v", tc.yaml, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "test.yaml:1:1: run_as: ") {
+			t.Errorf("Parse(%q) = %v, want it located at run_as", tc.yaml, err)
+		}
+	}
+}
+
+// TestWarnSubmissionWithoutSenderPolicy: a config whose users submit mail
+// but whose outbound pipeline does not check their sender addresses lets
+// any of them send as anyone; Warnings says so, at the listener.
+func TestWarnSubmissionWithoutSenderPolicy(t *testing.T) {
+	const listeners = "tls: {self_signed: true}\nsmtp:\n  mx: {listen: [\"127.0.0.1:2525\"]}\n  submission: {listen: [\"127.0.0.1:2587\"]}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		warn       string // "" for none
+	}{
+		{"no pipelines", listeners, "test.yaml:4:3: smtp.submission: there is no senderpolicy stage"},
+		{"senderpolicy inbound only", listeners + "pipelines:\n  inbound: [{plugin: senderpolicy}]\n  outbound: [{plugin: spam}]\n", "smtp.submission: there is no senderpolicy stage"},
+		{"submissions only", "tls: {self_signed: true}\nsmtp:\n  submissions: {listen: [\"127.0.0.1:2465\"]}\n", "test.yaml:3:3: smtp.submissions: there is no senderpolicy stage"},
+		{"senderpolicy outbound", listeners + "pipelines:\n  outbound: [{plugin: spam}, {plugin: senderpolicy}]\n", ""},
+		{"senderpolicy by path", listeners + "pipelines:\n  outbound: [{plugin: /usr/lib/sluice/senderpolicy}]\n", ""},
+		{"no submission listeners", "smtp:\n  mx: {listen: [\"127.0.0.1:2525\"]}\n", ""},
+	} {
+		c, err := parse(t, tc.yaml)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got := c.Warnings()
+		switch {
+		case tc.warn == "" && len(got) > 0:
+			t.Errorf("%s: Warnings() = %v, want none", tc.name, got)
+		case tc.warn != "" && (len(got) != 1 || !strings.Contains(got.Error(), tc.warn)):
+			t.Errorf("%s: Warnings() = %v, want one containing %q", tc.name, got, tc.warn)
+		}
+	}
+}

@@ -38,6 +38,9 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		v.errf("data_dir", "must not be empty")
 	}
+	if u := c.RunAs; u != "" && (strings.TrimSpace(u) != u || u == "root" || u == "0") {
+		v.errf("run_as", "%q: must be an unprivileged user, not root", u)
+	}
 	seen := map[string]bool{}
 	for i, d := range c.Domains {
 		key := fmt.Sprintf("domains[%d]", i)
@@ -142,6 +145,33 @@ func (c *Config) Validate() error {
 		return v.errs
 	}
 	return nil
+}
+
+// Warnings returns what is valid but most likely a mistake, each located
+// like the errors of Validate: submission listeners without a senderpolicy
+// stage in the outbound pipeline let any authenticated user send as
+// anyone. Call it on a validated config.
+func (c *Config) Warnings() Errors {
+	v := validator{c: c}
+	if len(c.SMTP.Submission.Listen)+len(c.SMTP.Submissions.Listen) > 0 && !c.HasStage(PipelineOutbound, "senderpolicy") {
+		key := "smtp.submission"
+		if len(c.SMTP.Submission.Listen) == 0 {
+			key = "smtp.submissions"
+		}
+		v.errf(key, "there is no senderpolicy stage in the outbound pipeline, so an authenticated user can send as anyone: add one (see configs/standalone.yaml)")
+	}
+	return v.errs
+}
+
+// HasStage reports whether the named pipeline has a stage running the
+// given plugin (a built-in by name, or a program of that base name).
+func (c *Config) HasStage(pipeline, plugin string) bool {
+	for _, st := range c.Pipelines[pipeline] {
+		if StagePluginName(st.Plugin) == plugin {
+			return true
+		}
+	}
+	return false
 }
 
 type validator struct {

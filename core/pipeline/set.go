@@ -84,6 +84,11 @@ func pluginPath(dir, plugin string) string {
 	return filepath.Join(dir, plugin)
 }
 
+// PluginPath returns the program a stage's plugin setting names under c.
+func PluginPath(c *config.Config, plugin string) string {
+	return pluginPath(PluginDir(c), plugin)
+}
+
 // BuildOptions tune Build.
 type BuildOptions struct {
 	// Host tunes plugin supervision; the zero value is the production

@@ -30,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -69,6 +70,12 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait before a restart; 0 means
 	// 100 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+	// Credential, when set, is the user and groups the plugin processes
+	// run as (exec.Cmd's SysProcAttr.Credential), and the owner the state
+	// directory is given before each start; nil means the host's own. A
+	// host running as root needs it to start plugins unprivileged; one
+	// that already is that user ignores it.
+	Credential *syscall.Credential
 }
 
 // Plugin is a supervised plugin process. It implements sdk.Filter and
@@ -145,11 +152,20 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	if _, err := os.Stat(p.spec.Path); err != nil {
 		return fmt.Errorf("pluginhost: stage %s: %w", p.spec.Stage, err)
 	}
+	cmd := exec.Command(p.spec.Path)
+	if c := p.opts.Credential; c != nil && (int(c.Uid) != os.Geteuid() || int(c.Gid) != os.Getegid()) {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c}
+		if p.spec.StateDir != "" {
+			if err := os.Chown(p.spec.StateDir, int(c.Uid), int(c.Gid)); err != nil {
+				return fmt.Errorf("pluginhost: stage %s: %w", p.spec.Stage, err)
+			}
+		}
+	}
 	handshake, plugins := sdk.HostConfig()
 	cfg := &plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		Plugins:          plugins,
-		Cmd:              exec.Command(p.spec.Path),
+		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           newLogger(p.log),
 		GRPCDialOptions:  sdk.GRPCDialOptions(),

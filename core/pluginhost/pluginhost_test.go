@@ -193,3 +193,61 @@ func TestCloseStopsProcess(t *testing.T) {
 		t.Errorf("process %d still alive after Close", pid)
 	}
 }
+
+// procIDs returns the real and effective user and group IDs of a process,
+// from /proc/PID/status ("Uid:\treal\teffective\tsaved\tfs").
+func procIDs(t *testing.T, pid int) (uid, gid string) {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[0] == "Uid:" && f[1] == f[2] {
+			uid = f[1]
+		}
+		if len(f) >= 3 && f[0] == "Gid:" && f[1] == f[2] {
+			gid = f[1]
+		}
+	}
+	return uid, gid
+}
+
+// TestCredential: a host running as root starts the plugin, and restarts
+// it after a crash, as the user of Options.Credential, which owns the
+// state directory.
+func TestCredential(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting a plugin as another user needs root; CI runs the tests as root")
+	}
+	// nobody must reach the program (MkdirTemp made its directory 0700).
+	if err := os.Chmod(filepath.Dir(faultyBin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const nobody = 65534
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	opts := fast
+	opts.Credential = &syscall.Credential{Uid: nobody, Gid: nobody}
+	p, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, StateDir: state}, opts, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if uid, gid := procIDs(t, p.PID()); uid != "65534" || gid != "65534" {
+		t.Errorf("plugin runs as uid %s gid %s, want 65534 (nobody)", uid, gid)
+	}
+	if fi, err := os.Stat(state); err != nil || fi.Sys().(*syscall.Stat_t).Uid != nobody {
+		t.Errorf("state directory: %v, %v; want it owned by nobody", fi, err)
+	}
+	if _, err := check(p, "crash", 5*time.Second); err == nil {
+		t.Fatal("a check that crashed the plugin returned no error")
+	}
+	waitServing(t, p, 1)
+	if uid, gid := procIDs(t, p.PID()); uid != "65534" || gid != "65534" {
+		t.Errorf("restarted plugin runs as uid %s gid %s, want 65534 (nobody)", uid, gid)
+	}
+}

@@ -120,6 +120,8 @@ type Server struct {
 	pop3  *pop3d.Server // nil when no POP3 listener is configured
 	admin *admin.Server
 	pipes *pipeline.Holder
+	// buildOpts start the plugins of a reload as those of the start.
+	buildOpts pipeline.BuildOptions
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -129,6 +131,41 @@ type Server struct {
 // every listener is bound, or with the first error.
 func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	started := time.Now()
+	problems, err := PermissionProblems(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, permissionError("start", problems)
+	}
+	runAs, err := lookupRunAs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var buildOpts pipeline.BuildOptions
+	switch {
+	case runAs != nil && os.Geteuid() == 0:
+		// The plugins start, as the user, before the rest of data_dir is
+		// given to it: they need to reach their state directories, and
+		// what a command run as root left there must not stop them.
+		plugins := filepath.Join(cfg.DataDir, "plugins")
+		if err := os.MkdirAll(plugins, 0o700); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		if err := runAs.reachable(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		if err := errors.Join(os.Lchown(cfg.DataDir, runAs.uid, runAs.gid), runAs.own(plugins)); err != nil {
+			return nil, fmt.Errorf("server: giving data_dir to run_as user %s: %w", runAs.name, err)
+		}
+		buildOpts.Host.Credential = runAs.credential()
+	case runAs != nil && os.Geteuid() != runAs.uid:
+		return nil, fmt.Errorf("server: run_as is %s, but sluice runs as uid %d: start it as root or as %s", runAs.name, os.Geteuid(), runAs.name)
+	case runAs != nil:
+		runAs = nil // already that user
+	case os.Geteuid() == 0:
+		log.Warn("running as root: set run_as to an unprivileged user so that the server and its plugins do not keep root")
+	}
 	data, err := OpenData(cfg, log)
 	if err != nil {
 		return nil, err
@@ -158,7 +195,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			KnownWindow: cfg.Auth.KnownClientWindow.D(),
 		},
 	}
-	pipes, err := pipeline.Build(context.Background(), cfg, log, pipeline.BuildOptions{})
+	pipes, err := pipeline.Build(context.Background(), cfg, log, buildOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -229,8 +266,21 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if runAs != nil {
+		// Everything that needs root is done: the ports are bound, the
+		// certificate read, the databases open, the plugins started.
+		if err := runAs.own(cfg.DataDir); err != nil {
+			adm.Close(context.Background())
+			return nil, fmt.Errorf("server: giving data_dir to run_as user %s: %w", runAs.name, err)
+		}
+		if err := runAs.drop(); err != nil {
+			adm.Close(context.Background())
+			return nil, err
+		}
+		log.Info("switched to the run_as user", "user", runAs.name, "uid", runAs.uid, "gid", runAs.gid)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, buildOpts: buildOpts, cancel: cancel}
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
@@ -250,10 +300,18 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 // a session: plugins whose stage did not change keep running, new ones
 // start, and the old ones stop when the checks in flight are done. A
 // configuration that does not validate, or a plugin that does not start,
-// leaves everything as it was. Other settings need a restart; Reload says
-// which of them changed.
+// leaves everything as it was, and so does one whose files others could
+// change (see PermissionProblems). Other settings need a restart; Reload
+// says which of them changed.
 func (s *Server) Reload(cfg *config.Config) error {
-	if err := s.pipes.Reload(context.Background(), cfg, s.log, pipeline.BuildOptions{}, time.Minute); err != nil {
+	problems, err := PermissionProblems(cfg)
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return permissionError("reload", problems)
+	}
+	if err := s.pipes.Reload(context.Background(), cfg, s.log, s.buildOpts, time.Minute); err != nil {
 		return err
 	}
 	for _, c := range changedOutsidePipelines(s.cfg, cfg) {
@@ -275,6 +333,7 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("hostname", a.Hostname, b.Hostname)
 	check("data_dir", a.DataDir, b.DataDir)
 	check("domains", a.Domains, b.Domains)
+	check("run_as", a.RunAs, b.RunAs)
 	check("log", a.Log, b.Log)
 	check("tls", a.TLS, b.TLS)
 	check("smtp", a.SMTP, b.SMTP)

@@ -36,6 +36,13 @@ var handshake = plugin.HandshakeConfig{
 	MagicCookieValue: "b6a3c0d1e2f7",
 }
 
+// HostPIDEnv is the environment variable in which a host (Sluice's
+// core/pluginhost) passes its process ID to the plugins it starts. A plugin
+// whose parent is no longer that process has lost its host: Serve exits,
+// and a process holding a plugin's state file can be told from one that
+// should not (plugins/internal/statelock).
+const HostPIDEnv = "SLUICE_HOST_PID"
+
 // pluginName is the name of the one plugin a plugin process serves.
 const pluginName = "filter"
 

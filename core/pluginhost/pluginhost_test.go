@@ -12,17 +12,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/internal/proctest"
 	"github.com/sluice-mail/sluice/sdk"
 )
 
 var faultyBin string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv("PLUGINHOST_TEST_HOST"); path != "" {
+		runHost(path)
+		return
+	}
 	dir, err := os.MkdirTemp("", "pluginhost-")
 	if err != nil {
 		panic(err)
@@ -32,7 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building the faulty plugin: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := proctest.Run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -113,8 +120,10 @@ func TestStartAndCheck(t *testing.T) {
 func TestChecksumAndRefusal(t *testing.T) {
 	data, _ := os.ReadFile(faultyBin)
 	sum := sha256.Sum256(data)
-	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: hex.EncodeToString(sum[:])}, fast, testLog(t)); err != nil {
+	if p, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: hex.EncodeToString(sum[:])}, fast, testLog(t)); err != nil {
 		t.Errorf("Start with the right checksum = %v", err)
+	} else {
+		p.Close()
 	}
 	wrong := strings.Repeat("ab", 32)
 	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: wrong}, fast, testLog(t)); err == nil || !strings.Contains(err.Error(), "checksum") {
@@ -192,4 +201,106 @@ func TestCloseStopsProcess(t *testing.T) {
 	if err := syscall.Kill(pid, 0); err == nil {
 		t.Errorf("process %d still alive after Close", pid)
 	}
+}
+
+// runHost is the test binary run as a host (TestHostKilledTakesPluginAlong):
+// it starts the plugin at path, prints its PID and waits to be killed.
+func runHost(path string) {
+	p, err := Start(context.Background(), Spec{Stage: "s", Path: path}, fast, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(p.PID())
+	select {}
+}
+
+// alive reports whether pid is a running process (not a zombie).
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i > 0 && len(data) > i+2 && data[i+2] != 'Z' && data[i+2] != 'X'
+}
+
+// A host killed with SIGKILL takes its plugins along: the kernel ends
+// them (the faulty plugin does not use the SDK's Serve, so it is the
+// parent-death signal alone that ends it).
+func TestHostKilledTakesPluginAlong(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the parent-death signal is Linux's; elsewhere the SDK's Serve watches the host (sdk tests)")
+	}
+	host := exec.Command(os.Args[0])
+	host.Env = append(os.Environ(), "PLUGINHOST_TEST_HOST="+faultyBin)
+	host.Stderr = os.Stderr
+	out, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { host.Process.Kill(); host.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	pid, _ := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid == 0 {
+		t.Fatalf("the host printed %q, %v", line, err)
+	}
+	if !alive(pid) {
+		t.Fatalf("plugin %d not running", pid)
+	}
+	host.Process.Kill()
+	host.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("plugin %d still running 10s after its host was killed", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The thread that called Start may end (a goroutine that locked it
+// returned without unlocking): the plugin started from it lives on, since
+// the parent-death signal belongs to the thread that forked it.
+func TestPluginOutlivesStartingThread(t *testing.T) {
+	started := make(chan *Plugin, 1)
+	onDoomedThread(func() {
+		p, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin}, fast, testLog(t))
+		if err != nil {
+			t.Error(err)
+		}
+		started <- p
+	})
+	p := <-started
+	if p == nil {
+		return
+	}
+	defer p.Close()
+	pid := p.PID()
+	time.Sleep(500 * time.Millisecond) // the thread is gone by now
+	if v, err := check(p, "hello", 5*time.Second); err != nil || v.Action != sdk.Continue {
+		t.Errorf("Check after the starting thread ended = %+v, %v", v, err)
+	}
+	if p.Restarts() != 0 || p.PID() != pid {
+		t.Errorf("the plugin was restarted (%d restarts; PID %d, was %d): it died with the thread that started it", p.Restarts(), p.PID(), pid)
+	}
+}
+
+// onDoomedThread runs f on a goroutine locked to an OS thread that ends
+// when f returns. The runtime never ends the main thread (it parks it), so
+// a goroutine that finds itself there lets go and tries again.
+func onDoomedThread(f func()) {
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if syscall.Gettid() == os.Getpid() {
+			runtime.UnlockOSThread()
+			onDoomedThread(f)
+			return
+		}
+		f()
+	}()
 }

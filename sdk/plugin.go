@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
@@ -55,6 +57,13 @@ const maxGRPCMessage = 16 << 20
 
 // Serve runs f as a Sluice plugin and does not return. Started by hand
 // rather than by Sluice, it says what it is and exits with status 1.
+//
+// A plugin never outlives its host: Serve exits (status 1) when its parent
+// process is no longer the host that started it, which happens when the
+// host dies, even by SIGKILL, and the plugin is handed to init. The host is
+// the process HostPIDEnv names, or else the parent Serve started under.
+// Sluice on Linux also has the kernel kill its plugins when it dies; this
+// covers other systems and other hosts.
 func Serve(f Filter) {
 	if os.Getenv(handshake.MagicCookieKey) != handshake.MagicCookieValue {
 		name := filepath.Base(os.Args[0])
@@ -68,6 +77,10 @@ func Serve(f Filter) {
 	// log at the level its prefix says ("[WARN] ..."), info by default.
 	log.SetFlags(0)
 	log.SetOutput(logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.NoLevel}))
+	go watchHost(hostPID(), hostPollInterval, func(host, parent int) {
+		logger.Error("the host is gone: exiting", "host_pid", host, "parent_pid", parent)
+		os.Exit(1)
+	})
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: handshake,
 		Plugins:         plugin.PluginSet{pluginName: &filterPlugin{impl: f}},
@@ -77,6 +90,36 @@ func Serve(f Filter) {
 		},
 		Logger: logger,
 	})
+}
+
+// hostPollInterval is how often a plugin looks whether its host is still
+// its parent: one getppid system call.
+const hostPollInterval = time.Second
+
+// hostPID returns the process ID of the plugin's host: HostPIDEnv if the
+// host set it, else the parent's.
+func hostPID() int {
+	if pid, err := strconv.Atoi(os.Getenv(HostPIDEnv)); err == nil && pid > 0 {
+		return pid
+	}
+	return os.Getppid()
+}
+
+// watchHost calls gone, and returns, once this process's parent is not
+// host, checking at once and then every interval. A process whose parent
+// dies is reparented (to init or a subreaper), so its parent changes; the
+// parent's ID cannot come back while the process lives.
+//
+// Watching the gRPC connection instead would misfire: a host's idle
+// connection may be closed and redialled later.
+func watchHost(host int, every time.Duration, gone func(host, parent int)) {
+	for {
+		if ppid := os.Getppid(); ppid != host {
+			gone(host, ppid)
+			return
+		}
+		time.Sleep(every)
+	}
 }
 
 // HostConfig returns what a host needs to start and talk to plugins with

@@ -100,14 +100,17 @@ func TestServeExitsWhenHostDies(t *testing.T) {
 	}
 }
 
-// A plugin started for a host that is not its parent (the host died
-// before the plugin got going) exits at once.
+// A plugin whose host is not among its ancestors (the host died before
+// the plugin got going) exits at once.
 func TestServeExitsWithoutItsHost(t *testing.T) {
 	noop := buildNoop(t)
 	handshake, _ := sdk.HostConfig()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(noop)
-	// PID 1 is never this test's process, the plugin's parent.
-	cmd.Env = append(os.Environ(), handshake.MagicCookieKey+"="+handshake.MagicCookieValue, sdk.HostPIDEnv+"=1")
+	cmd.Env = append(os.Environ(), handshake.MagicCookieKey+"="+handshake.MagicCookieValue, fmt.Sprintf("%s=%d", sdk.HostPIDEnv, gone.Process.Pid))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -123,4 +126,59 @@ func TestServeExitsWithoutItsHost(t *testing.T) {
 		<-done
 		t.Fatal("a plugin whose host is not its parent still runs after 10s")
 	}
+}
+
+// A plugin started through a wrapper, so that its host is its
+// grandparent, runs.
+func TestServeRunsUnderAWrapper(t *testing.T) {
+	noop := buildNoop(t)
+	handshake, _ := sdk.HostConfig()
+	// The shell stays the plugin's parent (no exec), as a wrapper script
+	// that does more after the plugin would.
+	cmd := exec.Command("/bin/sh", "-c", `"$0"; :`, noop)
+	cmd.Env = append(os.Environ(), handshake.MagicCookieKey+"="+handshake.MagicCookieValue, fmt.Sprintf("%s=%d", sdk.HostPIDEnv, os.Getpid()))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		// Stop the plugin (the shell's child), then the shell.
+		for pid := range procChildren(cmd.Process.Pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.Contains(line, "|grpc") {
+		t.Fatalf("the plugin's handshake line = %q, %v", line, err)
+	}
+	time.Sleep(1500 * time.Millisecond) // more than one look at the parent
+	if len(procChildren(cmd.Process.Pid)) != 1 {
+		t.Error("the plugin under a wrapper exited")
+	}
+}
+
+// procChildren returns the processes whose parent is pid.
+func procChildren(pid int) map[int]int {
+	kids := map[int]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
+			kids[child] = pid
+		}
+	}
+	return kids
 }

@@ -59,11 +59,11 @@ const maxGRPCMessage = 16 << 20
 // rather than by Sluice, it says what it is and exits with status 1.
 //
 // A plugin never outlives its host: Serve exits (status 1) when its parent
-// process is no longer the host that started it, which happens when the
-// host dies, even by SIGKILL, and the plugin is handed to init. The host is
-// the process HostPIDEnv names, or else the parent Serve started under.
-// Sluice on Linux also has the kernel kill its plugins when it dies; this
-// covers other systems and other hosts.
+// process changes, which happens when the parent dies, even by SIGKILL,
+// and the plugin is handed to init; and at once when the host HostPIDEnv
+// names is not among its ancestors. Sluice on Linux also has the kernel
+// kill its plugins when it dies; this covers other systems and other
+// hosts.
 func Serve(f Filter) {
 	if os.Getenv(handshake.MagicCookieKey) != handshake.MagicCookieValue {
 		name := filepath.Base(os.Args[0])
@@ -77,8 +77,12 @@ func Serve(f Filter) {
 	// log at the level its prefix says ("[WARN] ..."), info by default.
 	log.SetFlags(0)
 	log.SetOutput(logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.NoLevel}))
-	go watchHost(hostPID(), hostPollInterval, func(host, parent int) {
-		logger.Error("the host is gone: exiting", "host_pid", host, "parent_pid", parent)
+	if host, missing := hostMissing(); missing {
+		logger.Error("the host is gone: exiting", "host_pid", host)
+		os.Exit(1)
+	}
+	go watchHost(os.Getppid(), hostPollInterval, func(parent, now int) {
+		logger.Error("the host is gone: exiting", "parent_pid", parent, "new_parent_pid", now)
 		os.Exit(1)
 	})
 	plugin.Serve(&plugin.ServeConfig{
@@ -92,30 +96,54 @@ func Serve(f Filter) {
 	})
 }
 
-// hostPollInterval is how often a plugin looks whether its host is still
-// its parent: one getppid system call.
+// hostPollInterval is how often a plugin looks whether its parent is
+// still the one it started under: one getppid system call.
 const hostPollInterval = time.Second
 
-// hostPID returns the process ID of the plugin's host: HostPIDEnv if the
-// host set it, else the parent's.
-func hostPID() int {
-	if pid, err := strconv.Atoi(os.Getenv(HostPIDEnv)); err == nil && pid > 0 {
-		return pid
+// hostMissing reports whether the host that HostPIDEnv names is not among
+// this process's ancestors: it died before the plugin got going. (An
+// ancestor rather than the parent: a host may start a plugin through a
+// wrapper program.) Without the variable, or without /proc to look in,
+// it says false.
+func hostMissing() (int, bool) {
+	host, err := strconv.Atoi(os.Getenv(HostPIDEnv))
+	if err != nil || host <= 0 {
+		return 0, false
 	}
-	return os.Getppid()
+	pid := os.Getppid()
+	for range 64 {
+		if pid == host {
+			return host, false
+		}
+		if pid <= 1 {
+			return host, true
+		}
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return host, false
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) < 2 {
+			return host, false
+		}
+		pid, _ = strconv.Atoi(f[1])
+	}
+	return host, false
 }
 
 // watchHost calls gone, and returns, once this process's parent is not
-// host, checking at once and then every interval. A process whose parent
-// dies is reparented (to init or a subreaper), so its parent changes; the
-// parent's ID cannot come back while the process lives.
+// parent, checking every interval. When the parent (the host, or a
+// wrapper the host started, which dies with it) dies, the process is
+// handed to init or a subreaper, so its parent changes; the old parent's
+// ID cannot come back while the process lives.
 //
 // Watching the gRPC connection instead would misfire: a host's idle
 // connection may be closed and redialled later.
-func watchHost(host int, every time.Duration, gone func(host, parent int)) {
+func watchHost(parent int, every time.Duration, gone func(parent, now int)) {
 	for {
-		if ppid := os.Getppid(); ppid != host {
-			gone(host, ppid)
+		if ppid := os.Getppid(); ppid != parent {
+			gone(parent, ppid)
 			return
 		}
 		time.Sleep(every)

@@ -64,13 +64,16 @@ func startHolder(t *testing.T, dir string, hostPID int) (*exec.Cmd, chan struct{
 }
 
 // After a crash of Sluice, the spam plugin it had started may still hold
-// the database (its host is gone, its parent is not the host it names):
+// the database (the host it names is not among its ancestors any more):
 // the new plugin kills it and starts.
 func TestOrphanLockIsCleared(t *testing.T) {
 	dir := t.TempDir()
-	// The holder's parent is this test, not PID 1, the host it names: its
-	// host is gone.
-	holder, exited := startHolder(t, dir, 1)
+	// The holder names as its host a process that is gone.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	holder, exited := startHolder(t, dir, gone.Process.Pid)
 	r := unconfigured(t)
 	if err := configure(r, dir, nil); err != nil {
 		t.Fatalf("Configure with the database held by an orphan = %v", err)
@@ -85,7 +88,7 @@ func TestOrphanLockIsCleared(t *testing.T) {
 	}
 }
 
-// A live spam plugin of a live host (here: its parent, this test, is the
+// A live spam plugin of a live host (here: this test, its parent, is the
 // host it names) is left alone, and the error names it.
 func TestLiveLockIsNamed(t *testing.T) {
 	old := lockWait

@@ -6,8 +6,9 @@
 // OOM killer, on a system or with a host where nothing ended its plugins)
 // keeps its state file locked, and the plugin the restarted Sluice starts
 // cannot open it. Such an orphan is recognised by what /proc says of it: it
-// runs the same program as the caller, and its parent is not the host that
-// started it (sdk.HostPIDEnv; without it, its parent is init). An orphan is
+// runs the same program as the caller, and the host that started it
+// (sdk.HostPIDEnv) is no longer among its ancestors (without the variable:
+// its parent is init). An orphan is
 // killed; any other holder, a live plugin of a live Sluice included, is
 // left alone and named.
 //
@@ -86,8 +87,9 @@ func hasOpen(pid int, fi os.FileInfo) bool {
 }
 
 // Orphaned reports whether process pid is an orphaned copy of this
-// program: it runs the same executable, and its parent is not the host
-// that started it. The reason says why not when it is not.
+// program: it runs the same executable, and the host that started it is
+// not among its ancestors any more. The reason says why not when it is
+// not.
 func Orphaned(pid int) (bool, string) {
 	if pid == os.Getpid() {
 		return false, "it is this process"
@@ -110,7 +112,7 @@ func Orphaned(pid int) (bool, string) {
 		}
 	}
 	switch {
-	case host != 0 && ppid != host:
+	case host != 0 && !isAncestor(host, pid):
 		return true, ""
 	case host != 0:
 		return false, fmt.Sprintf("its host, process %d, is alive", host)
@@ -119,6 +121,21 @@ func Orphaned(pid int) (bool, string) {
 	default:
 		return false, fmt.Sprintf("its parent, process %d, is alive", ppid)
 	}
+}
+
+// isAncestor reports whether process a is an ancestor of process pid (a
+// host may start a plugin through a wrapper program).
+func isAncestor(a, pid int) bool {
+	for range 64 {
+		pid = parent(pid)
+		if pid == a {
+			return true
+		}
+		if pid <= 1 {
+			return false
+		}
+	}
+	return false
 }
 
 // sameProgram reports whether pid runs this process's executable (the

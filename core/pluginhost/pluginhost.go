@@ -14,6 +14,12 @@
 // Plugins are found by name in the plugin directory or by path, and can be
 // checked against a SHA-256 before every start. Their log lines (stderr,
 // JSON from the SDK) go into Sluice's log, tagged with the stage.
+//
+// A plugin never outlives its host: on Linux the kernel sends it SIGKILL
+// when the host dies (a parent-death signal; see startOnOwnThread for how
+// that fits Go's threads), and every plugin learns the host's process ID
+// (sdk.HostPIDEnv), by which the SDK's Serve exits when the host is gone
+// and a crashed host's orphan can be told from a live plugin.
 package pluginhost
 
 import (

@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
@@ -36,6 +38,13 @@ var handshake = plugin.HandshakeConfig{
 	MagicCookieValue: "b6a3c0d1e2f7",
 }
 
+// HostPIDEnv is the environment variable in which a host (Sluice's
+// core/pluginhost) passes its process ID to the plugins it starts. A plugin
+// whose parent is no longer that process has lost its host: Serve exits,
+// and a process holding a plugin's state file can be told from one that
+// should not (plugins/internal/statelock).
+const HostPIDEnv = "SLUICE_HOST_PID"
+
 // pluginName is the name of the one plugin a plugin process serves.
 const pluginName = "filter"
 
@@ -48,6 +57,13 @@ const maxGRPCMessage = 16 << 20
 
 // Serve runs f as a Sluice plugin and does not return. Started by hand
 // rather than by Sluice, it says what it is and exits with status 1.
+//
+// A plugin never outlives its host: Serve exits (status 1) when its parent
+// process changes, which happens when the parent dies, even by SIGKILL,
+// and the plugin is handed to init; and at once when the host HostPIDEnv
+// names is not among its ancestors. Sluice on Linux also has the kernel
+// kill its plugins when it dies; this covers other systems and other
+// hosts.
 func Serve(f Filter) {
 	if os.Getenv(handshake.MagicCookieKey) != handshake.MagicCookieValue {
 		name := filepath.Base(os.Args[0])
@@ -61,6 +77,14 @@ func Serve(f Filter) {
 	// log at the level its prefix says ("[WARN] ..."), info by default.
 	log.SetFlags(0)
 	log.SetOutput(logger.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.NoLevel}))
+	if host, missing := hostMissing(); missing {
+		logger.Error("the host is gone: exiting", "host_pid", host)
+		os.Exit(1)
+	}
+	go watchHost(os.Getppid(), hostPollInterval, func(parent, now int) {
+		logger.Error("the host is gone: exiting", "parent_pid", parent, "new_parent_pid", now)
+		os.Exit(1)
+	})
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: handshake,
 		Plugins:         plugin.PluginSet{pluginName: &filterPlugin{impl: f}},
@@ -70,6 +94,60 @@ func Serve(f Filter) {
 		},
 		Logger: logger,
 	})
+}
+
+// hostPollInterval is how often a plugin looks whether its parent is
+// still the one it started under: one getppid system call.
+const hostPollInterval = time.Second
+
+// hostMissing reports whether the host that HostPIDEnv names is not among
+// this process's ancestors: it died before the plugin got going. (An
+// ancestor rather than the parent: a host may start a plugin through a
+// wrapper program.) Without the variable, or without /proc to look in,
+// it says false.
+func hostMissing() (int, bool) {
+	host, err := strconv.Atoi(os.Getenv(HostPIDEnv))
+	if err != nil || host <= 0 {
+		return 0, false
+	}
+	pid := os.Getppid()
+	for range 64 {
+		if pid == host {
+			return host, false
+		}
+		if pid <= 1 {
+			return host, true
+		}
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return host, false
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) < 2 {
+			return host, false
+		}
+		pid, _ = strconv.Atoi(f[1])
+	}
+	return host, false
+}
+
+// watchHost calls gone, and returns, once this process's parent is not
+// parent, checking every interval. When the parent (the host, or a
+// wrapper the host started, which dies with it) dies, the process is
+// handed to init or a subreaper, so its parent changes; the old parent's
+// ID cannot come back while the process lives.
+//
+// Watching the gRPC connection instead would misfire: a host's idle
+// connection may be closed and redialled later.
+func watchHost(parent int, every time.Duration, gone func(parent, now int)) {
+	for {
+		if ppid := os.Getppid(); ppid != parent {
+			gone(parent, ppid)
+			return
+		}
+		time.Sleep(every)
+	}
 }
 
 // HostConfig returns what a host needs to start and talk to plugins with

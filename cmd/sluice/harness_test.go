@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-mail/sluice/internal/proctest"
 )
 
 // sluiceBin is the binary built by TestMain.
@@ -48,7 +50,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
+	code := proctest.Run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

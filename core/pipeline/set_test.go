@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/internal/proctest"
 	"github.com/sluice-mail/sluice/sdk"
 )
 
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building the faulty plugin: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := proctest.Run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

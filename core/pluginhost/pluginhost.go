@@ -14,6 +14,12 @@
 // Plugins are found by name in the plugin directory or by path, and can be
 // checked against a SHA-256 before every start. Their log lines (stderr,
 // JSON from the SDK) go into Sluice's log, tagged with the stage.
+//
+// A plugin never outlives its host: on Linux the kernel sends it SIGKILL
+// when the host dies (a parent-death signal; see startOnOwnThread for how
+// that fits Go's threads), and every plugin learns the host's process ID
+// (sdk.HostPIDEnv), by which the SDK's Serve exits when the host is gone
+// and a crashed host's orphan can be told from a live plugin.
 package pluginhost
 
 import (
@@ -27,6 +33,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,20 +159,23 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	if _, err := os.Stat(p.spec.Path); err != nil {
 		return fmt.Errorf("pluginhost: stage %s: %w", p.spec.Stage, err)
 	}
+	handshake, plugins := sdk.HostConfig()
 	cmd := exec.Command(p.spec.Path)
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.Env = pluginEnv()
 	if c := p.opts.Credential; c != nil && (int(c.Uid) != os.Geteuid() || int(c.Gid) != os.Getegid()) {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c}
+		cmd.SysProcAttr.Credential = c
 		if p.spec.StateDir != "" {
 			if err := os.Chown(p.spec.StateDir, int(c.Uid), int(c.Gid)); err != nil {
 				return fmt.Errorf("pluginhost: stage %s: %w", p.spec.Stage, err)
 			}
 		}
 	}
-	handshake, plugins := sdk.HostConfig()
 	cfg := &plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		Plugins:          plugins,
 		Cmd:              cmd,
+		SkipHostEnv:      true, // pluginEnv has it, with this process's ID
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           newLogger(p.log),
 		GRPCDialOptions:  sdk.GRPCDialOptions(),
@@ -187,7 +197,7 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 		client.Kill()
 		return fmt.Errorf("pluginhost: stage %s (%s): %w", p.spec.Stage, p.spec.Path, err)
 	}
-	rpc, err := client.Client()
+	rpc, err := startOnOwnThread(client, cmd)
 	if err != nil {
 		return fail(err)
 	}
@@ -225,6 +235,61 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	p.gen++
 	p.log.Info("plugin started", "plugin", info.Name, "version", info.Version, "hooks", strings.Join(info.Hooks, ","), "path", p.spec.Path)
 	return nil
+}
+
+// pluginEnv returns the environment of a plugin process: this process's,
+// with sdk.HostPIDEnv set to this process's ID.
+func pluginEnv() []string {
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, sdk.HostPIDEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, fmt.Sprintf("%s=%d", sdk.HostPIDEnv, os.Getpid()))
+}
+
+// exitPoll is how often a plugin's starting thread looks whether the
+// plugin has exited.
+const exitPoll = 500 * time.Millisecond
+
+// startOnOwnThread calls client.Client, which starts the plugin process
+// (cmd) and connects to it, on a goroutine locked to its OS thread, and
+// keeps that goroutine, and so the thread, until the process has exited.
+//
+// The parent-death signal of sysProcAttr is sent when the thread that
+// forked the child ends, not when the process does. The Go runtime ends a
+// thread when a goroutine locked to it returns without unlocking, and any
+// goroutine (ours or a library's) may run on the thread that forked a
+// plugin, lock it, and do that; the plugin would be killed at a random
+// moment. A thread locked to a goroutine of our own runs nothing else, so
+// it ends only with the process. One thread per plugin rather than one
+// long-lived starter thread for all: Client both forks and waits for the
+// plugin's handshake (up to StartTimeout), and a shared thread would let
+// one slow plugin hold up every other start. The cost is one idle thread
+// per running plugin, woken every exitPoll.
+func startOnOwnThread(client *plugin.Client, cmd *exec.Cmd) (plugin.ClientProtocol, error) {
+	type result struct {
+		rpc plugin.ClientProtocol
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		rpc, err := client.Client()
+		// cmd.Process is set by Client on this goroutine, if it forked.
+		forked := cmd.Process != nil
+		done <- result{rpc, err}
+		if forked {
+			for !client.Exited() {
+				time.Sleep(exitPoll)
+			}
+		}
+		// No child of this thread is left: it may serve other goroutines.
+		runtime.UnlockOSThread()
+	}()
+	r := <-done
+	return r.rpc, r.err
 }
 
 // statusMessage returns the message of a gRPC error without its code.

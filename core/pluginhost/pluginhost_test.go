@@ -17,12 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/internal/proctest"
 	"github.com/sluice-mail/sluice/sdk"
 )
 
 var faultyBin string
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv("PLUGINHOST_TEST_HOST"); path != "" {
+		runHost(path)
+		return
+	}
 	dir, err := os.MkdirTemp("", "pluginhost-")
 	if err != nil {
 		panic(err)
@@ -32,7 +37,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building the faulty plugin: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := proctest.Run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -113,8 +118,10 @@ func TestStartAndCheck(t *testing.T) {
 func TestChecksumAndRefusal(t *testing.T) {
 	data, _ := os.ReadFile(faultyBin)
 	sum := sha256.Sum256(data)
-	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: hex.EncodeToString(sum[:])}, fast, testLog(t)); err != nil {
+	if p, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: hex.EncodeToString(sum[:])}, fast, testLog(t)); err != nil {
 		t.Errorf("Start with the right checksum = %v", err)
+	} else {
+		p.Close()
 	}
 	wrong := strings.Repeat("ab", 32)
 	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: wrong}, fast, testLog(t)); err == nil || !strings.Contains(err.Error(), "checksum") {
@@ -250,4 +257,16 @@ func TestCredential(t *testing.T) {
 	if uid, gid := procIDs(t, p.PID()); uid != "65534" || gid != "65534" {
 		t.Errorf("restarted plugin runs as uid %s gid %s, want 65534 (nobody)", uid, gid)
 	}
+}
+
+// runHost is the test binary run as a host (TestHostKilledTakesPluginAlong):
+// it starts the plugin at path, prints its PID and waits to be killed.
+func runHost(path string) {
+	p, err := Start(context.Background(), Spec{Stage: "s", Path: path}, fast, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(p.PID())
+	select {}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log"
 	"math"
 	"net/netip"
 	"os"
@@ -16,6 +17,9 @@ import (
 	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/sluice-mail/sluice/plugins/internal/statelock"
 )
 
 // The classifier is Gary Robinson's, as SpamBayes uses it:
@@ -116,7 +120,7 @@ func openBayes(path string) (*bayesDB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("spam: bayes database: %w", err)
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
+	db, err := openLocked(path)
 	if err != nil {
 		return nil, fmt.Errorf("spam: bayes database %s: %w", path, err)
 	}
@@ -140,6 +144,42 @@ func openBayes(path string) (*bayesDB, error) {
 		return nil, fmt.Errorf("spam: bayes database %s: %w", path, err)
 	}
 	return &bayesDB{db: db, path: path}, nil
+}
+
+// lockWait bounds the wait for another process's lock on the database
+// (bbolt's flock): a spam plugin of a configuration being reloaded lets go
+// soon.
+var lockWait = 5 * time.Second
+
+// openLocked opens the bbolt file at path. When another process holds it,
+// statelock looks who: an orphaned spam plugin, left by a Sluice that
+// crashed, is killed and the file opened; any other holder gets lockWait
+// to let go, and is named in the error if it does not.
+func openLocked(path string) (*bbolt.DB, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 200 * time.Millisecond})
+	if !errors.Is(err, berrors.ErrTimeout) {
+		return db, err
+	}
+	pid, killed, reason, cerr := statelock.Clear(path, lockWait)
+	if cerr != nil {
+		return nil, cerr
+	}
+	if killed {
+		log.Printf("[WARN] spam: %s was locked by process %d, an orphaned spam plugin whose host is gone: killed it", path, pid)
+	}
+	db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockWait})
+	if errors.Is(err, berrors.ErrTimeout) && !killed {
+		if pid == 0 {
+			pid, _ = statelock.Holder(path)
+		}
+		if pid != 0 {
+			if reason == "" {
+				_, reason = statelock.Orphaned(pid)
+			}
+			return nil, fmt.Errorf("locked by process %d, which is not an orphaned spam plugin (%s): %w", pid, reason, err)
+		}
+	}
+	return db, err
 }
 
 func (b *bayesDB) Close() error { return b.db.Close() }

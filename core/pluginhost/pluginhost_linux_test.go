@@ -1,0 +1,104 @@
+package pluginhost
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-mail/sluice/sdk"
+)
+
+// alive reports whether pid is a running process (not a zombie).
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i > 0 && len(data) > i+2 && data[i+2] != 'Z' && data[i+2] != 'X'
+}
+
+// A host killed with SIGKILL takes its plugins along: the kernel ends
+// them (the faulty plugin does not use the SDK's Serve, so it is the
+// parent-death signal alone that ends it).
+func TestHostKilledTakesPluginAlong(t *testing.T) {
+	host := exec.Command(os.Args[0])
+	host.Env = append(os.Environ(), "PLUGINHOST_TEST_HOST="+faultyBin)
+	host.Stderr = os.Stderr
+	out, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { host.Process.Kill(); host.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	pid, _ := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid == 0 {
+		t.Fatalf("the host printed %q, %v", line, err)
+	}
+	if !alive(pid) {
+		t.Fatalf("plugin %d not running", pid)
+	}
+	host.Process.Kill()
+	host.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("plugin %d still running 10s after its host was killed", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The thread that called Start may end (a goroutine that locked it
+// returned without unlocking): the plugin started from it lives on, since
+// the parent-death signal belongs to the thread that forked it.
+func TestPluginOutlivesStartingThread(t *testing.T) {
+	started := make(chan *Plugin, 1)
+	onDoomedThread(func() {
+		p, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin}, fast, testLog(t))
+		if err != nil {
+			t.Error(err)
+		}
+		started <- p
+	})
+	p := <-started
+	if p == nil {
+		return
+	}
+	defer p.Close()
+	pid := p.PID()
+	time.Sleep(500 * time.Millisecond) // the thread is gone by now
+	if v, err := check(p, "hello", 5*time.Second); err != nil || v.Action != sdk.Continue {
+		t.Errorf("Check after the starting thread ended = %+v, %v", v, err)
+	}
+	if p.Restarts() != 0 || p.PID() != pid {
+		t.Errorf("the plugin was restarted (%d restarts; PID %d, was %d): it died with the thread that started it", p.Restarts(), p.PID(), pid)
+	}
+}
+
+// onDoomedThread runs f on a goroutine locked to an OS thread that ends
+// when f returns. The runtime never ends the main thread (it parks it), so
+// a goroutine that finds itself there lets go and tries again.
+func onDoomedThread(f func()) {
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		if syscall.Gettid() == os.Getpid() {
+			runtime.UnlockOSThread()
+			onDoomedThread(f)
+			return
+		}
+		f()
+	}()
+}

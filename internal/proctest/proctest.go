@@ -1,0 +1,135 @@
+// Package proctest checks that a test binary leaves no process behind.
+//
+// Run marks the test binary's environment with a value of its own before
+// the tests run; every process the tests start inherits it, and so do the
+// processes those start (sluice serve passes its environment to its
+// plugins), including orphans whose parent was killed. After the tests,
+// Run looks through /proc for processes that still carry the mark, gives
+// them a grace period to exit, and fails the run with a list of those
+// that remain (killing them, so that one failed run does not spoil the
+// next).
+package proctest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Env is the environment variable that carries the mark.
+const Env = "SLUICE_TEST_RUN"
+
+// Grace is how long processes left after the tests may take to exit.
+const Grace = 15 * time.Second
+
+// Run marks the environment, runs the tests and checks that no process
+// carrying the mark is left. It returns the exit code for os.Exit: m.Run's,
+// or 1 if processes were left behind.
+func Run(m *testing.M) int {
+	mark := Mark()
+	code := m.Run()
+	if left := Wait(mark, Grace); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "proctest: %d processes started by the tests are still running %v after them:\n", len(left), Grace)
+		for _, p := range left {
+			fmt.Fprintf(os.Stderr, "  %s\n", p)
+			syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+		return 1
+	}
+	return code
+}
+
+// Mark sets Env to a value unique to this process and returns it.
+func Mark() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	mark := fmt.Sprintf("%d-%s", os.Getpid(), hex.EncodeToString(b))
+	os.Setenv(Env, mark)
+	return mark
+}
+
+// Proc is a process that carries the mark.
+type Proc struct {
+	PID, PPID int
+	Cmdline   string
+}
+
+func (p Proc) String() string {
+	return fmt.Sprintf("pid %d (parent %d): %s", p.PID, p.PPID, p.Cmdline)
+}
+
+// Wait waits up to grace for the processes other than this one that carry
+// mark to exit, and returns those still running then.
+func Wait(mark string, grace time.Duration) []Proc {
+	deadline := time.Now().Add(grace)
+	for {
+		left := Find(mark)
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Find returns the running processes other than this one whose
+// environment carries mark. Zombies do not count: they have exited, and
+// their parent reaps them.
+func Find(mark string) []Proc {
+	want := []byte(Env + "=" + mark)
+	entries, _ := os.ReadDir("/proc")
+	var found []Proc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil || !hasVar(env, want) {
+			continue
+		}
+		state, ppid := stat(pid)
+		if state == "Z" || state == "X" || state == "" {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		found = append(found, Proc{PID: pid, PPID: ppid, Cmdline: strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))})
+	}
+	return found
+}
+
+func hasVar(environ, kv []byte) bool {
+	for _, v := range bytes.Split(environ, []byte{0}) {
+		if bytes.Equal(v, kv) {
+			return true
+		}
+	}
+	return false
+}
+
+// stat returns a process's state letter and parent's ID from
+// /proc/PID/stat ("" if it is gone).
+func stat(pid int) (string, int) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0
+	}
+	// pid (comm) state ppid ...; comm may contain spaces and parentheses.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return "", 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 {
+		return "", 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return f[0], ppid
+}

@@ -1,0 +1,184 @@
+package sdk_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/sluice-mail/sluice/internal/proctest"
+	"github.com/sluice-mail/sluice/sdk"
+)
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv("SDK_TEST_HOST"); path != "" {
+		runHost(path)
+		return
+	}
+	os.Exit(proctest.Run(m))
+}
+
+// runHost is the test binary run as a plain go-plugin host, not Sluice's
+// pluginhost (no parent-death signal, no HostPIDEnv): it starts the
+// plugin at path, prints its PID and waits to be killed.
+func runHost(path string) {
+	handshake, plugins := sdk.HostConfig()
+	c := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig: handshake, Plugins: plugins, Cmd: exec.Command(path),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC}, Logger: hclog.NewNullLogger(),
+	})
+	if _, err := c.Client(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(c.ReattachConfig().Pid)
+	select {}
+}
+
+// buildNoop builds the noop plugin, which uses Serve.
+func buildNoop(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "noop")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/sluice-mail/sluice/sdk/internal/testplugins/noop").CombinedOutput(); err != nil {
+		t.Fatalf("building the noop plugin: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// alive reports whether pid is a running process (not a zombie).
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i > 0 && len(data) > i+2 && data[i+2] != 'Z' && data[i+2] != 'X'
+}
+
+// A plugin whose host is killed with SIGKILL exits by itself, whatever
+// host started it.
+func TestServeExitsWhenHostDies(t *testing.T) {
+	noop := buildNoop(t)
+	host := exec.Command(os.Args[0])
+	host.Env = append(os.Environ(), "SDK_TEST_HOST="+noop)
+	host.Stderr = os.Stderr
+	out, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { host.Process.Kill(); host.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	pid, _ := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid == 0 {
+		t.Fatalf("the host printed %q, %v", line, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if !alive(pid) {
+		t.Fatalf("plugin %d not running while its host is", pid)
+	}
+	host.Process.Kill()
+	host.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("plugin %d still running 10s after its host was killed", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A plugin whose host is not among its ancestors (the host died before
+// the plugin got going) exits at once.
+func TestServeExitsWithoutItsHost(t *testing.T) {
+	noop := buildNoop(t)
+	handshake, _ := sdk.HostConfig()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(noop)
+	cmd.Env = append(os.Environ(), handshake.MagicCookieKey+"="+handshake.MagicCookieValue, fmt.Sprintf("%s=%d", sdk.HostPIDEnv, gone.Process.Pid))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("the plugin exited with %v, want status 1", err)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("a plugin whose host is not its parent still runs after 10s")
+	}
+}
+
+// A plugin started through a wrapper, so that its host is its
+// grandparent, runs.
+func TestServeRunsUnderAWrapper(t *testing.T) {
+	noop := buildNoop(t)
+	handshake, _ := sdk.HostConfig()
+	// The shell stays the plugin's parent (no exec), as a wrapper script
+	// that does more after the plugin would.
+	cmd := exec.Command("/bin/sh", "-c", `"$0"; :`, noop)
+	cmd.Env = append(os.Environ(), handshake.MagicCookieKey+"="+handshake.MagicCookieValue, fmt.Sprintf("%s=%d", sdk.HostPIDEnv, os.Getpid()))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		// Stop the plugin (the shell's child), then the shell.
+		for pid := range procChildren(cmd.Process.Pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.Contains(line, "|grpc") {
+		t.Fatalf("the plugin's handshake line = %q, %v", line, err)
+	}
+	time.Sleep(1500 * time.Millisecond) // more than one look at the parent
+	if len(procChildren(cmd.Process.Pid)) != 1 {
+		t.Error("the plugin under a wrapper exited")
+	}
+}
+
+// procChildren returns the processes whose parent is pid.
+func procChildren(pid int) map[int]int {
+	kids := map[int]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
+			kids[child] = pid
+		}
+	}
+	return kids
+}

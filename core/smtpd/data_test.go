@@ -10,7 +10,7 @@ import (
 )
 
 func readAll(s string, maxHops int) (string, int, error) {
-	d := newDataReader(iotest.OneByteReader(strings.NewReader(s)), maxHops)
+	d := newDataReader(iotest.OneByteReader(strings.NewReader(s)), maxHops, nil)
 	var buf bytes.Buffer
 	_, err := io.Copy(&buf, d)
 	return buf.String(), d.hops, err
@@ -68,7 +68,7 @@ func FuzzDataReader(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d := newDataReader(bytes.NewReader(data), 50)
+		d := newDataReader(bytes.NewReader(data), 50, nil)
 		out, err := io.ReadAll(d)
 		if err != nil {
 			if !errors.Is(err, errBareLF) && !errors.Is(err, errTooManyHops) {

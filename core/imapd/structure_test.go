@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/sluice-mail/sluice/core/mimelimit"
 )
 
 // structureSamples are messages of every shape bodyStructure must read as
@@ -48,4 +50,18 @@ func TestBodyStructureAsImapserver(t *testing.T) {
 func dump(v any) string {
 	b, _ := json.MarshalIndent(v, "", " ")
 	return string(b)
+}
+
+// FuzzBodyStructure checks that bodyStructure never panics on what a view
+// of any message gives it, and always has a structure.
+func FuzzBodyStructure(f *testing.F) {
+	for _, s := range structureSamples {
+		f.Add(s)
+	}
+	lim := mimelimit.Limits{HeaderBytes: 1 << 10, HeaderFields: 10, MaxDepth: 4, MaxParts: 20}
+	f.Fuzz(func(t *testing.T, msg string) {
+		if bodyStructure(mimelimit.NewView(strings.NewReader(msg), lim)) == nil {
+			t.Fatal("no structure")
+		}
+	})
 }

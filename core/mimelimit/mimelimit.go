@@ -137,8 +137,9 @@ func trimEOL(b []byte) []byte {
 
 func (s *Scanner) headerLine(prefix []byte, n int) Action {
 	line := trimEOL(prefix)
-	if len(line) == 0 && n <= 2 {
-		// The empty line that ends the header section.
+	if len(line) == 0 {
+		// The empty line that ends the header section (or one of line
+		// ends only, which ends it too).
 		s.endHeader()
 		return Keep
 	}
@@ -197,8 +198,7 @@ func (s *Scanner) headerLine(prefix []byte, n int) Action {
 		// This part may not be a container. A Content-Type that says it
 		// is one (or may: the type is on a continuation line) is
 		// replaced.
-		v := strings.ToLower(strings.TrimSpace(string(line)))
-		if v == "" || strings.HasPrefix(v, "multipart") || strings.HasPrefix(v, "message/rfc822") || strings.HasPrefix(v, "message/global") {
+		if v := strings.TrimSpace(string(line)); v == "" || isContainer(v) {
 			s.ctDropped = true
 			s.truncated = true
 			return Retype
@@ -220,24 +220,36 @@ func (s *Scanner) endHeader() {
 	if ct == "" {
 		return
 	}
+	if s.atMaxDepth() {
+		if isContainer(ct) {
+			s.fail(ErrDepth)
+		}
+		return
+	}
 	t, params, err := mime.ParseMediaType(ct)
 	if err != nil && t == "" {
 		return
 	}
 	switch {
 	case strings.HasPrefix(t, "multipart/") && params["boundary"] != "":
-		if s.atMaxDepth() {
-			s.fail(ErrDepth)
-			return
-		}
 		s.stack = append(s.stack, frame{boundary: params["boundary"]})
 	case t == "message/rfc822" || t == "message/global":
-		if s.atMaxDepth() {
-			s.fail(ErrDepth)
-			return
-		}
 		s.stack = append(s.stack, frame{})
 		s.newPart()
+	}
+}
+
+// isContainer reports whether a Content-Type value (or its start) says
+// multipart or message/rfc822, however malformed the rest.
+func isContainer(v string) bool {
+	v = strings.ToLower(strings.TrimSpace(v))
+	return strings.HasPrefix(v, "multipart") || strings.HasPrefix(v, "message/rfc822") || strings.HasPrefix(v, "message/global")
+}
+
+// End ends the message: a header section it ends in is ended.
+func (s *Scanner) End() {
+	if s.inHeader {
+		s.endHeader()
 	}
 }
 

@@ -53,6 +53,7 @@ func (c *Checker) Close() error {
 		c.s.Line(c.line, c.n)
 		c.line, c.n = c.line[:0], 0
 	}
+	c.s.End()
 	return c.s.err
 }
 

@@ -95,6 +95,7 @@ type Scanner struct {
 	ctDropped bool // ... and its lines are dropped (retyped)
 	ct        []byte
 	parts     int
+	stopped   bool  // the part limit is passed: the message ends here
 	err       error // the first limit passed
 	truncated bool
 }
@@ -125,6 +126,9 @@ func (s *Scanner) fail(err error) {
 // first maxContentType bytes is looked at) and n its full length in bytes,
 // line end included.
 func (s *Scanner) Line(prefix []byte, n int) Action {
+	if s.stopped {
+		return Stop
+	}
 	if s.inHeader {
 		return s.headerLine(prefix, n)
 	}
@@ -260,6 +264,7 @@ func (s *Scanner) newPart() bool {
 	if s.lim.MaxParts > 0 && s.parts > s.lim.MaxParts {
 		s.fail(ErrParts)
 		s.truncated = true
+		s.stopped = true
 		return false
 	}
 	s.inHeader = true

@@ -106,6 +106,12 @@ func TestViewCuts(t *testing.T) {
 	if want := "Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n\r\na\r\n--zz\r\n\r\nb\r\n\r\n--zz--\r\n"; got != want {
 		t.Errorf("parts: got %q", got)
 	}
+	// A message/rfc822 part past the part limit: the message ends
+	// before what is inside it.
+	got, _ = read("Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n\r\na\r\n--zz\r\nContent-Type: message/rfc822\r\n\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\nbody\r\n--zz--\r\n")
+	if want := "Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n\r\na\r\n--zz\r\nContent-Type: message/rfc822\r\n\r\n\r\n--zz--\r\n"; got != want {
+		t.Errorf("rfc822 past the part limit: got %q", got)
+	}
 	lim.HeaderBytes = 1 << 20
 	got, _ = read("X: " + strings.Repeat("y", 200<<10) + "\r\nY: 1\r\n\r\nbody")
 	if want := "X: " + strings.Repeat("y", viewBuffer-3) + "\r\nY: 1\r\n\r\nbody"; got != want {

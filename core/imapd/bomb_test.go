@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
@@ -10,8 +11,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/store"
 )
 
@@ -77,7 +78,7 @@ func (h *heapPeak) end() uint64 {
 }
 
 // TestMailBombs puts a header bomb and a MIME bomb into a mailbox the way
-// old mail or an import would (past the SMTP limits), and then FETCHes and
+// old mail, an import or APPEND would (past the SMTP limits), and then FETCHes and
 // SEARCHes them through a real IMAP session. Each command answers, within
 // a safety ceiling of memory above what the test holds anyway and of time
 // (the ceilings are far above what the commands take: they catch the
@@ -90,16 +91,26 @@ func TestMailBombs(t *testing.T) {
 		maxHeap = 200 << 20
 		maxTime = 30 * time.Second
 	)
-	e := newEnv(t)
+	e := newEnv(t, func(c *config.Config) { c.SMTP.MaxMessageSize = 50 << 20 })
 	hb, mb := headerBomb(), mimeBomb()
 	e.deliver(t, bob, "INBOX", hb)
-	e.deliver(t, bob, "INBOX", mb)
+	c := e.login(t, bob, nil)
+	// APPEND takes what SMTP would refuse.
+	app := c.Append("INBOX", int64(len(mb)), nil)
+	if _, err := io.WriteString(app, mb); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Wait(); err != nil {
+		t.Fatalf("APPEND: %v", err)
+	}
 	// The same header bomb with a record that predates kept envelopes:
 	// ENVELOPE reads the file.
 	if _, _, err := e.st.Deliver(store.Delivery{UserID: e.users[bob].ID, Mailbox: "INBOX", Body: strings.NewReader(hb)}); err != nil {
 		t.Fatal(err)
 	}
-	c := e.login(t, bob, nil)
 	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -156,5 +167,26 @@ func TestMailBombs(t *testing.T) {
 			t.Errorf("%s took %v, more than the ceiling of %v", op.name, took, maxTime)
 		}
 	}
-	var _ *imapclient.Client = c
+
+	// What the client sees is the messages cut down to the limits: the
+	// subject of the header bomb, and the MIME bomb as deep as allowed.
+	subject := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"Subject"}, Peek: true}
+	msgs, err := c.Fetch(all, &imap.FetchOptions{BodyStructure: &imap.FetchItemBodyStructure{}, BodySection: []*imap.FetchItemBodySection{subject}}).Collect()
+	if err != nil || len(msgs) != 3 {
+		t.Fatalf("FETCH: %d messages, %v", len(msgs), err)
+	}
+	if got := string(msgs[0].FindBodySection(subject)); got != "Subject: header bomb\r\n\r\n" {
+		t.Errorf("Subject of the header bomb = %q", got)
+	}
+	depth := 0
+	for bs := msgs[1].BodyStructure; ; depth++ {
+		mp, ok := bs.(*imap.BodyStructureMultiPart)
+		if !ok || len(mp.Children) == 0 {
+			break
+		}
+		bs = mp.Children[0]
+	}
+	if max := e.cfg.SMTP.MaxMIMEDepth; depth != max {
+		t.Errorf("the MIME bomb's structure is %d deep, want %d (smtp.max_mime_depth)", depth, max)
+	}
 }

@@ -112,11 +112,6 @@ var received = [9]byte{'r', 'e', 'c', 'e', 'i', 'v', 'e', 'd', ':'}
 const maxKeptHeader = 64 << 10
 
 func (d *dataReader) check(p []byte) error {
-	if d.shape != nil {
-		if _, err := d.shape.Write(p); err != nil {
-			return err
-		}
-	}
 	if d.inHeader && len(d.header) < maxKeptHeader {
 		d.header = append(d.header, p[:min(len(p), maxKeptHeader-len(d.header))]...)
 	}
@@ -152,6 +147,13 @@ func (d *dataReader) check(p []byte) error {
 			d.head[d.col] = c
 		}
 		d.col++
+	}
+	// The shape is checked after the bytes: a bare CR or LF (which
+	// closes the connection) comes first.
+	if d.shape != nil {
+		if _, err := d.shape.Write(p); err != nil {
+			return err
+		}
 	}
 	return nil
 }

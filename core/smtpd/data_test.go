@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/sluice-mail/sluice/core/mimelimit"
 )
 
 func readAll(s string, maxHops int) (string, int, error) {
@@ -85,4 +87,15 @@ func FuzzDataReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDataReaderBareLFBeforeShape: a bare LF is reported as such even when
+// the same data also passes a header limit, so that the connection is
+// closed.
+func TestDataReaderBareLFBeforeShape(t *testing.T) {
+	data := strings.Repeat("X-A: b\r\n", 30) + "Subject: x\n\r\n.\nMAIL FROM:<a@b>\r\n"
+	d := newDataReader(strings.NewReader(data), 50, &mimelimit.Limits{HeaderFields: 10})
+	if _, err := io.ReadAll(d); !errors.Is(err, errBareLF) {
+		t.Fatalf("error %v, want %v", err, errBareLF)
+	}
 }

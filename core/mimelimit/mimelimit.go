@@ -152,9 +152,11 @@ func (s *Scanner) headerLine(prefix []byte, n int) Action {
 	if !cont {
 		i := bytes.IndexByte(line, ':')
 		if i <= 0 || bytes.ContainsAny(line[:i], " \t") {
-			// Not a field: the body starts without an empty line.
+			// Not a field: the body starts without an empty line
+			// (or, for message/rfc822, the header of the message
+			// inside, whose own end this line is then).
 			s.endHeader()
-			return s.bodyLine(prefix)
+			return s.Line(prefix, n)
 		}
 	}
 	s.bytes += int64(n)

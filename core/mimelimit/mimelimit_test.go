@@ -61,6 +61,7 @@ func TestCheckerLimits(t *testing.T) {
 		{"parts at limit", parts(5), nil},
 		{"too many parts", parts(6), ErrParts},
 		{"boundary in body of leaf only", "Content-Type: text/plain\r\n\r\n--zz\r\n--zz\r\n--zz\r\n--zz\r\n--zz\r\n--zz\r\n--zz\r\n", nil},
+		{"rfc822 without empty lines", "Content-Type: message/rfc822\r\nbody line\r\n" + strings.Repeat("X-A: b\r\n", 11), nil},
 		{"header limits per part", "Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n" + many(11) + "--zz--\r\n", ErrHeaderFields},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -66,6 +66,11 @@ type SMTP struct {
 	MaxRecipients       int      `yaml:"max_recipients" default:"100" doc:"Recipients per message; further RCPT commands get 452 4.5.3. RFC 5321 requires at least 100."`
 	MaxLineLength       int      `yaml:"max_line_length" default:"4096" doc:"The longest line, command or message line, in octets. A longer line gets 500 5.5.2 and the connection is closed. RFC 5321 allows 512 for commands and 1000 for text; the default leaves room for mailers that exceed the latter."`
 	MaxHops             int      `yaml:"max_hops" default:"50" doc:"A message with more Received headers than this is a mail loop and gets 554 5.4.6."`
+	MaxHeaderSize       Size     `yaml:"max_header_size" default:"1MiB" doc:"The largest header section, of the message or of one MIME part, line ends included. A larger one gets 552 5.3.4 at the end of DATA. At least 64KiB."`
+	MaxHeaderFields     int      `yaml:"max_header_fields" default:"10000" doc:"Header fields in the header of the message or of one MIME part; more get 552 5.3.4. At least 100."`
+	MaxHeaderFieldSize  Size     `yaml:"max_header_field_length" default:"256KiB" doc:"The longest header field after unfolding (RFC 5322 section 2.2.3), name and value; a longer one gets 552 5.3.4. At least 1000."`
+	MaxMIMEDepth        int      `yaml:"max_mime_depth" default:"100" doc:"How deeply multipart and message/rfc822 parts may nest; deeper gets 554 5.6.0. At least 10."`
+	MaxMIMEParts        int      `yaml:"max_mime_parts" default:"10000" doc:"MIME parts in one message, nested ones included; more get 554 5.6.0. At least 100."`
 	MaxErrors           int      `yaml:"max_errors" default:"10" doc:"Rejected commands (bad syntax, refused recipients, failed AUTH) tolerated in one connection before it is closed with 421."`
 	ReadTimeout         Duration `yaml:"read_timeout" default:"5m" doc:"How long Sluice waits for the next command, or for more data inside DATA, before closing the connection with 421. RFC 5321 section 4.5.3.2 suggests 5 minutes."`
 	WriteTimeout        Duration `yaml:"write_timeout" default:"1m" doc:"How long a reply may take to be written to the client."`

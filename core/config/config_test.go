@@ -130,6 +130,8 @@ func TestParseErrors(t *testing.T) {
 		{"submission without tls", "smtp:\n  submission:\n    listen: [\"127.0.0.1:587\"]\n", "test.yaml:2:3: smtp.submission: needs TLS"},
 		{"bad domain", "domains: [\"not a domain\"]\n", "test.yaml:1:11: domains[0]: \"not a domain\" is not a valid domain"},
 		{"below minimum", "smtp:\n  max_line_length: 100\n", "test.yaml:2:3: smtp.max_line_length: 100 is below the minimum of 1024"},
+		{"header size below minimum", "smtp:\n  max_header_size: 1KiB\n", "test.yaml:2:3: smtp.max_header_size: 1KiB is below the minimum of 64KiB"},
+		{"MIME depth below minimum", "smtp:\n  max_mime_depth: 2\n", "test.yaml:2:3: smtp.max_mime_depth: 2 is below the minimum of 10"},
 		{"bad delimiter", "store:\n  recipient_delimiter: \"@\"\n", "test.yaml:2:3: store.recipient_delimiter"},
 		{"half a certificate", "tls:\n  cert_file: a.pem\n", "test.yaml:1:1: tls: cert_file and key_file must be set together"},
 		{"two documents", "hostname: a.test\n---\nhostname: b.test\n", "test.yaml:2: more than one YAML document"},

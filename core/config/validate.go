@@ -103,6 +103,11 @@ func (c *Config) Validate() error {
 	v.atLeast("smtp.max_recipients", c.SMTP.MaxRecipients, 1)
 	v.atLeast("smtp.max_line_length", c.SMTP.MaxLineLength, 1024)
 	v.atLeast("smtp.max_hops", c.SMTP.MaxHops, 1)
+	v.sizeAtLeast("smtp.max_header_size", c.SMTP.MaxHeaderSize, 64<<10)
+	v.atLeast("smtp.max_header_fields", c.SMTP.MaxHeaderFields, 100)
+	v.sizeAtLeast("smtp.max_header_field_length", c.SMTP.MaxHeaderFieldSize, 1000)
+	v.atLeast("smtp.max_mime_depth", c.SMTP.MaxMIMEDepth, 10)
+	v.atLeast("smtp.max_mime_parts", c.SMTP.MaxMIMEParts, 100)
 	v.atLeast("smtp.max_errors", c.SMTP.MaxErrors, 1)
 	v.positive("smtp.read_timeout", int64(c.SMTP.ReadTimeout))
 	v.positive("smtp.write_timeout", int64(c.SMTP.WriteTimeout))
@@ -211,6 +216,12 @@ func (v *validator) oneOf(key, val string, allowed ...string) {
 func (v *validator) atLeast(key string, val, min int) {
 	if val < min {
 		v.errf(key, "%d is below the minimum of %d", val, min)
+	}
+}
+
+func (v *validator) sizeAtLeast(key string, val, min Size) {
+	if val < min {
+		v.errf(key, "%v is below the minimum of %v", val, min)
 	}
 }
 

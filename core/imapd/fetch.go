@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/sluice-mail/sluice/core/mimelimit"
 	"github.com/sluice-mail/sluice/core/store"
 )
 
@@ -147,7 +148,19 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, m store.Messag
 		}
 		defer f.Close()
 	}
-	body := func() io.Reader { return io.NewSectionReader(f, 0, m.Size) }
+	// Everything but a copy of the file reads it through a view (see
+	// viewLimits). A message cut down is logged, once per FETCH of it.
+	var views []*mimelimit.View
+	body := func() io.Reader {
+		v := s.view(io.NewSectionReader(f, 0, m.Size))
+		views = append(views, v)
+		return v
+	}
+	defer func() {
+		if slices.ContainsFunc(views, (*mimelimit.View).Truncated) {
+			s.log.Warn("imap: message past the header or MIME limits read cut down", "mailbox_id", s.sel.mb.ID, "uid", m.UID)
+		}
+	}()
 
 	rw := w.CreateMessage(seq)
 	if o.UID {
@@ -169,7 +182,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, seq uint32, m store.Messag
 		rw.WriteEnvelope(env)
 	}
 	if o.BodyStructure != nil {
-		rw.WriteBodyStructure(imapserver.ExtractBodyStructure(body()))
+		rw.WriteBodyStructure(bodyStructure(body()))
 	}
 	for _, bs := range o.BodySection {
 		if err := writeBodySection(rw, bs, f, m.Size, body); err != nil {

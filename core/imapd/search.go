@@ -55,7 +55,7 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		return msgs, nil
 	}
 	err = s.eachMessage(refs, load, func(seq uint32, msg store.Message) error {
-		cand := &candidate{st: st, seq: seq, m: msg}
+		cand := &candidate{st: st, seq: seq, m: msg, view: func(r io.Reader) io.Reader { return s.view(r) }}
 		ok := m.match(cand)
 		cand.close()
 		if !ok {
@@ -264,6 +264,7 @@ type candidate struct {
 	seq uint32 // the client's sequence number
 	m   store.Message
 
+	view       func(io.Reader) io.Reader // see viewLimits
 	f          *os.File
 	failed     bool // the file could not be read
 	header     *textproto.Header
@@ -290,7 +291,7 @@ func (c *candidate) file() io.Reader {
 	if c.f == nil {
 		return nil
 	}
-	return io.NewSectionReader(c.f, 0, c.m.Size)
+	return c.view(io.NewSectionReader(c.f, 0, c.m.Size))
 }
 
 // sentDate is the Date header field, in its own time zone: from the record

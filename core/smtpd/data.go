@@ -3,6 +3,11 @@ package smtpd
 import (
 	"errors"
 	"io"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/mimelimit"
 )
 
 // Errors found in message data.
@@ -19,12 +24,15 @@ var (
 
 // dataReader checks message data as it streams from the SMTP layer (which
 // has already removed dot-stuffing and stops at CRLF.CRLF): it fails at the
-// first bare CR or LF, counts Received headers in the header section, and
-// keeps the start of the message (the header, and maybe some body) for
-// whoever needs to look at it without reading the spool file again.
+// first bare CR or LF, counts Received headers in the header section,
+// checks the shape of the message against the header and MIME limits (see
+// shapeLimits), and keeps the start of the message (the header, and maybe
+// some body) for whoever needs to look at it without reading the spool
+// file again.
 type dataReader struct {
 	r       io.Reader
 	maxHops int
+	shape   *mimelimit.Checker // nil: no header or MIME limits
 
 	prev     byte // last byte seen, 0 at the start
 	inHeader bool
@@ -35,8 +43,45 @@ type dataReader struct {
 	err      error // sticky
 }
 
-func newDataReader(r io.Reader, maxHops int) *dataReader {
-	return &dataReader{r: r, maxHops: maxHops, inHeader: true}
+// newDataReader returns a dataReader of r; shape, when not nil, are the
+// header and MIME limits.
+func newDataReader(r io.Reader, maxHops int, shape *mimelimit.Limits) *dataReader {
+	d := &dataReader{r: r, maxHops: maxHops, inHeader: true}
+	if shape != nil {
+		d.shape = mimelimit.NewChecker(*shape)
+	}
+	return d
+}
+
+// shapeLimits are the header and MIME limits of the configuration.
+func shapeLimits(c *config.SMTP) *mimelimit.Limits {
+	return &mimelimit.Limits{
+		HeaderBytes:  int64(c.MaxHeaderSize),
+		HeaderFields: c.MaxHeaderFields,
+		FieldLength:  int(c.MaxHeaderFieldSize),
+		MaxDepth:     c.MaxMIMEDepth,
+		MaxParts:     c.MaxMIMEParts,
+	}
+}
+
+// shapeReply is the reply to a message refused by a header or MIME limit
+// (the error of dataReader), or nil for another error. Header limits are
+// 552 5.3.4, like a message too big; MIME limits are 554 5.6.0, a media
+// error (RFC 3463).
+func shapeReply(err error) *smtp.SMTPError {
+	switch {
+	case errors.Is(err, mimelimit.ErrHeaderBytes):
+		return reply(552, 5, 3, 4, "Message header too large")
+	case errors.Is(err, mimelimit.ErrHeaderFields):
+		return reply(552, 5, 3, 4, "Too many header fields")
+	case errors.Is(err, mimelimit.ErrFieldLength):
+		return reply(552, 5, 3, 4, "Header field too long")
+	case errors.Is(err, mimelimit.ErrDepth):
+		return reply(554, 5, 6, 0, "MIME parts nested too deeply")
+	case errors.Is(err, mimelimit.ErrParts):
+		return reply(554, 5, 6, 0, "Too many MIME parts")
+	}
+	return nil
 }
 
 func (d *dataReader) Read(p []byte) (int, error) {
@@ -51,6 +96,12 @@ func (d *dataReader) Read(p []byte) (int, error) {
 	if err == io.EOF && d.prev == '\r' {
 		d.err = errBareLF
 		return 0, d.err
+	}
+	if err == io.EOF && d.shape != nil {
+		if cerr := d.shape.Close(); cerr != nil {
+			d.err = cerr
+			return 0, cerr
+		}
 	}
 	return n, err
 }
@@ -96,6 +147,13 @@ func (d *dataReader) check(p []byte) error {
 			d.head[d.col] = c
 		}
 		d.col++
+	}
+	// The shape is checked after the bytes: a bare CR or LF (which
+	// closes the connection) comes first.
+	if d.shape != nil {
+		if _, err := d.shape.Write(p); err != nil {
+			return err
+		}
 	}
 	return nil
 }

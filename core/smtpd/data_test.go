@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/sluice-mail/sluice/core/mimelimit"
 )
 
 func readAll(s string, maxHops int) (string, int, error) {
-	d := newDataReader(iotest.OneByteReader(strings.NewReader(s)), maxHops)
+	d := newDataReader(iotest.OneByteReader(strings.NewReader(s)), maxHops, nil)
 	var buf bytes.Buffer
 	_, err := io.Copy(&buf, d)
 	return buf.String(), d.hops, err
@@ -68,7 +70,7 @@ func FuzzDataReader(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d := newDataReader(bytes.NewReader(data), 50)
+		d := newDataReader(bytes.NewReader(data), 50, nil)
 		out, err := io.ReadAll(d)
 		if err != nil {
 			if !errors.Is(err, errBareLF) && !errors.Is(err, errTooManyHops) {
@@ -85,4 +87,15 @@ func FuzzDataReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDataReaderBareLFBeforeShape: a bare LF is reported as such even when
+// the same data also passes a header limit, so that the connection is
+// closed.
+func TestDataReaderBareLFBeforeShape(t *testing.T) {
+	data := strings.Repeat("X-A: b\r\n", 30) + "Subject: x\n\r\n.\nMAIL FROM:<a@b>\r\n"
+	d := newDataReader(strings.NewReader(data), 50, &mimelimit.Limits{HeaderFields: 10})
+	if _, err := io.ReadAll(d); !errors.Is(err, errBareLF) {
+		t.Fatalf("error %v, want %v", err, errBareLF)
+	}
 }

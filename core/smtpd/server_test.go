@@ -83,6 +83,11 @@ func testConfig(t *testing.T) *config.Config {
 	c.SMTP.MaxMessageSize = 64 << 10
 	c.SMTP.MaxLineLength = 1024
 	c.SMTP.MaxHops = 5
+	c.SMTP.MaxHeaderSize = 4 << 10
+	c.SMTP.MaxHeaderFields = 20
+	c.SMTP.MaxHeaderFieldSize = 1000
+	c.SMTP.MaxMIMEDepth = 4
+	c.SMTP.MaxMIMEParts = 10
 	c.SMTP.MaxConnectionsPerIP = 50
 	c.SMTP.ReadTimeout = config.Duration(10 * time.Second)
 	c.Queue.MinFreeDisk = 0

@@ -558,7 +558,7 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 	if _, err := io.WriteString(ew, s.receivedHeader(id)); err != nil {
 		return nil, s.spoolFailed(id, err)
 	}
-	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops)
+	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops, shapeLimits(&s.srv.cfg.SMTP))
 	af := newAuthResultsFilter(ew, s.srv.cfg.Hostname)
 	_, err := io.Copy(af, dr)
 	if err == nil {
@@ -573,6 +573,10 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 		case errors.Is(err, errTooManyHops):
 			s.finish("554 5.4.6 too many hops")
 			return nil, replyTooManyHops
+		case shapeReply(err) != nil:
+			rep := shapeReply(err)
+			s.finish(fmt.Sprint(rep.Code, " ", err))
+			return nil, rep
 		case errors.Is(err, smtp.ErrDataTooLarge):
 			s.finish("552 5.3.4 message too big")
 			return nil, smtp.ErrDataTooLarge

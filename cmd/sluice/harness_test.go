@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-mail/sluice/internal/proctest"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 // sluiceBin is the binary built by TestMain.

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
-	"github.com/sluice-mail/sluice/internal/proctest"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 var pluginDir string

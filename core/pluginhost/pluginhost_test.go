@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-mail/sluice/internal/proctest"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 var faultyBin string

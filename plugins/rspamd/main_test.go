@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/sluice-mail/sluice/internal/proctest"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 // TestMain fails the run if a process the tests started outlives them.

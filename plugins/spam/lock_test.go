@@ -13,8 +13,8 @@ import (
 
 	"go.etcd.io/bbolt"
 
-	"github.com/sluice-mail/sluice/internal/proctest"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
 

@@ -365,6 +365,22 @@ func (h *harness) wait(what string, cond func() bool) {
 	}
 }
 
+// logged waits until the log holds every one of subs. The deliverer logs
+// an attempt's result after committing it, so a test that saw the queue
+// change must wait for the log line rather than read the log at once.
+func (h *harness) logged(subs ...string) {
+	h.t.Helper()
+	h.wait(fmt.Sprintf("the log to say %q", subs), func() bool {
+		logs := h.logs.String()
+		for _, s := range subs {
+			if !strings.Contains(logs, s) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // gone waits until the message is out of the queue (every recipient final).
 func (h *harness) gone(id string) {
 	h.t.Helper()

@@ -315,6 +315,7 @@ type SpoolWriter struct {
 	f         *os.File
 	buf       *bufio.Writer // so that the header and a small body are one write
 	n         int64
+	synced    bool // Sync has fsynced and closed the file
 	dirSynced bool
 	done      bool
 }
@@ -360,11 +361,26 @@ func (w *SpoolWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Flush writes what is buffered to the spool file without making it
+// durable: enough for a reader of SpoolPath, such as the immediate local
+// delivery, which writes durable copies of its own. A message that is
+// then delivered everywhere is discarded without ever being fsynced;
+// Commit fsyncs the others.
+func (w *SpoolWriter) Flush() error {
+	if err := w.buf.Flush(); err != nil {
+		return fmt.Errorf("queue: spool %s: %w", w.id, err)
+	}
+	return nil
+}
+
 // Sync makes the spool file's content durable: it fsyncs and closes the
-// file. Its directory entry is made durable by Commit, which is the only
-// step that needs it: a message delivered before the commit (see Discard)
-// is hard-linked into its mailboxes, whose directories the store syncs.
+// file; after that it does nothing. Commit calls it when the caller has
+// not. The file's directory entry is made durable by Commit, which is the
+// only step that needs it.
 func (w *SpoolWriter) Sync() error {
+	if w.synced {
+		return nil
+	}
 	err := w.buf.Flush()
 	if err == nil {
 		err = w.f.Sync()
@@ -375,6 +391,7 @@ func (w *SpoolWriter) Sync() error {
 	if err != nil {
 		return fmt.Errorf("queue: spool %s: %w", w.id, err)
 	}
+	w.synced = true
 	return nil
 }
 
@@ -390,15 +407,18 @@ func (w *SpoolWriter) Abort() {
 }
 
 // Discard removes the spool file of a message that needs no queue record
-// because every recipient was delivered before the commit (the local
-// delivery links the file, so the mailboxes keep their copies).
+// because every recipient was delivered before the commit (the mailboxes
+// hold durable copies of their own).
 func (w *SpoolWriter) Discard() { w.Abort() }
 
-// Commit commits the record of a message whose spool file has been
-// synced. When it returns nil the message is accepted: the SMTP server may
+// Commit makes the spool file durable (Sync) and commits the message's
+// record. When it returns nil the message is accepted: the SMTP server may
 // reply 250. m.ID and m.Size are set from the writer.
 func (w *SpoolWriter) Commit(m *Message) error {
 	m.ID, m.Size = w.id, w.n
+	if err := w.Sync(); err != nil {
+		return err
+	}
 	if !w.dirSynced {
 		// The spool directory, shared with concurrent writers.
 		if err := w.q.syncer.Sync(); err != nil {

@@ -2,8 +2,6 @@ package queue
 
 import (
 	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -102,11 +100,9 @@ func (t *Temp) Release() {
 }
 
 // Finish writes the spool file of the message: prefix (header fields to
-// add on top), then the received message with every header field for which
-// drop returns true left out (drop may be nil), and fsyncs it. The
-// returned writer is ready for Commit or Discard. Finish does not release
-// t.
-func (t *Temp) Finish(prefix []byte, drop func(name, value string) bool) (*SpoolWriter, error) {
+// add on top), then the received message. The returned writer is ready for
+// Commit (which fsyncs the file) or Discard. Finish does not release t.
+func (t *Temp) Finish(prefix []byte) (*SpoolWriter, error) {
 	if err := t.buf.Flush(); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
@@ -126,78 +122,14 @@ func (t *Temp) Finish(prefix []byte, drop func(name, value string) bool) (*Spool
 		return fail(err)
 	}
 	defer src.Close()
-	bodyStart := int64(0)
-	if drop != nil {
-		hdr, n, err := filterHeader(src, drop)
-		if err != nil {
-			return fail(err)
-		}
-		if _, err := w.Write(hdr); err != nil {
-			return fail(err)
-		}
-		bodyStart = n
-	}
 	if err := w.buf.Flush(); err != nil {
 		return fail(err)
 	}
-	if _, err := src.Seek(bodyStart, io.SeekStart); err != nil {
-		return fail(err)
-	}
 	// *os.File to *os.File: the kernel copies (copy_file_range).
-	n, err := w.f.ReadFrom(io.LimitReader(src, t.n-bodyStart))
+	n, err := w.f.ReadFrom(io.LimitReader(src, t.n))
 	w.n += n
 	if err != nil {
 		return fail(err)
 	}
-	if err := w.Sync(); err != nil {
-		return fail(err)
-	}
 	return w, nil
-}
-
-// maxFilteredHeader bounds the header filterHeader rewrites; past it the
-// rest is copied unchanged.
-const maxFilteredHeader = 1 << 20
-
-// filterHeader reads the header section of r and returns it without the
-// fields drop rejects, and the number of bytes of r it covers.
-func filterHeader(r io.Reader, drop func(name, value string) bool) ([]byte, int64, error) {
-	br := bufio.NewReader(io.LimitReader(r, maxFilteredHeader))
-	var out bytes.Buffer
-	var consumed int64
-	var field []byte // the current field, with its continuation lines
-	flush := func() {
-		if len(field) == 0 {
-			return
-		}
-		name, value, _ := bytes.Cut(field, []byte(":"))
-		if !drop(string(bytes.TrimSpace(name)), string(value)) {
-			out.Write(field)
-		}
-		field = field[:0]
-	}
-	for {
-		line, err := br.ReadBytes('\n')
-		consumed += int64(len(line))
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') && len(field) > 0 {
-			field = append(field, line...)
-		} else {
-			flush()
-			trimmed := bytes.TrimRight(line, "\r\n")
-			if len(trimmed) == 0 || !bytes.Contains(trimmed, []byte(":")) {
-				// The end of the header (or something that is not a
-				// field): the rest is copied as it is.
-				consumed -= int64(len(line))
-				return out.Bytes(), consumed, nil
-			}
-			field = append(field, line...)
-		}
-		if err != nil {
-			flush()
-			if errors.Is(err, io.EOF) {
-				return out.Bytes(), consumed, nil
-			}
-			return nil, 0, err
-		}
-	}
 }

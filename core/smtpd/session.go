@@ -618,7 +618,7 @@ func (s *session) dataDirect(r io.Reader, tx *transaction) error {
 	if rerr != nil {
 		return rerr
 	}
-	if err := w.Sync(); err != nil {
+	if err := w.Flush(); err != nil {
 		return s.spoolFailed(w.ID(), err)
 	}
 	return s.accept(s.queueMessage(tx), w, dr.header)
@@ -661,20 +661,9 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 		s.finishDiscarded(tmp.ID(), tx, out)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + tmp.ID()}
 	}
-	var drop func(name, value string) bool
-	if len(out.AuthResults) > 0 {
-		// RFC 8601 section 5: results that claim to be ours but arrived
-		// with the message are forged; ours replace them.
-		host := s.srv.cfg.Hostname
-		drop = func(name, value string) bool {
-			if !strings.EqualFold(name, "Authentication-Results") {
-				return false
-			}
-			id, _, _ := strings.Cut(strings.TrimSpace(sdk.Unfold(value)), ";")
-			return strings.EqualFold(strings.TrimSpace(id), host)
-		}
-	}
-	w, err := tmp.Finish(out.HeaderBlock(s.srv.cfg.Hostname), drop)
+	// Authentication-Results fields that claim to be ours were removed as
+	// the message arrived (authResultsFilter); ours go on top.
+	w, err := tmp.Finish(out.HeaderBlock(s.srv.cfg.Hostname))
 	if err != nil {
 		return s.spoolFailed(tmp.ID(), err)
 	}
@@ -716,8 +705,10 @@ func (s *session) queueMessage(tx *transaction) *queue.Message {
 }
 
 // accept makes a spooled message durable and replies 250: it delivers
-// the local recipients at once when it can, and commits the queue record
-// for whatever remains (or for a quarantined message).
+// the local recipients at once when it can (the store fsyncs their
+// copies), and commits the queue record, which fsyncs the spool file, for
+// whatever remains (or for a quarantined message). A message delivered to
+// every recipient at once is never fsynced in the spool.
 func (s *session) accept(m *queue.Message, w *queue.SpoolWriter, header []byte) error {
 	m.ID, m.Size = w.ID(), w.Size()
 	if s.srv.opts.Local != nil && m.Status == "" && m.Pending(queue.RouteLocal) {

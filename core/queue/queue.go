@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -133,16 +134,21 @@ type Client struct {
 
 // Message is a queue record.
 type Message struct {
-	ID         string      `json:"id"`
-	Received   time.Time   `json:"received"`
-	From       string      `json:"from"` // reverse-path; "" is the null sender
-	Rcpts      []Recipient `json:"rcpts"`
-	Size       int64       `json:"size"` // of the spool file
-	Client     Client      `json:"client"`
-	SMTPUTF8   bool        `json:"smtputf8,omitempty"`
-	Body8Bit   bool        `json:"body_8bit,omitempty"`
-	Status     Status      `json:"status"`
-	HoldReason string      `json:"hold_reason,omitempty"` // why on hold or in quarantine
+	ID       string      `json:"id"`
+	Received time.Time   `json:"received"`
+	From     string      `json:"from"` // reverse-path; "" is the null sender
+	Rcpts    []Recipient `json:"rcpts"`
+	Size     int64       `json:"size"` // of the spool file
+	// ReturnPath is the length of the Return-Path field at the start of
+	// the spool file (see ReturnPathField), which final delivery keeps
+	// and relaying skips (OpenBody); 0 means the file has none (records
+	// from before it, DSNs) and final delivery writes a copy with one.
+	ReturnPath int64  `json:"return_path,omitempty"`
+	Client     Client `json:"client"`
+	SMTPUTF8   bool   `json:"smtputf8,omitempty"`
+	Body8Bit   bool   `json:"body_8bit,omitempty"`
+	Status     Status `json:"status"`
+	HoldReason string `json:"hold_reason,omitempty"` // why on hold or in quarantine
 	// The filter pipeline that checked the message, its summed score and
 	// each stage's result.
 	Pipeline string                 `json:"pipeline,omitempty"`
@@ -275,6 +281,32 @@ func NewID() string { return ids.New() }
 // used in a file name.
 func ValidID(s string) bool { return ids.Valid(s) }
 
+// ReturnPathField is the header field that final delivery puts on top of
+// a message (RFC 5321 section 4.4): the envelope sender, "<>" for the null
+// sender. The SMTP server writes it at the start of the spool file, so
+// that local delivery can hard-link the file into mailboxes as it is.
+func ReturnPathField(from string) string { return "Return-Path: <" + from + ">\r\n" }
+
+// BodySize returns the size of the message as relayed: the spool file
+// without its Return-Path field.
+func (m *Message) BodySize() int64 { return m.Size - m.ReturnPath }
+
+// OpenBody opens the message as relayed or returned in a DSN: the spool
+// file without its Return-Path field.
+func (q *Queue) OpenBody(m *Message) (*os.File, error) {
+	f, err := os.Open(q.SpoolPath(m.ID))
+	if err != nil {
+		return nil, err
+	}
+	if m.ReturnPath > 0 {
+		if _, err := f.Seek(m.ReturnPath, io.SeekStart); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
 // SpoolPath returns the spool file of a message.
 func (q *Queue) SpoolPath(id string) string { return filepath.Join(q.spool, id) }
 
@@ -361,22 +393,12 @@ func (w *SpoolWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Flush writes what is buffered to the spool file without making it
-// durable: enough for a reader of SpoolPath, such as the immediate local
-// delivery, which writes durable copies of its own. A message that is
-// then delivered everywhere is discarded without ever being fsynced;
-// Commit fsyncs the others.
-func (w *SpoolWriter) Flush() error {
-	if err := w.buf.Flush(); err != nil {
-		return fmt.Errorf("queue: spool %s: %w", w.id, err)
-	}
-	return nil
-}
-
 // Sync makes the spool file's content durable: it fsyncs and closes the
 // file; after that it does nothing. Commit calls it when the caller has
 // not. The file's directory entry is made durable by Commit, which is the
-// only step that needs it.
+// only step that needs it: a message delivered before the commit (see
+// Discard) is hard-linked into its mailboxes, whose directories the store
+// syncs.
 func (w *SpoolWriter) Sync() error {
 	if w.synced {
 		return nil
@@ -407,8 +429,8 @@ func (w *SpoolWriter) Abort() {
 }
 
 // Discard removes the spool file of a message that needs no queue record
-// because every recipient was delivered before the commit (the mailboxes
-// hold durable copies of their own).
+// because every recipient was delivered before the commit (the local
+// delivery links the synced file, so the mailboxes keep their copies).
 func (w *SpoolWriter) Discard() { w.Abort() }
 
 // Commit makes the spool file durable (Sync) and commits the message's

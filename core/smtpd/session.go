@@ -614,14 +614,17 @@ func (s *session) dataDirect(r io.Reader, tx *transaction) error {
 		return storageReply(err)
 	}
 	defer w.Abort() // does nothing once committed
+	rp := queue.ReturnPathField(tx.from.String())
+	if _, err := io.WriteString(w, rp); err != nil {
+		return s.spoolFailed(w.ID(), err)
+	}
 	dr, rerr := s.receive(w, w.ID(), r)
 	if rerr != nil {
 		return rerr
 	}
-	if err := w.Flush(); err != nil {
-		return s.spoolFailed(w.ID(), err)
-	}
-	return s.accept(s.queueMessage(tx), w, dr.header)
+	m := s.queueMessage(tx)
+	m.ReturnPath = int64(len(rp))
+	return s.accept(m, w, dr.header)
 }
 
 // dataFiltered receives a message into a temporary file, runs the data
@@ -663,12 +666,14 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	}
 	// Authentication-Results fields that claim to be ours were removed as
 	// the message arrived (authResultsFilter); ours go on top.
-	w, err := tmp.Finish(out.HeaderBlock(s.srv.cfg.Hostname))
+	rp := queue.ReturnPathField(tx.from.String())
+	w, err := tmp.Finish(append([]byte(rp), out.HeaderBlock(s.srv.cfg.Hostname)...))
 	if err != nil {
 		return s.spoolFailed(tmp.ID(), err)
 	}
 	defer w.Abort()
 	m := s.queueMessage(tx)
+	m.ReturnPath = int64(len(rp))
 	m.Pipeline, m.Score, m.Trace = p.Name, out.Score, out.Trace
 	switch out.Action {
 	case pipeline.Quarantine:
@@ -704,12 +709,14 @@ func (s *session) queueMessage(tx *transaction) *queue.Message {
 	}
 }
 
-// accept makes a spooled message durable and replies 250: it delivers
-// the local recipients at once when it can (the store fsyncs their
-// copies), and commits the queue record, which fsyncs the spool file, for
-// whatever remains (or for a quarantined message). A message delivered to
-// every recipient at once is never fsynced in the spool.
+// accept makes a spooled message durable and replies 250: it fsyncs the
+// spool file, delivers the local recipients at once when it can (the
+// mailboxes hard-link that file), and commits the queue record for
+// whatever remains (or for a quarantined message).
 func (s *session) accept(m *queue.Message, w *queue.SpoolWriter, header []byte) error {
+	if err := w.Sync(); err != nil {
+		return s.spoolFailed(w.ID(), err)
+	}
 	m.ID, m.Size = w.ID(), w.Size()
 	if s.srv.opts.Local != nil && m.Status == "" && m.Pending(queue.RouteLocal) {
 		s.srv.opts.Local.DeliverNow(m, header)

@@ -59,8 +59,14 @@ func TestMXAcceptsLocalMail(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("recipients = %v, want %v", got, want)
 	}
+	// The spool file starts with the Return-Path field that final
+	// delivery keeps and relaying skips, then our Received field.
 	body := readFile(t, e.queue.SpoolPath(id))
-	if !strings.HasPrefix(body, "Received: from client.remote.test ([127.0.0.1])\r\n\tby mx.example.test (Sluice) with ESMTP id "+id+";\r\n") {
+	rp := "Return-Path: <x@remote.test>\r\n"
+	if m.ReturnPath != int64(len(rp)) || m.Size != int64(len(body)) || m.BodySize() != int64(len(body)-len(rp)) {
+		t.Errorf("return path %d, size %d (body %d); want %d and %d", m.ReturnPath, m.Size, m.BodySize(), len(rp), len(body))
+	}
+	if !strings.HasPrefix(body, rp+"Received: from client.remote.test ([127.0.0.1])\r\n\tby mx.example.test (Sluice) with ESMTP id "+id+";\r\n") {
 		t.Errorf("spool file starts %q", body[:min(len(body), 200)])
 	}
 	if !strings.HasSuffix(body, "Subject: hi\r\n\r\nHello.\r\n") {

@@ -67,8 +67,10 @@ type Report struct {
 	// returned header.
 	Msg   *queue.Message
 	Rcpts []Rcpt
-	// Spool is the original's spool file.
-	Spool string
+	// Spool is the original's spool file, and SpoolOffset where the
+	// message starts in it (after its Return-Path field).
+	Spool       string
+	SpoolOffset int64
 	// MaxReturned bounds the returned header, in bytes.
 	MaxReturned int64
 	// RetryUntil is when a delayed message will be given up on.
@@ -122,7 +124,7 @@ func (b *Bouncer) Prepare(m *queue.Message, r Report) (*queue.SpoolWriter, *queu
 	if err != nil {
 		return nil, nil, err
 	}
-	r.Hostname, r.Msg, r.Spool, r.MaxReturned = b.Hostname, m, b.Queue.SpoolPath(m.ID), b.MaxReturned
+	r.Hostname, r.Msg, r.Spool, r.SpoolOffset, r.MaxReturned = b.Hostname, m, b.Queue.SpoolPath(m.ID), m.ReturnPath, b.MaxReturned
 	r.MessageID = w.ID() + "@" + b.Hostname
 	utf8, err := r.Write(w)
 	if err == nil {
@@ -158,7 +160,7 @@ func (r *Report) Write(w io.Writer) (utf8 bool, err error) {
 	for _, rc := range r.Rcpts {
 		utf8 = utf8 || !isASCII(rc.Orig) || !isASCII(rc.Addr)
 	}
-	header, truncated, err := readHeader(r.Spool, r.MaxReturned)
+	header, truncated, err := readHeader(r.Spool, r.SpoolOffset, r.MaxReturned)
 	if err != nil {
 		return false, err
 	}
@@ -286,7 +288,7 @@ func (r *Report) Write(w io.Writer) (utf8 bool, err error) {
 
 // readHeader returns the header of the message in path, at most max bytes
 // of it, cut after a whole line.
-func readHeader(path string, max int64) ([]byte, bool, error) {
+func readHeader(path string, offset, max int64) ([]byte, bool, error) {
 	if max <= 0 {
 		max = 64 << 10
 	}
@@ -295,6 +297,9 @@ func readHeader(path string, max int64) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return nil, false, err
+	}
 	// The limit also bounds ReadBytes on a message that is one huge line.
 	br := bufio.NewReader(io.LimitReader(f, max+1))
 	var out []byte

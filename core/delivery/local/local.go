@@ -345,18 +345,24 @@ func (d *Deliverer) backoff(attempts int) time.Duration {
 
 // finalCopy makes the mailbox copies of one message: the spool file with a
 // Return-Path field holding the envelope sender on top ("<>" for the null
-// sender). The first delivery writes it; the others hard-link the first
-// one's file when the store tells where it is.
+// sender). A spool file that starts with that field already (the SMTP
+// server writes it: queue.Message.ReturnPath) is hard-linked into every
+// mailbox as it is. Otherwise (records from before that, DSNs) the first
+// delivery writes a copy with the field, and the others hard-link that
+// copy when the store tells where it is.
 type finalCopy struct {
 	st     Mailboxes
 	spool  string
-	prefix string
+	prefix string // "" when the spool file has it
 	size   int64  // of the copy; 0 means unknown
 	first  string // the file of the first copy delivered, "" before
 }
 
 func (d *Deliverer) finalCopy(m *queue.Message) *finalCopy {
-	c := &finalCopy{st: d.opts.Store, spool: d.opts.Queue.SpoolPath(m.ID), prefix: "Return-Path: <" + m.From + ">\r\n"}
+	c := &finalCopy{st: d.opts.Store, spool: d.opts.Queue.SpoolPath(m.ID)}
+	if m.ReturnPath == 0 {
+		c.prefix = queue.ReturnPathField(m.From)
+	}
 	if m.Size > 0 {
 		c.size = m.Size + int64(len(c.prefix))
 	}
@@ -370,6 +376,10 @@ type blobPather interface {
 
 func (c *finalCopy) deliver(del store.Delivery) (store.Mailbox, store.Message, error) {
 	del.Size = c.size
+	if c.prefix == "" {
+		del.Source = c.spool
+		return c.st.Deliver(del)
+	}
 	if c.first != "" {
 		del.Source = c.first
 		mb, msg, err := c.st.Deliver(del)

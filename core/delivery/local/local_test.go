@@ -267,3 +267,49 @@ func TestReturnPath(t *testing.T) {
 		t.Errorf("alice's and bob's copies are not one file")
 	}
 }
+
+// A spool file that starts with its Return-Path field, as the SMTP server
+// writes it, is hard-linked into every mailbox as it is: no copy.
+func TestReturnPathInSpool(t *testing.T) {
+	e := newEnv(t)
+	w, err := e.q.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := queue.ReturnPathField("x@remote.test")
+	body := rp + "Subject: test\r\n\r\nhello\r\n"
+	w.Write([]byte(body))
+	m := &queue.Message{Received: time.Now(), From: "x@remote.test", ReturnPath: int64(len(rp)), Rcpts: []queue.Recipient{rcpt(e.alice, ""), rcpt(e.bob, "")}}
+	if err := w.Commit(m); err != nil {
+		t.Fatal(err)
+	}
+	spool, err := os.Stat(e.q.SpoolPath(m.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := New(Options{Queue: e.q, Store: e.s})
+	stop := run(t, d)
+	waitFor(t, "local delivery", func() bool {
+		_, err := e.q.Get(m.ID)
+		return errors.Is(err, queue.ErrNotFound)
+	})
+	stop()
+	for _, u := range []store.User{e.alice, e.bob} {
+		box, _ := e.s.MailboxByName(u.ID, "INBOX")
+		msgs, _ := e.s.Messages(box.ID)
+		if len(msgs) != 1 {
+			t.Fatalf("%s has %d messages", u.Address, len(msgs))
+		}
+		path := e.s.BlobPath(msgs[0])
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != body || msgs[0].Size != int64(len(body)) {
+			t.Errorf("%s: size %d, %q; want %q", u.Address, msgs[0].Size, b, body)
+		}
+		if fi, err := os.Stat(path); err != nil || !os.SameFile(fi, spool) {
+			t.Errorf("%s: the mailbox file is not the spool file hard-linked", u.Address)
+		}
+	}
+}

@@ -334,11 +334,14 @@ func (h *harness) enqueue(from string, body string, rcpts ...string) string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	io.WriteString(w, body)
+	// As the SMTP server writes it: the Return-Path field that relaying
+	// skips, then the message.
+	rp := queue.ReturnPathField(from)
+	io.WriteString(w, rp+body)
 	if err := w.Sync(); err != nil {
 		h.t.Fatal(err)
 	}
-	m := &queue.Message{From: from, Received: h.clock.now()}
+	m := &queue.Message{From: from, Received: h.clock.now(), ReturnPath: int64(len(rp))}
 	for _, r := range rcpts {
 		m.Rcpts = append(m.Rcpts, queue.Recipient{Orig: r, Addr: r, Route: queue.RouteRemote, State: queue.StatePending})
 	}

@@ -668,10 +668,10 @@ func (d *Deliverer) transaction(c *conn, j *job, remaining []int) []int {
 	}
 	env := &envelope{
 		from:     m.From,
-		size:     m.Size,
+		size:     m.BodySize(),
 		body8bit: m.Body8Bit,
 		smtputf8: m.SMTPUTF8,
-		body:     func() (io.ReadCloser, error) { return os.Open(d.opts.Queue.SpoolPath(m.ID)) },
+		body:     func() (io.ReadCloser, error) { return d.opts.Queue.OpenBody(m) },
 	}
 	for _, k := range send {
 		env.rcpts = append(env.rcpts, m.Rcpts[j.idx[k]].Addr)
@@ -714,8 +714,8 @@ func (d *Deliverer) transaction(c *conn, j *job, remaining []int) []int {
 // checkServer says why the server of c cannot take m for rcpt, or nil.
 func checkServer(c *conn, m *queue.Message, rcpt string) *failure {
 	if v, ok := c.ext["SIZE"]; ok {
-		if limit, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && limit > 0 && m.Size > limit {
-			return permFail("5.3.4", "message is %d bytes, the server takes at most %d", m.Size, limit)
+		if limit, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && limit > 0 && m.BodySize() > limit {
+			return permFail("5.3.4", "message is %d bytes, the server takes at most %d", m.BodySize(), limit)
 		}
 	}
 	if _, ok := c.ext["8BITMIME"]; !ok && m.Body8Bit {

@@ -44,8 +44,10 @@ sender.test.     MX 10 mx2.remote.test.
 	if n := len(mx2.received()); n != 0 {
 		t.Errorf("mx2 (preference 20) got %d messages, want 0", n)
 	}
+	// The message goes out as received, without the Return-Path field
+	// at the start of its spool file.
 	got := mx1.received()[0]
-	if got.from != "alice@sender.test" || got.rcpts[0] != "bob0@remote.test" || !strings.HasSuffix(got.data, "Hello.\r\n") {
+	if got.from != "alice@sender.test" || got.rcpts[0] != "bob0@remote.test" || got.data != testBody {
 		t.Errorf("mx1 received %+v", got)
 	}
 }
@@ -146,6 +148,11 @@ mx.sender.test.   A  127.0.0.2
 		if !strings.Contains(d.data, s) {
 			t.Errorf("DSN lacks %q:\n%s", s, d.data)
 		}
+	}
+	// The returned header is the message's, without the Return-Path
+	// field of its spool file.
+	if strings.Contains(d.data, "Return-Path: <alice@sender.test>") {
+		t.Errorf("DSN returns the spool file's Return-Path:\n%s", d.data)
 	}
 }
 

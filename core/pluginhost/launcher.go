@@ -35,13 +35,19 @@ package pluginhost
 // mode 770, so the server may connect and other users may not. The
 // launcher removes the directory when the plugin exits.
 //
-// Nothing outlives the server: the launcher has a parent-death signal
-// (SIGKILL), set from a thread that lives as long as it does (see
-// startOnOwnThread), and so does each plugin, forked from the launcher's
-// main thread, which lives as long as the launcher. When the server closes
-// the socket, the launcher kills its plugins and exits. Plugins learn the
-// server's process ID, their grandparent, as sdk.HostPIDEnv; the SDK
-// accepts an ancestor.
+// Nothing outlives the server. When the server's end of the socket
+// closes, which the kernel does when the server dies however it dies
+// (kill -9 included; the end is close-on-exec, so no other process holds
+// it), the launcher kills its plugins, waits for them and exits. The
+// launcher also has a parent-death signal (SIGKILL, set from a thread that
+// lives as long as it does, see startOnOwnThread), but that only works
+// until the server switches to run_as: the kernel sends it only if the
+// dying parent may signal the child, and an unprivileged server may not
+// signal the root launcher. Each plugin has one too, from the launcher's
+// main thread, which lives as long as the launcher; root may signal the
+// plugin user. Plugins learn the server's process ID, their grandparent,
+// as sdk.HostPIDEnv; the SDK accepts an ancestor, and its Serve exits when
+// its parent, the launcher, goes.
 //
 // On the server side, a Launcher makes go-plugin runners
 // (ClientConfig.RunnerFunc) that start processes through it: the liveness
@@ -397,6 +403,7 @@ func StartLauncher(cfg LauncherConfig, log *slog.Logger) (*Launcher, error) {
 	ours, theirs := os.NewFile(uintptr(fds[0]), "launcher"), os.NewFile(uintptr(fds[1]), "launcher")
 	defer theirs.Close()
 	cmd := exec.Command("/proc/self/exe", LauncherArg)
+	cmd.Args[0] = os.Args[0] // ps shows sluice __sluice-plugin-launcher
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = sysProcAttr()
@@ -568,7 +575,11 @@ var _ runner.Runner = (*launcherRunner)(nil)
 // runnerFunc returns the ClientConfig.RunnerFunc that starts spec through
 // l with env (go-plugin's variables are added to it).
 func (l *Launcher) runnerFunc(spec Spec, env []string) func(hclog.Logger, *exec.Cmd, string) (runner.Runner, error) {
-	return func(_ hclog.Logger, cmd *exec.Cmd, _ string) (runner.Runner, error) {
+	return func(_ hclog.Logger, cmd *exec.Cmd, hostDir string) (runner.Runner, error) {
+		// The launcher makes the plugin's socket directory; the one
+		// go-plugin made is not used, and would be left behind by a
+		// start that fails.
+		os.Remove(hostDir)
 		return &launcherRunner{l: l, path: spec.Path, stateDir: spec.StateDir, env: append(env, cmd.Env...)}, nil
 	}
 }

@@ -510,15 +510,16 @@ func (l *Launcher) Close() {
 // channel closed when the process exits.
 func (l *Launcher) start(ctx context.Context, path, stateDir string, env []string, stdio []*os.File) (int, <-chan struct{}, error) {
 	l.startMu.Lock()
-	defer l.startMu.Unlock()
 	l.wmu.Lock()
 	err := writeLauncherMsg(l.conn, launcherMsg{Op: "start", Path: path, StateDir: stateDir, Env: env}, stdio)
 	l.wmu.Unlock()
 	if err != nil {
+		l.startMu.Unlock()
 		return 0, nil, fmt.Errorf("pluginhost: launcher: %w", err)
 	}
 	select {
 	case m, ok := <-l.replies:
+		l.startMu.Unlock()
 		switch {
 		case !ok:
 			return 0, nil, errors.New("pluginhost: the plugin launcher is gone")
@@ -530,8 +531,10 @@ func (l *Launcher) start(ctx context.Context, path, stateDir string, env []strin
 		l.mu.Unlock()
 		return m.PID, ch, nil
 	case <-ctx.Done():
-		// The answer still comes; the next start must not take it.
+		// The answer still comes, and is this start's: the next start
+		// waits for it.
 		go func() {
+			defer l.startMu.Unlock()
 			if m, ok := <-l.replies; ok && m.Op == "started" {
 				l.kill(m.PID)
 			}

@@ -20,6 +20,10 @@
 // that fits Go's threads), and every plugin learns the host's process ID
 // (sdk.HostPIDEnv), by which the SDK's Serve exits when the host is gone
 // and a crashed host's orphan can be told from a live plugin.
+//
+// A host that gives up root can have its plugins run as a user of their
+// own: a Launcher, a process that keeps root for that one job, starts
+// them (Options.Launcher; see launcher.go).
 package pluginhost
 
 import (

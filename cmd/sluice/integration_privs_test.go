@@ -302,6 +302,31 @@ func childPIDs(pid int) []int {
 	return out
 }
 
+// TestIntegrationPluginUserNeedsRoot: with plugin_user set, serve started
+// as the run_as user itself (not root) refuses to start, rather than run
+// the plugins as run_as.
+func TestIntegrationPluginUserNeedsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting sluice as another user needs root; CI runs the tests as root")
+	}
+	t.Parallel()
+	in := newInstance(t, "run_as: nobody\nplugin_user: daemon\n")
+	for _, d := range []string{in.dir, filepath.Dir(in.dir), filepath.Dir(sluiceBin)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(in.config, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sluiceBin, "serve", "-c", in.config)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), "plugin_user is daemon, but sluice runs as nobody: start it as root") {
+		t.Errorf("serve as nobody with plugin_user: %v, output %q; want exit 1 and to be started as root", err, out)
+	}
+}
+
 // pluginTestUser is the plugin_user of TestIntegrationPluginUser; the
 // test creates it (a system user without a home) when the machine lacks
 // it, as CI's fresh machines do.

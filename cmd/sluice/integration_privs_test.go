@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -298,4 +300,195 @@ func childPIDs(pid int) []int {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestIntegrationPluginUserNeedsRoot: with plugin_user set, serve started
+// as the run_as user itself (not root) refuses to start, rather than run
+// the plugins as run_as.
+func TestIntegrationPluginUserNeedsRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting sluice as another user needs root; CI runs the tests as root")
+	}
+	t.Parallel()
+	in := newInstance(t, "run_as: nobody\nplugin_user: daemon\n")
+	for _, d := range []string{in.dir, filepath.Dir(in.dir), filepath.Dir(sluiceBin)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(in.config, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sluiceBin, "serve", "-c", in.config)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if exitCode(err) != 1 || !strings.Contains(string(out), "plugin_user is daemon, but sluice runs as nobody: start it as root") {
+		t.Errorf("serve as nobody with plugin_user: %v, output %q; want exit 1 and to be started as root", err, out)
+	}
+}
+
+// pluginTestUser is the plugin_user of TestIntegrationPluginUser; the
+// test creates it (a system user without a home) when the machine lacks
+// it, as CI's fresh machines do.
+const pluginTestUser = "sluice-plugin-test"
+
+// TestIntegrationPluginUser: with run_as and plugin_user, the plugins run
+// as plugin_user, started by a launcher that stays root, also after the
+// server gave up root (a crash restart, a reload); mail still flows
+// through them; the plugin user owns the plugins' state and cannot read
+// the store or the queue; a reload cannot add a program the config did
+// not name at the start; and kill -9 of the server takes the launcher and
+// every plugin along.
+func TestIntegrationPluginUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching users needs root; CI runs the tests as root")
+	}
+	t.Parallel()
+	requireTool(t, "swaks")
+	pu, err := user.Lookup(pluginTestUser)
+	if err != nil {
+		if out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", pluginTestUser).CombinedOutput(); err != nil {
+			t.Fatalf("useradd %s: %v\n%s", pluginTestUser, err, out)
+		}
+		if pu, err = user.Lookup(pluginTestUser); err != nil {
+			t.Fatal(err)
+		}
+	}
+	puid, _ := strconv.Atoi(pu.Uid)
+	pgid, _ := strconv.Atoi(pu.Gid)
+	const nobody = "65534"
+	const stages = "  inbound: [{plugin: faulty}]\n  outbound: [{plugin: senderpolicy}, {plugin: spam}]\n"
+	in := newInstance(t, "run_as: nobody\nplugin_user: "+pluginTestUser+"\npipelines:\n"+stages)
+	state := filepath.Join(in.dir, "data", "plugins", "outbound-spam")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "bayes.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{in.dir, filepath.Dir(in.dir), filepath.Dir(sluiceBin), filepath.Join(filepath.Dir(sluiceBin), "plugins")} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server reads the config again as nobody at a reload.
+	if err := os.Chown(in.config, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	in.start()
+	server := in.cmd.Process.Pid
+	kids := childPIDs(server)
+	if len(kids) != 1 {
+		t.Fatalf("children of sluice: %v, want the launcher alone", kids)
+	}
+	launcher := kids[0]
+	if uid, euid, _, _ := procStatus(t, launcher); uid != "0" || euid != "0" {
+		t.Errorf("the launcher runs as uid %s/%s, want root", uid, euid)
+	}
+	if uid, euid, _, _ := procStatus(t, server); uid != nobody || euid != nobody {
+		t.Errorf("sluice runs as uid %s/%s, want nobody", uid, euid)
+	}
+	plugins := func(what string, old []int) []int {
+		var pids []int
+		waitFor(t, what, func() (bool, string) {
+			pids = childPIDs(launcher)
+			return len(pids) == 3 && (old == nil || !slicesEqualSet(pids, old)), fmt.Sprint(pids)
+		})
+		for _, k := range pids {
+			if uid, euid, gid, _ := procStatus(t, k); uid != pu.Uid || euid != pu.Uid || gid != pu.Gid {
+				t.Errorf("plugin %d (%s) runs as uid %s/%s gid %s, want %s (%s)", k, what, uid, euid, gid, pu.Uid, pluginTestUser)
+			}
+		}
+		return pids
+	}
+	before := plugins("three plugins", nil)
+
+	in.addUser("alice@example.test", "s3cret pass")
+	if r := swaks(t, in.mx, "--from", "bob@remote.test", "--to", "alice@example.test", "--header", "Subject: hello"); r.code != 0 {
+		t.Errorf("mail to alice: exit %d, replies %q", r.code, r.replies())
+	}
+	in.waitMsgs("alice@example.test", 1)
+	r := swaks(t, in.sub, "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "s3cret pass", "--from", "alice@example.test", "--to", "friend@remote.test")
+	if r.code != 0 {
+		t.Errorf("submission through the outbound plugins: exit %d, replies %q", r.code, r.replies())
+	}
+
+	// A crash: the server, no longer root, has the launcher start the
+	// plugin again.
+	swaks(t, in.mx, "--from", "bob@remote.test", "--to", "alice@example.test", "--header", "Subject: crash")
+	before = plugins("the crashed plugin restarted", before)
+
+	// A reload starts a changed stage as plugin_user too, but cannot add
+	// a program the config did not name at the start.
+	base, err := os.ReadFile(in.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := func(cfg string) {
+		if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		in.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	reload(strings.Replace(string(base), "{plugin: faulty}", "{plugin: faulty, config: {refuse: false}}", 1))
+	waitLog(t, in, "reloaded the filter pipelines")
+	before = plugins("the reloaded stage", before)
+	reload(strings.Replace(string(base), "{plugin: faulty}", "{plugin: faulty}, {plugin: clamav}", 1))
+	waitLog(t, in, "reload refused")
+	if !strings.Contains(in.logs(), "is not a plugin the configuration named when sluice started") {
+		t.Errorf("log: want the launcher's refusal of the new program")
+	}
+	if r := swaks(t, in.mx, "--from", "bob@remote.test", "--to", "alice@example.test", "--header", "Subject: after reload"); r.code != 0 {
+		t.Errorf("mail after the reloads: exit %d, replies %q", r.code, r.replies())
+	}
+	in.waitMsgs("alice@example.test", 2)
+
+	// The plugin user owns the plugins' state, and cannot read the store
+	// or the queue: what it tries, it tries as a process of that user.
+	as := func(args ...string) error {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(puid), Gid: uint32(pgid)}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	data := filepath.Join(in.dir, "data")
+	if fi, err := os.Stat(filepath.Join(state, "bayes.db")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(puid) {
+		t.Errorf("the spam stage's database: %v, %v; want it owned by %s", fi, err, pluginTestUser)
+	}
+	if err := as("cat", filepath.Join(state, "bayes.db")); err != nil {
+		t.Errorf("%s reading its state: %v", pluginTestUser, err)
+	}
+	var storeFiles []string
+	for _, dir := range []string{"store", "queue"} {
+		filepath.WalkDir(filepath.Join(data, dir), func(path string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				storeFiles = append(storeFiles, path)
+			}
+			return nil
+		})
+	}
+	if len(storeFiles) < 3 {
+		t.Fatalf("store and queue files: %v, want some", storeFiles)
+	}
+	for _, f := range append(storeFiles, filepath.Join(data, "store"), filepath.Join(data, "queue")) {
+		cmd := "cat"
+		if fi, err := os.Stat(f); err == nil && fi.IsDir() {
+			cmd = "ls"
+		}
+		if err := as(cmd, f); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+			t.Errorf("%s %s as %s: %v, want permission denied", cmd, f, pluginTestUser, err)
+		}
+	}
+
+	// kill -9 of the server takes the launcher and the plugins along.
+	in.kill()
+	for _, pid := range append(before, launcher) {
+		waitFor(t, fmt.Sprintf("process %d gone after the server's SIGKILL", pid), func() (bool, string) {
+			state, _ := procStat(pid)
+			return state == "" || state == "Z", state
+		})
+	}
 }

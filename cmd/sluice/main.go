@@ -9,9 +9,16 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/sluice-mail/sluice/core/pluginhost"
 )
 
 func main() {
+	// sluice serve re-executes itself as the plugin launcher when the
+	// plugins run as a user of their own (plugin_user).
+	if len(os.Args) == 2 && os.Args[1] == pluginhost.LauncherArg {
+		os.Exit(pluginhost.RunLauncher())
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

@@ -14,10 +14,11 @@ package config
 
 // Config is the whole of a sluice.yaml file.
 type Config struct {
-	Hostname string   `yaml:"hostname" doc:"The name Sluice gives itself in its SMTP greeting, in EHLO and in Received headers. Empty means the machine's hostname."`
-	DataDir  string   `yaml:"data_dir" default:"/var/lib/sluice" doc:"Where the queue, the mailboxes, the generated certificate and the admin socket live. Created on first start."`
-	Domains  []string `yaml:"domains" doc:"Local domains that are created at start-up if they do not exist yet. More can be added at run time with 'sluice domain add'."`
-	RunAs    string   `yaml:"run_as" doc:"The unprivileged user (a name or a numeric ID) that 'sluice serve' runs as when started as root: it binds its ports, reads the certificate and starts the plugins as this user, makes it the owner of everything in data_dir, then switches to it and its groups for good. The plugins, which parse hostile mail, run as this user too. Empty means no switch: started as root, the server stays root and says so in its log."`
+	Hostname   string   `yaml:"hostname" doc:"The name Sluice gives itself in its SMTP greeting, in EHLO and in Received headers. Empty means the machine's hostname."`
+	DataDir    string   `yaml:"data_dir" default:"/var/lib/sluice" doc:"Where the queue, the mailboxes, the generated certificate and the admin socket live. Created on first start."`
+	Domains    []string `yaml:"domains" doc:"Local domains that are created at start-up if they do not exist yet. More can be added at run time with 'sluice domain add'."`
+	RunAs      string   `yaml:"run_as" doc:"The unprivileged user (a name or a numeric ID) that 'sluice serve' runs as when started as root: it binds its ports, reads the certificate and starts the plugins as this user, makes it the owner of everything in data_dir, then switches to it and its groups for good. The plugins, which parse hostile mail, run as this user too, unless plugin_user is set. Empty means no switch: started as root, the server stays root and says so in its log."`
+	PluginUser string   `yaml:"plugin_user" doc:"Another unprivileged user (a name or a numeric ID) that the plugins run as, so that a plugin taken over by hostile mail cannot read the mailboxes or the queue: the server hands the plugins what they check. Needs run_as and 'sluice serve' started as root: a small launcher process keeps root to start plugins as this user, also after the server has switched to run_as (crash restarts, reloads), and runs only the plugin programs the config named when the server started. Each plugin's state directory (data_dir/plugins/PIPELINE-STAGE) belongs to this user; the store and the queue stay run_as's alone. Empty, or the same as run_as, means the plugins run as run_as."`
 
 	Log   Log   `yaml:"log" doc:"Logging."`
 	TLS   TLS   `yaml:"tls" doc:"The certificate used by STARTTLS and the implicit-TLS listeners."`

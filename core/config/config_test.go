@@ -331,6 +331,30 @@ func TestRunAsValidation(t *testing.T) {
 	}
 }
 
+// TestPluginUserValidation: plugin_user is an unprivileged user, and
+// needs run_as.
+func TestPluginUserValidation(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want string // "" means valid
+	}{
+		{"run_as: sluice\nplugin_user: sluice-plugin\n", ""},
+		{"run_as: sluice\nplugin_user: sluice\n", ""},
+		{"run_as: sluice\nplugin_user: \"1234\"\n", ""},
+		{"run_as: sluice\nplugin_user: root\n", "test.yaml:2:1: plugin_user: \"root\": must be an unprivileged user"},
+		{"run_as: sluice\nplugin_user: \"0\"\n", "test.yaml:2:1: plugin_user: \"0\": must be an unprivileged user"},
+		{"plugin_user: sluice-plugin\n", "test.yaml:1:1: plugin_user: needs run_as"},
+	} {
+		_, err := parse(t, tc.yaml)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("Parse(%q) = %v, want it valid", tc.yaml, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("Parse(%q) = %v, want an error with %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
 // TestWarnSubmissionWithoutSenderPolicy: a config whose users submit mail
 // but whose outbound pipeline does not check their sender addresses lets
 // any of them send as anyone; Warnings says so, at the listener.

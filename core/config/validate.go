@@ -41,6 +41,13 @@ func (c *Config) Validate() error {
 	if u := c.RunAs; u != "" && (strings.TrimSpace(u) != u || u == "root" || u == "0") {
 		v.errf("run_as", "%q: must be an unprivileged user, not root", u)
 	}
+	switch u := c.PluginUser; {
+	case u == "":
+	case strings.TrimSpace(u) != u || u == "root" || u == "0":
+		v.errf("plugin_user", "%q: must be an unprivileged user, not root", u)
+	case c.RunAs == "":
+		v.errf("plugin_user", "needs run_as: the plugins can only run as a user of their own when the server does not stay root")
+	}
 	seen := map[string]bool{}
 	for i, d := range c.Domains {
 		key := fmt.Sprintf("domains[%d]", i)

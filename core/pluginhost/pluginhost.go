@@ -20,6 +20,10 @@
 // that fits Go's threads), and every plugin learns the host's process ID
 // (sdk.HostPIDEnv), by which the SDK's Serve exits when the host is gone
 // and a crashed host's orphan can be told from a live plugin.
+//
+// A host that gives up root can have its plugins run as a user of their
+// own: a Launcher, a process that keeps root for that one job, starts
+// them (Options.Launcher; see launcher.go).
 package pluginhost
 
 import (
@@ -34,6 +38,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,6 +88,10 @@ type Options struct {
 	// host running as root needs it to start plugins unprivileged; one
 	// that already is that user ignores it.
 	Credential *syscall.Credential
+	// Launcher, when set, starts the plugin processes, as the plugin user
+	// it was started for; Credential is then not used. nil means the host
+	// starts them itself. See launcher.go.
+	Launcher *Launcher
 }
 
 // Plugin is a supervised plugin process. It implements sdk.Filter and
@@ -149,10 +158,8 @@ func (p *Plugin) PID() int {
 	if p.client == nil || p.client.Exited() {
 		return 0
 	}
-	if rc := p.client.ReattachConfig(); rc != nil {
-		return rc.Pid
-	}
-	return 0
+	pid, _ := strconv.Atoi(p.client.ID())
+	return pid
 }
 
 func (p *Plugin) start(ctx context.Context, first bool) error {
@@ -163,7 +170,7 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	cmd := exec.Command(p.spec.Path)
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.Env = pluginEnv()
-	if c := p.opts.Credential; c != nil && (int(c.Uid) != os.Geteuid() || int(c.Gid) != os.Getegid()) {
+	if c := p.opts.Credential; c != nil && p.opts.Launcher == nil && (int(c.Uid) != os.Geteuid() || int(c.Gid) != os.Getegid()) {
 		cmd.SysProcAttr.Credential = c
 		if p.spec.StateDir != "" {
 			if err := os.Chown(p.spec.StateDir, int(c.Uid), int(c.Gid)); err != nil {
@@ -185,7 +192,12 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 		SyncStdout: &lineWriter{log: p.log, level: slog.LevelInfo},
 		SyncStderr: &lineWriter{log: p.log, level: slog.LevelWarn},
 	}
-	if p.spec.SHA256 != "" {
+	if p.opts.Launcher != nil {
+		// The launcher checks the program and its checksum, and gives
+		// the state directory to the plugin user.
+		cfg.Cmd = nil
+		cfg.RunnerFunc = p.opts.Launcher.runnerFunc(p.spec, cmd.Env)
+	} else if p.spec.SHA256 != "" {
 		sum, err := hex.DecodeString(p.spec.SHA256)
 		if err != nil {
 			return fmt.Errorf("pluginhost: stage %s: bad sha256: %w", p.spec.Stage, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -58,6 +59,54 @@ func TestHostKilledTakesPluginAlong(t *testing.T) {
 			t.Fatalf("plugin %d still running 10s after its host was killed", pid)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A host that switched to an unprivileged user after starting a launcher
+// takes the launcher and its plugins along when it is killed with
+// SIGKILL: the kernel does not send the root launcher the parent-death
+// signal from an unprivileged parent, but the launcher sees its socket
+// closed, and the plugins die with it.
+func TestHostKilledTakesLauncherAlong(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting plugins as another user needs root; CI runs the tests as root")
+	}
+	if err := os.Chmod(filepath.Dir(faultyBin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	host := exec.Command(os.Args[0])
+	host.Env = append(os.Environ(), "PLUGINHOST_TEST_HOST="+faultyBin, "PLUGINHOST_TEST_LAUNCHER=1")
+	host.Stderr = os.Stderr
+	out, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { host.Process.Kill(); host.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	var plugin, launcher int
+	if _, serr := fmt.Sscan(line, &plugin, &launcher); err != nil || serr != nil || plugin == 0 || launcher == 0 {
+		t.Fatalf("the host printed %q, %v", line, err)
+	}
+	if uid, _ := procIDs(t, plugin); uid != "65534" {
+		t.Errorf("plugin runs as uid %s, want 65534", uid)
+	}
+	if uid, _ := procIDs(t, host.Process.Pid); uid != "65534" {
+		t.Errorf("host runs as uid %s, want 65534", uid)
+	}
+	host.Process.Kill()
+	host.Wait()
+	for _, pid := range []int{launcher, plugin} {
+		deadline := time.Now().Add(10 * time.Second)
+		for alive(pid) {
+			if time.Now().After(deadline) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("process %d still running 10s after its host was killed", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 

@@ -24,6 +24,9 @@ import (
 var faultyBin string
 
 func TestMain(m *testing.M) {
+	if len(os.Args) == 2 && os.Args[1] == LauncherArg {
+		os.Exit(RunLauncher())
+	}
 	if path := os.Getenv("PLUGINHOST_TEST_HOST"); path != "" {
 		runHost(path)
 		return
@@ -261,12 +264,35 @@ func TestCredential(t *testing.T) {
 
 // runHost is the test binary run as a host (TestHostKilledTakesPluginAlong):
 // it starts the plugin at path, prints its PID and waits to be killed.
+//
+// With PLUGINHOST_TEST_LAUNCHER set, it is a host as sluice serve with
+// plugin_user is: it starts a launcher whose plugins run as nobody, starts
+// the plugin through it, switches itself to nobody, and prints the
+// plugin's and the launcher's PIDs.
 func runHost(path string) {
-	p, err := Start(context.Background(), Spec{Stage: "s", Path: path}, fast, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := fast
+	if os.Getenv("PLUGINHOST_TEST_LAUNCHER") != "" {
+		l, err := StartLauncher(LauncherConfig{Plugins: []AllowedPlugin{{Path: path}}, Credential: syscall.Credential{Uid: 65534, Gid: 65534}, SocketGID: 65534}, log)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		opts.Launcher = l
+	}
+	p, err := Start(context.Background(), Spec{Stage: "s", Path: path}, opts, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Println(p.PID())
+	if l := opts.Launcher; l != nil {
+		if err := errors.Join(syscall.Setgroups(nil), syscall.Setgid(65534), syscall.Setuid(65534)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(p.PID(), l.proc.Process.Pid)
+	} else {
+		fmt.Println(p.PID())
+	}
 	select {}
 }

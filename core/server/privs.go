@@ -9,14 +9,24 @@ package server
 // Plugins restarted or started by a reload later are children of the
 // unprivileged process, so they run as the same user.
 //
+// With plugin_user set as well, the plugins run as that user instead, with
+// no access to the store and the queue. Before the switch, Start starts
+// the plugin launcher (core/pluginhost), which keeps root to start plugins
+// as plugin_user, also after the switch, but only the plugin programs the
+// config names now. data_dir and data_dir/plugins become mode 711 so that
+// plugin_user gets through to its state directories, which it owns; the
+// store, the queue and the rest stay run_as's, mode 700.
+//
 // Before any of that, Start refuses to run when a file it trusts (the
 // config file, the plugin directory and the plugin programs, with every
 // directory above them) can be changed by someone other than root or the
 // run_as user: such a user could make the server run their program.
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -27,10 +37,12 @@ import (
 
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/pipeline"
+	"github.com/sluice-mail/sluice/core/pluginhost"
 )
 
-// serviceUser is the run_as user.
+// serviceUser is the run_as user or the plugin_user.
 type serviceUser struct {
+	key      string // the config key: run_as or plugin_user
 	name     string
 	uid, gid int
 	groups   []int // supplementary groups, with gid
@@ -42,25 +54,47 @@ func lookupRunAs(cfg *config.Config) (*serviceUser, error) {
 	if cfg.RunAs == "" {
 		return nil, nil
 	}
+	return lookupUser("run_as", cfg.RunAs, "--home-dir "+cfg.DataDir)
+}
+
+// lookupPluginUser returns the config's plugin_user, or nil when it is
+// empty or the same user as runAs (or runAs is nil: there is no switch).
+func lookupPluginUser(cfg *config.Config, runAs *serviceUser) (*serviceUser, error) {
+	if cfg.PluginUser == "" || runAs == nil {
+		return nil, nil
+	}
+	u, err := lookupUser("plugin_user", cfg.PluginUser, "--no-create-home")
+	if err != nil || u.uid == runAs.uid {
+		return nil, err
+	}
+	if u.gid == runAs.gid || slices.Contains(u.groups, runAs.gid) {
+		return nil, fmt.Errorf("server: plugin_user %s is in the group of run_as (%d), which may read what run_as's group may", u.name, runAs.gid)
+	}
+	return u, nil
+}
+
+// lookupUser looks up the user name (or ID) of a config key; home is the
+// home option of the useradd line suggested when the user is missing.
+func lookupUser(key, name, home string) (*serviceUser, error) {
 	var u *user.User
 	var err error
-	if _, nerr := strconv.Atoi(cfg.RunAs); nerr == nil {
-		u, err = user.LookupId(cfg.RunAs)
+	if _, nerr := strconv.Atoi(name); nerr == nil {
+		u, err = user.LookupId(name)
 	} else {
-		u, err = user.Lookup(cfg.RunAs)
+		u, err = user.Lookup(name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("server: run_as: %w (create the user, for example with 'useradd --system --home-dir %s --shell /usr/sbin/nologin %s')", err, cfg.DataDir, cfg.RunAs)
+		return nil, fmt.Errorf("server: %s: %w (create the user, for example with 'useradd --system %s --shell /usr/sbin/nologin %s')", key, err, home, name)
 	}
-	su := &serviceUser{name: u.Username}
+	su := &serviceUser{key: key, name: u.Username}
 	if su.uid, err = strconv.Atoi(u.Uid); err != nil {
-		return nil, fmt.Errorf("server: run_as: user %s has the non-numeric ID %q", u.Username, u.Uid)
+		return nil, fmt.Errorf("server: %s: user %s has the non-numeric ID %q", key, u.Username, u.Uid)
 	}
 	if su.gid, err = strconv.Atoi(u.Gid); err != nil {
-		return nil, fmt.Errorf("server: run_as: user %s has the non-numeric group %q", u.Username, u.Gid)
+		return nil, fmt.Errorf("server: %s: user %s has the non-numeric group %q", key, u.Username, u.Gid)
 	}
 	if su.uid == 0 {
-		return nil, fmt.Errorf("server: run_as: %s is root", u.Username)
+		return nil, fmt.Errorf("server: %s: %s is root", key, u.Username)
 	}
 	su.groups = []int{su.gid}
 	if ids, err := u.GroupIds(); err == nil {
@@ -83,11 +117,18 @@ func (u *serviceUser) credential() *syscall.Credential {
 }
 
 // own makes u the owner of dir and of everything in it (symbolic links
-// are not followed).
-func (u *serviceUser) own(dir string) error {
+// are not followed), except what is in the directory except, if that is
+// not empty (the plugin_user's state directories).
+func (u *serviceUser) own(dir, except string) error {
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if except != "" && filepath.Dir(path) == except {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
 		}
 		info, err := d.Info()
 		if err != nil {
@@ -119,7 +160,7 @@ func (u *serviceUser) reachable(dir string) error {
 			int(st.Uid) == u.uid && mode&0o100 != 0 ||
 			slices.Contains(u.groups, int(st.Gid)) && mode&0o010 != 0
 		if !ok {
-			return fmt.Errorf("server: run_as user %s cannot reach data_dir %s: %s (mode %v) does not let it through", u.name, dir, p, fi.Mode())
+			return fmt.Errorf("server: %s user %s cannot reach data_dir %s: %s (mode %v) does not let it through", u.key, u.name, dir, p, fi.Mode())
 		}
 		if p == filepath.Dir(p) {
 			return nil
@@ -160,6 +201,7 @@ func PermissionProblems(cfg *config.Config) ([]string, error) {
 	u, err := lookupRunAs(cfg)
 	if u != nil {
 		uids, gids = append(uids, u.uid), append(gids, u.gid)
+		_, err = lookupPluginUser(cfg, u)
 	}
 	var paths []string
 	if f := cfg.File(); f != "" {
@@ -251,4 +293,51 @@ func groupName(gid int) string {
 // found any; what is "start" or "reload".
 func permissionError(what string, problems []string) error {
 	return fmt.Errorf("server: refusing to %s: files it trusts can be changed by users other than root and run_as:\n%s", what, strings.Join(problems, "\n"))
+}
+
+// stateDirs returns the directory of the plugins' state directories when
+// they belong to plugin_user pu, or "" when pu is nil.
+func stateDirs(plugins string, pu *serviceUser) string {
+	if pu == nil {
+		return ""
+	}
+	return plugins
+}
+
+// startLauncher gets data_dir ready for plugin_user pu and starts the
+// plugin launcher, which runs the plugins of cfg as pu. It runs as root,
+// before the switch to runAs.
+func startLauncher(cfg *config.Config, runAs, pu *serviceUser, log *slog.Logger) (*pluginhost.Launcher, error) {
+	plugins := filepath.Join(cfg.DataDir, "plugins")
+	// pu gets through data_dir and plugins (it cannot list them) to the
+	// state directories; the store and the queue are mode 700.
+	if err := errors.Join(os.Chmod(cfg.DataDir, 0o711), os.Chmod(plugins, 0o711)); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if err := pu.reachable(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(plugins)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			if err := pu.own(filepath.Join(plugins, e.Name()), ""); err != nil {
+				return nil, fmt.Errorf("server: giving the plugins' state to plugin_user %s: %w", pu.name, err)
+			}
+		}
+	}
+	var allowed []pluginhost.AllowedPlugin
+	for _, stages := range cfg.Pipelines {
+		for _, st := range stages {
+			allowed = append(allowed, pluginhost.AllowedPlugin{Path: pipeline.PluginPath(cfg, st.Plugin), SHA256: st.SHA256})
+		}
+	}
+	return pluginhost.StartLauncher(pluginhost.LauncherConfig{
+		Plugins:    allowed,
+		Credential: *pu.credential(),
+		StateDirs:  plugins,
+		SocketGID:  runAs.gid,
+	}, log)
 }

@@ -159,3 +159,36 @@ func TestReloadRefusesWritableConfig(t *testing.T) {
 		t.Errorf("Reload with the config file mode 0666 = %v, want a refusal naming it", err)
 	}
 }
+
+// TestLookupPluginUser: plugin_user is looked up like run_as (a missing
+// one gets the useradd line); the run_as user itself means no separate
+// user, and so does no run_as; a user in run_as's group is refused.
+func TestLookupPluginUser(t *testing.T) {
+	runAs := &serviceUser{key: "run_as", name: "nobody", uid: 65534, gid: 65534}
+	for _, tc := range []struct {
+		user    string
+		runAs   *serviceUser
+		want    string // "" means no error
+		wantNil bool
+	}{
+		{"", runAs, "", true},
+		{"root", nil, "", true},
+		{"nobody", runAs, "", true},
+		{"65534", runAs, "", true},
+		{"no-such-sluice-plugin-user", runAs, "plugin_user: user: unknown user no-such-sluice-plugin-user (create the user, for example with 'useradd --system --no-create-home", false},
+		{"root", runAs, "plugin_user: root is root", false},
+		{"daemon", &serviceUser{key: "run_as", name: "x", uid: 4321, gid: 1}, "is in the group of run_as", false},
+		{"daemon", runAs, "", false},
+	} {
+		cfg := &config.Config{PluginUser: tc.user, DataDir: "/var/lib/sluice"}
+		u, err := lookupPluginUser(cfg, tc.runAs)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("plugin_user %q: %v, want no error", tc.user, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("plugin_user %q: %v, want an error with %q", tc.user, err, tc.want)
+		case err == nil && (u == nil) != tc.wantNil:
+			t.Errorf("plugin_user %q: %+v, want nil %v", tc.user, u, tc.wantNil)
+		}
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/sluice-mail/sluice/core/dns"
 	"github.com/sluice-mail/sluice/core/imapd"
 	"github.com/sluice-mail/sluice/core/pipeline"
+	"github.com/sluice-mail/sluice/core/pluginhost"
 	"github.com/sluice-mail/sluice/core/pop3d"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/smtpd"
@@ -122,6 +123,7 @@ type Server struct {
 	pipes *pipeline.Holder
 	// buildOpts start the plugins of a reload as those of the start.
 	buildOpts pipeline.BuildOptions
+	launcher  *pluginhost.Launcher // nil without plugin_user
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -142,7 +144,12 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	pluginUser, err := lookupPluginUser(cfg, runAs)
+	if err != nil {
+		return nil, err
+	}
 	var buildOpts pipeline.BuildOptions
+	var launcher *pluginhost.Launcher
 	switch {
 	case runAs != nil && os.Geteuid() == 0:
 		// The plugins start, as the user, before the rest of data_dir is
@@ -155,12 +162,25 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 		if err := runAs.reachable(cfg.DataDir); err != nil {
 			return nil, err
 		}
-		if err := errors.Join(os.Lchown(cfg.DataDir, runAs.uid, runAs.gid), runAs.own(plugins)); err != nil {
+		if err := errors.Join(os.Lchown(cfg.DataDir, runAs.uid, runAs.gid), runAs.own(plugins, stateDirs(plugins, pluginUser))); err != nil {
 			return nil, fmt.Errorf("server: giving data_dir to run_as user %s: %w", runAs.name, err)
 		}
 		buildOpts.Host.Credential = runAs.credential()
+		if pluginUser != nil {
+			if launcher, err = startLauncher(cfg, runAs, pluginUser, log); err != nil {
+				return nil, err
+			}
+			defer func() {
+				if err != nil {
+					launcher.Close()
+				}
+			}()
+			buildOpts.Host.Launcher = launcher
+		}
 	case runAs != nil && os.Geteuid() != runAs.uid:
 		return nil, fmt.Errorf("server: run_as is %s, but sluice runs as uid %d: start it as root or as %s", runAs.name, os.Geteuid(), runAs.name)
+	case runAs != nil && pluginUser != nil:
+		return nil, fmt.Errorf("server: plugin_user is %s, but sluice runs as %s: start it as root, so that it can start the plugins as %s", pluginUser.name, runAs.name, pluginUser.name)
 	case runAs != nil:
 		runAs = nil // already that user
 	case os.Geteuid() == 0:
@@ -269,7 +289,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if runAs != nil {
 		// Everything that needs root is done: the ports are bound, the
 		// certificate read, the databases open, the plugins started.
-		if err := runAs.own(cfg.DataDir); err != nil {
+		if err := runAs.own(cfg.DataDir, stateDirs(filepath.Join(cfg.DataDir, "plugins"), pluginUser)); err != nil {
 			adm.Close(context.Background())
 			return nil, fmt.Errorf("server: giving data_dir to run_as user %s: %w", runAs.name, err)
 		}
@@ -280,7 +300,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 		log.Info("switched to the run_as user", "user", runAs.name, "uid", runAs.uid, "gid", runAs.gid)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, buildOpts: buildOpts, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, buildOpts: buildOpts, launcher: launcher, cancel: cancel}
 	s.wg.Add(3)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
@@ -334,6 +354,7 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("data_dir", a.DataDir, b.DataDir)
 	check("domains", a.Domains, b.Domains)
 	check("run_as", a.RunAs, b.RunAs)
+	check("plugin_user", a.PluginUser, b.PluginUser)
 	check("log", a.Log, b.Log)
 	check("tls", a.TLS, b.TLS)
 	check("smtp", a.SMTP, b.SMTP)
@@ -437,6 +458,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.admin.Close(adminCtx)
 	s.wg.Wait()
 	s.pipes.Close(5 * time.Second)
+	if s.launcher != nil {
+		s.launcher.Close()
+	}
 	err = errors.Join(err, s.data.Close())
 	s.log.Info("stopped")
 	return err

@@ -172,10 +172,8 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	cmd.Env = pluginEnv()
 	if c := p.opts.Credential; c != nil && p.opts.Launcher == nil && (int(c.Uid) != os.Geteuid() || int(c.Gid) != os.Getegid()) {
 		cmd.SysProcAttr.Credential = c
-		if p.spec.StateDir != "" {
-			if err := os.Chown(p.spec.StateDir, int(c.Uid), int(c.Gid)); err != nil {
-				return fmt.Errorf("pluginhost: stage %s: %w", p.spec.Stage, err)
-			}
+		if err := giveStateDir(p.spec.StateDir, c); err != nil {
+			return fmt.Errorf("pluginhost: stage %s: %w", p.spec.Stage, err)
 		}
 	}
 	cfg := &plugin.ClientConfig{
@@ -247,6 +245,24 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	p.gen++
 	p.log.Info("plugin started", "plugin", info.Name, "version", info.Version, "hooks", strings.Join(info.Hooks, ","), "path", p.spec.Path)
 	return nil
+}
+
+// giveStateDir makes the user of c the owner of a plugin's state
+// directory (none when dir is ""). The directory must be a directory, not
+// a symbolic link: its owner (the user the plugin runs as) could have made
+// it a link to any path, which root would then hand over.
+func giveStateDir(dir string, c *syscall.Credential) error {
+	if dir == "" {
+		return nil
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state directory %s is not a directory (a symbolic link?)", dir)
+	}
+	return os.Lchown(dir, int(c.Uid), int(c.Gid))
 }
 
 // pluginEnv returns the environment of a plugin process: this process's,

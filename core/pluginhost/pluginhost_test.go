@@ -296,3 +296,31 @@ func runHost(path string) {
 	}
 	select {}
 }
+
+// TestCredentialStateDirLink: a state directory that its owner replaced
+// with a symbolic link is refused, and the link's target keeps its owner
+// (root would otherwise hand any path to the plugin's user).
+func TestCredentialStateDirLink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting a plugin as another user needs root; CI runs the tests as root")
+	}
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.Mkdir(victim, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	if err := os.Symlink(victim, state); err != nil {
+		t.Fatal(err)
+	}
+	opts := fast
+	opts.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+	p, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, StateDir: state}, opts, testLog(t))
+	if err == nil {
+		p.Close()
+		t.Fatal("Start with a state directory that is a symbolic link succeeded")
+	}
+	if fi, err := os.Stat(victim); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("the link's target: %v, %v; want it still root's", fi, err)
+	}
+}

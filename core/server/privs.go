@@ -141,6 +141,34 @@ func (u *serviceUser) own(dir, except string) error {
 	})
 }
 
+// refuseLinks fails if anything in dataDir, outside the plugins' state
+// directories (the children of plugins), is a symbolic link. Sluice never
+// makes one there; the run_as user, who owns data_dir, could, and the
+// server, still root while it opens its databases and certificates, would
+// follow it: a link planted at queue/queue.db would have root create or
+// write a file anywhere. dataDir itself may be a link (an administrator's
+// choice, in a directory run_as cannot change).
+func refuseLinks(dataDir, plugins string) error {
+	return filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if filepath.Dir(path) == plugins && path != plugins {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if path != dataDir && d.Type()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("server: refusing to start as root: %s is a symbolic link; nothing in data_dir should be one (remove it)", path)
+		}
+		return nil
+	})
+}
+
 // reachable checks that u can reach dir: every directory above it must let
 // u through, or the files the server creates after the switch could not
 // be opened.

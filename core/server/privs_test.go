@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -190,5 +191,53 @@ func TestLookupPluginUser(t *testing.T) {
 		case err == nil && (u == nil) != tc.wantNil:
 			t.Errorf("plugin_user %q: %+v, want nil %v", tc.user, u, tc.wantNil)
 		}
+	}
+}
+
+// TestStartRefusesLinkInDataDir: started as root with run_as, the server
+// refuses a symbolic link in data_dir (run_as, its owner, could plant one
+// where root opens a database) and follows none.
+func TestStartRefusesLinkInDataDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("run_as needs root; CI runs the tests as root")
+	}
+	dir := t.TempDir()
+	// nobody must reach data_dir (t.TempDir makes its directories 0700).
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(filepath.Join(data, "queue"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "elsewhere", "queue.db")
+	if err := os.Mkdir(filepath.Dir(target), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(data, "queue", "queue.db")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "sluice.yaml")
+	yaml := "hostname: mx.example.test\ndata_dir: " + data + "\nrun_as: nobody\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		srv.Shutdown(t.Context())
+		t.Fatal("Start with a symbolic link in data_dir succeeded")
+	}
+	if !strings.Contains(err.Error(), link) {
+		t.Errorf("Start = %v, want a refusal naming %s", err, link)
+	}
+	if _, err := os.Lstat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the link's target was created: %v", err)
 	}
 }

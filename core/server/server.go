@@ -156,6 +156,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 		// given to it: they need to reach their state directories, and
 		// what a command run as root left there must not stop them.
 		plugins := filepath.Join(cfg.DataDir, "plugins")
+		if err := refuseLinks(cfg.DataDir, plugins); err != nil {
+			return nil, err
+		}
 		if err := os.MkdirAll(plugins, 0o700); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}

@@ -558,12 +558,13 @@ func (s *Service) queueShow(ctx context.Context, raw json.RawMessage) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	return QueueMessageView{Message: m, Header: readHeader(s.Queue.SpoolPath(p.ID))}, nil
+	return QueueMessageView{Message: m, Header: s.readHeader(m)}, nil
 }
 
-// readHeader returns the header section of a spool file, up to 64 KiB.
-func readHeader(path string) string {
-	f, err := os.Open(path)
+// readHeader returns the header section of a queued message as it is
+// relayed (without its Return-Path field), up to 64 KiB.
+func (s *Service) readHeader(m *queue.Message) string {
+	f, err := s.Queue.OpenBody(m)
 	if err != nil {
 		return ""
 	}

@@ -775,7 +775,7 @@ func (s *session) finishAccepted(m *queue.Message) {
 	attrs := []any{
 		"queue_id", m.ID, "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(),
 		"user", s.user, "from", tx.from.String(), "rcpts", s.rcptStrings(tx), "rejected", tx.rejected,
-		"size", m.Size, "tls", s.tlsStr, "result", "250", "ms", time.Since(tx.started).Milliseconds(),
+		"size", m.BodySize(), "tls", s.tlsStr, "result", "250", "ms", time.Since(tx.started).Milliseconds(),
 	}
 	if len(m.Trace) > 0 {
 		filter := "delivered"

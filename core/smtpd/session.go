@@ -57,6 +57,7 @@ var (
 	replyNeedTLS       = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
 	replyClosed        = reply(554, 5, 5, 0, "Connection closed")
 	replyNoFrom        = reply(550, 5, 6, 0, "Message has no From header field")
+	replyBadHeader     = reply(554, 5, 6, 0, "Malformed header")
 )
 
 // Lines written straight to the client before the connection is closed.
@@ -570,6 +571,9 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 			s.finish("554 bare CR or LF; connection closed")
 			s.closeWith(lineBareLF)
 			return nil, reply(554, 5, 6, 0, "Bare CR or LF in message")
+		case errors.Is(err, errMalformedHeader):
+			s.finish("554 5.6.0 malformed header")
+			return nil, replyBadHeader
 		case errors.Is(err, errTooManyHops):
 			s.finish("554 5.4.6 too many hops")
 			return nil, replyTooManyHops

@@ -20,6 +20,13 @@ var (
 	// errTooManyHops is more Received headers than allowed: a mail loop
 	// (RFC 5321 section 6.3).
 	errTooManyHops = errors.New("smtpd: too many Received headers")
+	// errTooLongLine is a line of message data longer than
+	// smtp.max_line_length. go-smtp's reader enforces that limit on the
+	// lines of DATA (as smtp.ErrTooLongLine) but not on BDAT chunks, whose
+	// message is still a message of RFC 5322 lines unless BINARYMIME is
+	// offered (it is not): dataReader applies it to both, so that the same
+	// message gets the same answer however it is sent.
+	errTooLongLine = errors.New("smtpd: line too long in message data")
 	// errMalformedHeader is a header section that starts with white space
 	// (its first line would continue the Received field Sluice puts on
 	// top) or has a line that is neither a field (RFC 5322 section 2.2,
@@ -40,9 +47,11 @@ var (
 type dataReader struct {
 	r       io.Reader
 	maxHops int
+	maxLine int                // the longest line, with its CRLF (0: no limit)
 	shape   *mimelimit.Checker // nil: no header or MIME limits
 
 	prev     byte // last byte seen, 0 at the start
+	lineLen  int  // bytes of the current line so far
 	inHeader bool
 	header   []byte  // the header section as received, up to maxKeptHeader
 	col      int     // bytes seen of the current line
@@ -167,6 +176,12 @@ func (d *dataReader) check(p []byte) error {
 			return errBareLF
 		}
 		d.prev = c
+		if d.lineLen++; d.maxLine > 0 && d.lineLen > d.maxLine {
+			return errTooLongLine
+		}
+		if c == '\n' {
+			d.lineLen = 0
+		}
 		if !d.inHeader {
 			continue
 		}

@@ -73,6 +73,26 @@ func TestDataReaderInvalid(t *testing.T) {
 	}
 }
 
+// TestDataReaderLineLength: a line longer than maxLine, CRLF included, is
+// refused in the header and in the body; one of maxLine is not.
+func TestDataReaderLineLength(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want error
+	}{
+		{"Subject: " + strings.Repeat("a", 21) + "\r\n\r\n", nil},
+		{"Subject: " + strings.Repeat("a", 22) + "\r\n\r\n", errTooLongLine},
+		{"Subject: x\r\n\r\n" + strings.Repeat("b", 31) + "\r\n" + strings.Repeat("b", 30) + "\r\n", errTooLongLine},
+		{"Subject: x\r\n\r\n" + strings.Repeat("b", 30) + "\r\n" + strings.Repeat("b", 30) + "\r\n", nil},
+	} {
+		d := newDataReader(strings.NewReader(tt.in), 10, nil)
+		d.maxLine = 32
+		if _, err := io.ReadAll(d); !errors.Is(err, tt.want) && err != tt.want {
+			t.Errorf("read(%q) error = %v, want %v", tt.in, err, tt.want)
+		}
+	}
+}
+
 // FuzzDataReader checks that the DATA checker never panics, passes valid
 // data through unchanged and, whatever the input, never lets a bare CR or
 // LF through.

@@ -65,6 +65,7 @@ const (
 	lineBareLF       = "554 5.6.0 Bare CR or LF in message, closing connection"
 	lineTooManyErrs  = "421 4.7.0 Too many errors, closing connection"
 	lineDataTimeout  = "421 4.4.2 Timeout while receiving the message, closing connection"
+	lineTooLong      = "500 5.5.2 Line too long, closing connection"
 	maxHeloLength    = 255
 	transactionField = "smtp"
 )
@@ -560,6 +561,7 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 		return nil, s.spoolFailed(id, err)
 	}
 	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops, shapeLimits(&s.srv.cfg.SMTP))
+	dr.maxLine = s.srv.cfg.SMTP.MaxLineLength
 	af := newAuthResultsFilter(ew, s.srv.cfg.Hostname)
 	_, err := io.Copy(af, dr)
 	if err == nil {
@@ -571,6 +573,15 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 			s.finish("554 bare CR or LF; connection closed")
 			s.closeWith(lineBareLF)
 			return nil, reply(554, 5, 6, 0, "Bare CR or LF in message")
+		case errors.Is(err, errTooLongLine), errors.Is(err, smtp.ErrTooLongLine):
+			// RFC 5321 section 4.5.3.1.6 bounds text lines; a 4xx would
+			// have the sender try the same message again and again. As
+			// for a command line, the connection is closed: what follows
+			// cannot be told apart from commands.
+			s.finish("500 line too long; connection closed")
+			s.srv.log.Info("closing connection: line too long in message data", "listener", string(s.kind), "remote", s.remote.String(), "max_line_length", s.srv.cfg.SMTP.MaxLineLength)
+			s.closeWith(lineTooLong)
+			return nil, replyClosed
 		case errors.Is(err, errMalformedHeader):
 			s.finish("554 5.6.0 malformed header")
 			return nil, replyBadHeader

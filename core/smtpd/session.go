@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -93,6 +94,12 @@ type session struct {
 
 	// The current transaction; tx is nil outside one.
 	tx *transaction
+	// dataMu is held by Data. go-smtp calls Data for BDAT in another
+	// goroutine and, when the transfer is cut short (RSET, a read error
+	// or timeout, the connection closing), closes the pipe Data reads and
+	// calls Reset or Logout without waiting for Data to return: they
+	// take dataMu first, so that the transaction has one owner at a time.
+	dataMu sync.Mutex
 
 	// carry holds what the connect hook said that outlasts it (a score,
 	// Junk, quarantine), for every message of the connection.
@@ -514,6 +521,8 @@ func storageReply(err error) *smtp.SMTPError {
 }
 
 func (s *session) Data(r io.Reader) error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	if s.tc != nil {
 		s.tc.inData.Store(true)
 		defer s.tc.inData.Store(false)
@@ -844,9 +853,15 @@ func (s *session) logRejected(cmd, arg string, err error) {
 	s.srv.log.Info("command rejected", "listener", string(s.kind), "remote", s.remote.String(), "cmd", cmd, "arg", sanitize(arg), "err", err)
 }
 
-func (s *session) Reset() { s.finish("reset") }
+func (s *session) Reset() {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	s.finish("reset")
+}
 
 func (s *session) Logout() error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	s.finish("disconnected")
 	if s.tc != nil {
 		s.tc.session.CompareAndSwap(s, nil)

@@ -21,6 +21,7 @@ type trackedConn struct {
 	lim         *netlimit.Limiter[*trackedConn]
 	once        sync.Once
 	inData      atomic.Bool
+	bdat        atomic.Bool // the message is being received with BDAT
 	session     atomic.Pointer[session]
 
 	// While a message is received, each read pushes the deadline
@@ -82,6 +83,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	if inData {
 		c.dataBytes += int64(n)
 	}
+	if err != nil && isTimeout(err) {
+		c.timedOut()
+	}
 	if !c.sawInput && n > 0 {
 		c.sawInput = true
 		if !c.implicitTLS && isHTTPRequest(p[:n]) {
@@ -96,6 +100,29 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// timedOut answers a read that timed out, and closes the connection,
+// where go-smtp's own answer would be wrong: receiving a BDAT chunk,
+// go-smtp answers 554 with the text of the read error, the addresses of
+// both ends included, a permanent refusal for what is the network's
+// fault. The 421 written here comes first; go-smtp's reply goes to a
+// closed connection. Under DATA the session answers (see
+// session.receive).
+func (c *trackedConn) timedOut() {
+	if !c.bdat.Load() {
+		return
+	}
+	sess := c.session.Load()
+	if sess == nil {
+		return
+	}
+	line, reason := lineDataTimeout, "data too slow"
+	sess.srv.log.Info("closing connection: timeout", "listener", string(sess.kind), "remote", sess.remote.String(), "reason", reason)
+	w := sess.conn.Conn() // the TLS connection after STARTTLS
+	w.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(w, line+"\r\n")
+	c.Close()
 }
 
 var httpMethods = []string{"GET ", "POST ", "HEAD ", "PUT ", "DELETE ", "CONNECT ", "OPTIONS ", "PATCH ", "TRACE "}

@@ -534,7 +534,11 @@ func (s *session) Data(r io.Reader) error {
 	if tx == nil || len(tx.rcpts) == 0 {
 		return reply(503, 5, 5, 1, "No valid recipients")
 	}
-	if _, bdat := r.(*io.PipeReader); !bdat {
+	if _, bdat := r.(*io.PipeReader); bdat && s.tc != nil {
+		// go-smtp reads the chunks; a timeout is answered below it.
+		s.tc.bdat.Store(true)
+		defer s.tc.bdat.Store(false)
+	} else if !bdat {
 		// DATA: read the raw lines (see rawdata.go).
 		if br := connReader(s.conn); br != nil {
 			if br.Buffered() > 0 {

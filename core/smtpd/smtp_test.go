@@ -268,8 +268,15 @@ func TestSlowDataWithinTimeout(t *testing.T) {
 }
 
 // A client that trickles its message a byte at a time (slowloris) is
-// closed once it falls below min_data_rate, however steadily it sends.
+// closed once it falls below min_data_rate, however steadily it sends,
+// under DATA and under BDAT: with a 421 (a timeout is not the message's
+// fault) that does not give away the error behind it.
 func TestDataBelowMinimumRate(t *testing.T) {
+	t.Run("DATA", func(t *testing.T) { testDataBelowMinimumRate(t, false) })
+	t.Run("BDAT", func(t *testing.T) { testDataBelowMinimumRate(t, true) })
+}
+
+func testDataBelowMinimumRate(t *testing.T, bdat bool) {
 	e := newServer(t, func(c *config.Config) {
 		c.SMTP.ReadTimeout = config.Duration(500 * time.Millisecond)
 		c.SMTP.MinDataRate = 1000
@@ -279,7 +286,11 @@ func TestDataBelowMinimumRate(t *testing.T) {
 	c.cmd("EHLO client", "250")
 	c.cmd("MAIL FROM:<x@remote.test>", "250")
 	c.cmd("RCPT TO:<alice@example.test>", "250")
-	c.cmd("DATA", "354")
+	if bdat {
+		c.send("BDAT 5000 LAST\r\n")
+	} else {
+		c.cmd("DATA", "354")
+	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -301,7 +312,7 @@ func TestDataBelowMinimumRate(t *testing.T) {
 	defer func() { close(stop); <-done }()
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := c.r.ReadString('\n')
-	if !strings.HasPrefix(line, "421 4.4.2") {
+	if !strings.HasPrefix(line, "421 4.4.2") || strings.Contains(line, "127.0.0.1") {
 		t.Fatalf("reply while trickling: %q, %v; want 421 4.4.2", line, err)
 	}
 	if _, err := c.r.ReadString('\n'); err == nil {

@@ -103,21 +103,35 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 }
 
 // timedOut answers a read that timed out, and closes the connection,
-// where go-smtp's own answer would be wrong: receiving a BDAT chunk,
-// go-smtp answers 554 with the text of the read error, the addresses of
-// both ends included, a permanent refusal for what is the network's
-// fault. The 421 written here comes first; go-smtp's reply goes to a
-// closed connection. Under DATA the session answers (see
-// session.receive).
+// where go-smtp's own answer would be wrong:
+//
+//   - waiting for a command once smtp.max_session_time is reached:
+//     go-smtp says "Idle timeout";
+//   - receiving a BDAT chunk: go-smtp answers 554 with the text of the
+//     read error, the addresses of both ends included, a permanent
+//     refusal for what is the network's fault.
+//
+// The 421 written here comes first; go-smtp's reply goes to a closed
+// connection. Under DATA the session answers (see session.receive).
+// Before HELO there is no session, and after STARTTLS until the next EHLO
+// no way to tell plain text from TLS: go-smtp answers then.
 func (c *trackedConn) timedOut() {
-	if !c.bdat.Load() {
+	if c.inData.Load() && !c.bdat.Load() {
 		return
 	}
 	sess := c.session.Load()
 	if sess == nil {
 		return
 	}
-	line, reason := lineDataTimeout, "data too slow"
+	var line, reason string
+	switch {
+	case c.inData.Load():
+		line, reason = lineDataTimeout, "data too slow"
+	case !c.sessionEnd.IsZero() && !time.Now().Before(c.sessionEnd):
+		line, reason = lineSessionTime, "max_session_time"
+	default:
+		return // idle: go-smtp's answer will do
+	}
 	sess.srv.log.Info("closing connection: timeout", "listener", string(sess.kind), "remote", sess.remote.String(), "reason", reason)
 	w := sess.conn.Conn() // the TLS connection after STARTTLS
 	w.SetWriteDeadline(time.Now().Add(5 * time.Second))

@@ -67,6 +67,7 @@ const (
 	lineTooManyErrs  = "421 4.7.0 Too many errors, closing connection"
 	lineDataTimeout  = "421 4.4.2 Timeout while receiving the message, closing connection"
 	lineTooLong      = "500 5.5.2 Line too long, closing connection"
+	lineSessionTime  = "421 4.4.2 Session lasted too long, closing connection"
 	maxHeloLength    = 255
 	transactionField = "smtp"
 )

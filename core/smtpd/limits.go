@@ -23,6 +23,9 @@ type trackedConn struct {
 	inData      atomic.Bool
 	bdat        atomic.Bool // the message is being received with BDAT
 	session     atomic.Pointer[session]
+	// hungUp is set once timedOut closed the connection: go-smtp may still
+	// run a partial command line, which the session then refuses.
+	hungUp atomic.Bool
 
 	// While a message is received, each read pushes the deadline
 	// readTimeout ahead, so that a large message is not cut off by the
@@ -105,8 +108,10 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 // timedOut answers a read that timed out, and closes the connection,
 // where go-smtp's own answer would be wrong:
 //
-//   - waiting for a command once smtp.max_session_time is reached:
-//     go-smtp says "Idle timeout";
+//   - waiting for a command: go-smtp's reader hands over a partial line
+//     (one without its CRLF) before the timeout, and runs it as a command
+//     (a "MAIL FROM:<x>" gets its 250), then says "Idle timeout" even when
+//     smtp.max_session_time, not idleness, ended the session;
 //   - receiving a BDAT chunk: go-smtp answers 554 with the text of the
 //     read error, the addresses of both ends included, a permanent
 //     refusal for what is the network's fault.
@@ -123,15 +128,14 @@ func (c *trackedConn) timedOut() {
 	if sess == nil {
 		return
 	}
-	var line, reason string
+	line, reason := lineIdleTimeout, "idle"
 	switch {
 	case c.inData.Load():
 		line, reason = lineDataTimeout, "data too slow"
 	case !c.sessionEnd.IsZero() && !time.Now().Before(c.sessionEnd):
 		line, reason = lineSessionTime, "max_session_time"
-	default:
-		return // idle: go-smtp's answer will do
 	}
+	c.hungUp.Store(true)
 	sess.srv.log.Info("closing connection: timeout", "listener", string(sess.kind), "remote", sess.remote.String(), "reason", reason)
 	w := sess.conn.Conn() // the TLS connection after STARTTLS
 	w.SetWriteDeadline(time.Now().Add(5 * time.Second))

@@ -67,6 +67,7 @@ const (
 	lineTooManyErrs  = "421 4.7.0 Too many errors, closing connection"
 	lineDataTimeout  = "421 4.4.2 Timeout while receiving the message, closing connection"
 	lineTooLong      = "500 5.5.2 Line too long, closing connection"
+	lineIdleTimeout  = "421 4.4.2 Idle timeout, closing connection"
 	lineSessionTime  = "421 4.4.2 Session lasted too long, closing connection"
 	maxHeloLength    = 255
 	transactionField = "smtp"
@@ -134,6 +135,9 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 		nc = tc.NetConn()
 	}
 	if t, ok := nc.(*trackedConn); ok {
+		if t.hungUp.Load() {
+			return nil, replyClosed // a partial EHLO after a timeout
+		}
 		sess.tc = t
 		sess.remote = t.ip
 	} else {
@@ -255,6 +259,13 @@ func (s *session) closeWith(line string) {
 	c.Close()
 }
 
+// hungUp reports whether the connection was closed on the client
+// (closeWith, or a timeout: see trackedConn.timedOut): a command go-smtp
+// still runs is refused unseen.
+func (s *session) hungUp() bool {
+	return s.closed || s.tc != nil && s.tc.hungUp.Load()
+}
+
 // fail counts a rejected command and passes its reply on; past the limit
 // it closes the connection.
 func (s *session) fail(r *smtp.SMTPError) error {
@@ -275,6 +286,8 @@ func (s *session) AuthMechanisms() []string {
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
 	switch {
+	case s.hungUp():
+		return nil, replyClosed
 	case s.kind == KindMX:
 		return nil, s.fail(replyAuthNotHere)
 	case !s.tlsOn:
@@ -339,8 +352,9 @@ func (r saslReplies) Next(resp []byte) ([]byte, bool, error) {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	if s.closed {
-		// Commands the client sent before closeWith, still buffered.
+	if s.hungUp() {
+		// Commands the client sent before closeWith, still buffered,
+		// or a partial one go-smtp runs after a timeout.
 		return replyClosed
 	}
 	if s.srv.closing.Load() {
@@ -392,6 +406,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.hungUp() {
+		return replyClosed
+	}
 	if s.tx == nil {
 		return reply(503, 5, 5, 1, "MAIL first")
 	}
@@ -529,7 +546,7 @@ func (s *session) Data(r io.Reader) error {
 		defer s.tc.inData.Store(false)
 	}
 	tx := s.tx
-	if s.closed {
+	if s.hungUp() {
 		return replyClosed
 	}
 	if tx == nil || len(tx.rcpts) == 0 {

@@ -348,6 +348,33 @@ func TestMaxSessionTime(t *testing.T) {
 	c.expect("closed")
 }
 
+// A command line still without its line end at read_timeout is not run
+// (go-smtp's reader hands over a partial line before the timeout): the
+// client gets 421 and the connection is closed, on a plain connection and
+// over TLS.
+func TestPartialCommandAtTimeout(t *testing.T) {
+	for _, kind := range []Kind{KindMX, KindSubmissions} {
+		t.Run(string(kind), func(t *testing.T) {
+			e := newServer(t, func(c *config.Config) { c.SMTP.ReadTimeout = config.Duration(500 * time.Millisecond) })
+			c := e.dial(t, kind)
+			c.expect("220")
+			c.cmd("EHLO client", "250")
+			if kind == KindSubmissions {
+				c.cmd("AUTH PLAIN "+plainAuth("alice@example.test", alicePass), "235")
+			}
+			c.send("MAIL FROM:<f@remote.test>")
+			for i := 0; i < 3; i++ {
+				time.Sleep(100 * time.Millisecond)
+				c.send(" ")
+			}
+			if got := c.reply(); got != lineIdleTimeout {
+				t.Fatalf("reply %q, want %q", got, lineIdleTimeout)
+			}
+			c.expect("closed")
+		})
+	}
+}
+
 func TestShutdownSays421(t *testing.T) {
 	e := newServer(t)
 	idle := e.dial(t, KindMX)

@@ -20,9 +20,11 @@ var ErrHeaderTooLarge = errors.New("sdk: header too large")
 
 // ParseHeader reads a message header (RFC 5322 section 2.2) from r up to
 // and including the empty line that ends it, and returns its fields in
-// order with their folding kept. It is lenient, as mail must be: a line
-// that is not a field and not a continuation ends the header, and a
-// message without a body is fine.
+// order with their folding kept. It is lenient, as mail must be: white
+// space between a field name and its colon is allowed and left out of the
+// name (the obsolete syntax of RFC 5322 section 4.5, which readers must
+// accept), a line that is not a field and not a continuation ends the
+// header, and a message without a body is fine.
 func ParseHeader(r *bufio.Reader) (Header, error) {
 	var h Header
 	var read int
@@ -65,9 +67,9 @@ func ParseHeader(r *bufio.Reader) (Header, error) {
 			// quadratic in a hostile header.
 			cont = append(cont, '\r', '\n')
 			cont = append(cont, trimmed...)
-		} else if i := bytes.IndexByte(trimmed, ':'); i > 0 && !bytes.ContainsAny(trimmed[:i], " \t") {
+		} else if name, value, ok := fieldName(trimmed); ok {
 			flush()
-			h = append(h, HeaderField{Name: string(trimmed[:i]), Value: string(bytes.TrimPrefix(trimmed[i+1:], []byte(" ")))})
+			h = append(h, HeaderField{Name: string(name), Value: string(bytes.TrimPrefix(value, []byte(" ")))})
 		} else {
 			return h, nil // not a header line: the body starts without a blank line
 		}
@@ -78,4 +80,17 @@ func ParseHeader(r *bufio.Reader) (Header, error) {
 			return h, err
 		}
 	}
+}
+
+// fieldName splits a header line into its field name, without the white
+// space that may follow it, and what follows the colon. ok is false when
+// the line is not a field: no colon, or a name that is empty or has
+// white space inside it.
+func fieldName(line []byte) (name, value []byte, ok bool) {
+	name, value, ok = bytes.Cut(line, []byte(":"))
+	name = bytes.TrimRight(name, " \t")
+	if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
+		return nil, nil, false
+	}
+	return name, value, true
 }

@@ -195,6 +195,12 @@ func TestParseHeader(t *testing.T) {
 	if len(h) != 1 || h[0].Name != "A" {
 		t.Errorf("lenient parse = %q", h)
 	}
+	// White space between the field name and the colon (RFC 5322
+	// section 4.5.3): the field is read, its name without it.
+	h, _ = sdk.ParseHeader(bufio.NewReader(strings.NewReader("Subject: a\r\nFrom : bob@example.test\r\nTo\t \t:x\r\n\r\n")))
+	if want := (sdk.Header{{"Subject", "a"}, {"From", "bob@example.test"}, {"To", "x"}}); !reflect.DeepEqual(h, want) {
+		t.Errorf("white space before the colon: %q, want %q", h, want)
+	}
 	big := strings.Repeat("X-A: b\r\n", sdk.MaxHeaderFields+1)
 	if _, err := sdk.ParseHeader(bufio.NewReader(strings.NewReader(big))); !errors.Is(err, sdk.ErrHeaderTooLarge) {
 		t.Errorf("too many fields: %v", err)

@@ -58,6 +58,23 @@ func TestIntegrationDevConfigSenderPolicy(t *testing.T) {
 	if r.code == 0 || !r.hasReply("550 5.7.1") {
 		t.Errorf("alice sending with From: bob: exit %d, replies %q, want 550 5.7.1 to the message", r.code, r.replies())
 	}
+	// Header shapes that mail programs read as From: bob while a parser
+	// that stops early sees none: the policy sees bob, or the message is
+	// refused as malformed.
+	for _, tc := range []struct{ data, want string }{
+		{"Subject: space before the colon\nFrom : bob@example.test\n\nbody\n", "550 5.7.1"},
+		{" folded-first\nFrom: bob@example.test\nSubject: leading white space\n\nbody\n", "554 5.6.0"},
+		{"From: alice@example.test\nnot a header\nFrom: bob@example.test\n\nbody\n", "554 5.6.0"},
+	} {
+		file := filepath.Join(in.dir, "message.eml")
+		if err := os.WriteFile(file, []byte(tc.data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := swaks(t, in.sub, append(auth, "--from", "alice@example.test", "--data", "@"+file)...)
+		if r.code == 0 || !r.hasReply(tc.want) {
+			t.Errorf("alice sending %q: exit %d, replies %q, want %s to the message", tc.data, r.code, r.replies(), tc.want)
+		}
+	}
 	r = swaks(t, in.sub, append(auth, "--from", "bob@example.test")...)
 	if !r.hasReply("553 5.7.1") {
 		t.Errorf("alice sending with MAIL FROM bob: replies %q, want 553 5.7.1", r.replies())

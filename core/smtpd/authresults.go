@@ -110,7 +110,8 @@ func (f *authResultsFilter) judge(complete bool) {
 }
 
 // isOurAuthResults reports whether field is an Authentication-Results
-// field with authserv-id host, or one so malformed that its authserv-id
+// field with authserv-id host (compared as a domain name, see sameDomain),
+// or one so malformed that its authserv-id
 // cannot be told. complete is false when field is only the start of one:
 // an authserv-id that may go on is then taken to be ours.
 func isOurAuthResults(field []byte, host string, complete bool) bool {
@@ -147,5 +148,12 @@ func isOurAuthResults(field []byte, host string, complete bool) bool {
 	if end < 0 && !complete {
 		return true
 	}
-	return id == "" || strings.EqualFold(id, host)
+	return id == "" || sameDomain(id, host)
+}
+
+// sameDomain reports whether a and b name the same domain: case does not
+// matter, nor does a trailing dot (the root), which a forger would add to
+// an authserv-id that must not pass for ours.
+func sameDomain(a, b string) bool {
+	return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
 }

@@ -12,6 +12,8 @@ const forgedAR = "Authentication-Results: mx.example.test; dkim=pass header.d=ba
 	"Subject: hi\r\n" +
 	"authentication-results:\r\n (a comment) MX.Example.Test 1;\r\n\tspf=pass\r\n" +
 	"Authentication-Results: \"mx.example.test\"; dmarc=pass\r\n" +
+	"Authentication-Results: mx.example.test.; dkim=pass header.d=bank.test\r\n" +
+	"Authentication-Results : MX.EXAMPLE.TEST. 1; spf=pass smtp.mailfrom=bank.test\r\n" +
 	"Authentication-Results: other.test; dkim=fail\r\n" +
 	"From: x@remote.test\r\n" +
 	"\r\n" +

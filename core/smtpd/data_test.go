@@ -28,8 +28,11 @@ func TestDataReaderValid(t *testing.T) {
 		{"Received: a\r\nRECEIVED: b\r\nX: y\r\n\r\nReceived: in the body\r\n", 2},
 		{"Received:\r\n\tfolded\r\n\r\n", 1},
 		{"Receive: no\r\nReceivedX: no\r\n\r\n", 0},
-		{"no header at all\r\n", 0},
-		{"a\x00b\r\n", 0}, // NUL is stored as sent
+		{"\r\nno header at all\r\n", 0},
+		{"X: a\x00b\r\n", 0}, // NUL is stored as sent
+		{"From : a\r\nX-B\t:\r\n\r\n", 0},
+		{"A:b\r\n \r\n\t\r\nC:\r\n\r\n not a header\r\n\r\n", 0},
+		{"Subject: no line end", 0},
 	}
 	for _, tt := range tests {
 		out, hops, err := readAll(tt.in, 10)
@@ -51,9 +54,40 @@ func TestDataReaderInvalid(t *testing.T) {
 		{"\n.\nMAIL FROM:<x@y>\r\n", errBareLF},
 		{"\r\n.\rMAIL FROM:<x@y>\r\n", errBareLF},
 		{strings.Repeat("Received: x\r\n", 4) + "\r\n", errTooManyHops},
+		{" x\r\nFrom: a@b\r\n\r\n", errMalformedHeader},
+		{"\tx\r\n", errMalformedHeader},
+		{"From: a@b\r\nnot a header\r\nFrom: c@d\r\n\r\n", errMalformedHeader},
+		{"no header at all\r\n", errMalformedHeader},
+		{"Subject: x\r\nno colon", errMalformedHeader},
+		{": no name\r\n\r\n", errMalformedHeader},
+		{"Sub ject: x\r\n\r\n", errMalformedHeader},
+		{"From \r\n\r\n", errMalformedHeader},
+		{"X-\x80: 8-bit name\r\n\r\n", errMalformedHeader},
+		{"X-\x01: control\r\n\r\n", errMalformedHeader},
+		{"From bob@example.test Mon Dec  7 12:00:00 2026\r\nFrom: a@b\r\n\r\n", errMalformedHeader},
 	}
 	for _, tt := range tests {
 		if _, _, err := readAll(tt.in, 3); !errors.Is(err, tt.want) {
+			t.Errorf("read(%q) error = %v, want %v", tt.in, err, tt.want)
+		}
+	}
+}
+
+// TestDataReaderLineLength: a line longer than maxLine, CRLF included, is
+// refused in the header and in the body; one of maxLine is not.
+func TestDataReaderLineLength(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want error
+	}{
+		{"Subject: " + strings.Repeat("a", 21) + "\r\n\r\n", nil},
+		{"Subject: " + strings.Repeat("a", 22) + "\r\n\r\n", errTooLongLine},
+		{"Subject: x\r\n\r\n" + strings.Repeat("b", 31) + "\r\n" + strings.Repeat("b", 30) + "\r\n", errTooLongLine},
+		{"Subject: x\r\n\r\n" + strings.Repeat("b", 30) + "\r\n" + strings.Repeat("b", 30) + "\r\n", nil},
+	} {
+		d := newDataReader(strings.NewReader(tt.in), 10, nil)
+		d.maxLine = 32
+		if _, err := io.ReadAll(d); !errors.Is(err, tt.want) && err != tt.want {
 			t.Errorf("read(%q) error = %v, want %v", tt.in, err, tt.want)
 		}
 	}
@@ -73,7 +107,7 @@ func FuzzDataReader(f *testing.F) {
 		d := newDataReader(bytes.NewReader(data), 50, nil)
 		out, err := io.ReadAll(d)
 		if err != nil {
-			if !errors.Is(err, errBareLF) && !errors.Is(err, errTooManyHops) {
+			if !errors.Is(err, errBareLF) && !errors.Is(err, errTooManyHops) && !errors.Is(err, errMalformedHeader) {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return

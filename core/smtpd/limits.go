@@ -21,7 +21,11 @@ type trackedConn struct {
 	lim         *netlimit.Limiter[*trackedConn]
 	once        sync.Once
 	inData      atomic.Bool
+	bdat        atomic.Bool // the message is being received with BDAT
 	session     atomic.Pointer[session]
+	// hungUp is set once timedOut closed the connection: go-smtp may still
+	// run a partial command line, which the session then refuses.
+	hungUp atomic.Bool
 
 	// While a message is received, each read pushes the deadline
 	// readTimeout ahead, so that a large message is not cut off by the
@@ -82,6 +86,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	if inData {
 		c.dataBytes += int64(n)
 	}
+	if err != nil && isTimeout(err) {
+		c.timedOut()
+	}
 	if !c.sawInput && n > 0 {
 		c.sawInput = true
 		if !c.implicitTLS && isHTTPRequest(p[:n]) {
@@ -96,6 +103,44 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// timedOut answers a read that timed out, and closes the connection,
+// where go-smtp's own answer would be wrong:
+//
+//   - waiting for a command: go-smtp's reader hands over a partial line
+//     (one without its CRLF) before the timeout, and runs it as a command
+//     (a "MAIL FROM:<x>" gets its 250), then says "Idle timeout" even when
+//     smtp.max_session_time, not idleness, ended the session;
+//   - receiving a BDAT chunk: go-smtp answers 554 with the text of the
+//     read error, the addresses of both ends included, a permanent
+//     refusal for what is the network's fault.
+//
+// The 421 written here comes first; go-smtp's reply goes to a closed
+// connection. Under DATA the session answers (see session.receive).
+// Before HELO there is no session, and after STARTTLS until the next EHLO
+// no way to tell plain text from TLS: go-smtp answers then.
+func (c *trackedConn) timedOut() {
+	if c.inData.Load() && !c.bdat.Load() {
+		return
+	}
+	sess := c.session.Load()
+	if sess == nil {
+		return
+	}
+	line, reason := lineIdleTimeout, "idle"
+	switch {
+	case c.inData.Load():
+		line, reason = lineDataTimeout, "data too slow"
+	case !c.sessionEnd.IsZero() && !time.Now().Before(c.sessionEnd):
+		line, reason = lineSessionTime, "max_session_time"
+	}
+	c.hungUp.Store(true)
+	sess.srv.log.Info("closing connection: timeout", "listener", string(sess.kind), "remote", sess.remote.String(), "reason", reason)
+	w := sess.conn.Conn() // the TLS connection after STARTTLS
+	w.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(w, line+"\r\n")
+	c.Close()
 }
 
 var httpMethods = []string{"GET ", "POST ", "HEAD ", "PUT ", "DELETE ", "CONNECT ", "OPTIONS ", "PATCH ", "TRACE "}

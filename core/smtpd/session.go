@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -57,6 +58,7 @@ var (
 	replyNeedTLS       = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
 	replyClosed        = reply(554, 5, 5, 0, "Connection closed")
 	replyNoFrom        = reply(550, 5, 6, 0, "Message has no From header field")
+	replyBadHeader     = reply(554, 5, 6, 0, "Malformed header")
 )
 
 // Lines written straight to the client before the connection is closed.
@@ -64,6 +66,9 @@ const (
 	lineBareLF       = "554 5.6.0 Bare CR or LF in message, closing connection"
 	lineTooManyErrs  = "421 4.7.0 Too many errors, closing connection"
 	lineDataTimeout  = "421 4.4.2 Timeout while receiving the message, closing connection"
+	lineTooLong      = "500 5.5.2 Line too long, closing connection"
+	lineIdleTimeout  = "421 4.4.2 Idle timeout, closing connection"
+	lineSessionTime  = "421 4.4.2 Session lasted too long, closing connection"
 	maxHeloLength    = 255
 	transactionField = "smtp"
 )
@@ -91,6 +96,12 @@ type session struct {
 
 	// The current transaction; tx is nil outside one.
 	tx *transaction
+	// dataMu is held by Data. go-smtp calls Data for BDAT in another
+	// goroutine and, when the transfer is cut short (RSET, a read error
+	// or timeout, the connection closing), closes the pipe Data reads and
+	// calls Reset or Logout without waiting for Data to return: they
+	// take dataMu first, so that the transaction has one owner at a time.
+	dataMu sync.Mutex
 
 	// carry holds what the connect hook said that outlasts it (a score,
 	// Junk, quarantine), for every message of the connection.
@@ -124,6 +135,9 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 		nc = tc.NetConn()
 	}
 	if t, ok := nc.(*trackedConn); ok {
+		if t.hungUp.Load() {
+			return nil, replyClosed // a partial EHLO after a timeout
+		}
 		sess.tc = t
 		sess.remote = t.ip
 	} else {
@@ -245,6 +259,13 @@ func (s *session) closeWith(line string) {
 	c.Close()
 }
 
+// hungUp reports whether the connection was closed on the client
+// (closeWith, or a timeout: see trackedConn.timedOut): a command go-smtp
+// still runs is refused unseen.
+func (s *session) hungUp() bool {
+	return s.closed || s.tc != nil && s.tc.hungUp.Load()
+}
+
 // fail counts a rejected command and passes its reply on; past the limit
 // it closes the connection.
 func (s *session) fail(r *smtp.SMTPError) error {
@@ -265,6 +286,8 @@ func (s *session) AuthMechanisms() []string {
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
 	switch {
+	case s.hungUp():
+		return nil, replyClosed
 	case s.kind == KindMX:
 		return nil, s.fail(replyAuthNotHere)
 	case !s.tlsOn:
@@ -329,8 +352,9 @@ func (r saslReplies) Next(resp []byte) ([]byte, bool, error) {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	if s.closed {
-		// Commands the client sent before closeWith, still buffered.
+	if s.hungUp() {
+		// Commands the client sent before closeWith, still buffered,
+		// or a partial one go-smtp runs after a timeout.
 		return replyClosed
 	}
 	if s.srv.closing.Load() {
@@ -382,6 +406,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.hungUp() {
+		return replyClosed
+	}
 	if s.tx == nil {
 		return reply(503, 5, 5, 1, "MAIL first")
 	}
@@ -512,18 +539,24 @@ func storageReply(err error) *smtp.SMTPError {
 }
 
 func (s *session) Data(r io.Reader) error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	if s.tc != nil {
 		s.tc.inData.Store(true)
 		defer s.tc.inData.Store(false)
 	}
 	tx := s.tx
-	if s.closed {
+	if s.hungUp() {
 		return replyClosed
 	}
 	if tx == nil || len(tx.rcpts) == 0 {
 		return reply(503, 5, 5, 1, "No valid recipients")
 	}
-	if _, bdat := r.(*io.PipeReader); !bdat {
+	if _, bdat := r.(*io.PipeReader); bdat && s.tc != nil {
+		// go-smtp reads the chunks; a timeout is answered below it.
+		s.tc.bdat.Store(true)
+		defer s.tc.bdat.Store(false)
+	} else if !bdat {
 		// DATA: read the raw lines (see rawdata.go).
 		if br := connReader(s.conn); br != nil {
 			if br.Buffered() > 0 {
@@ -559,6 +592,7 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 		return nil, s.spoolFailed(id, err)
 	}
 	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops, shapeLimits(&s.srv.cfg.SMTP))
+	dr.maxLine = s.srv.cfg.SMTP.MaxLineLength
 	af := newAuthResultsFilter(ew, s.srv.cfg.Hostname)
 	_, err := io.Copy(af, dr)
 	if err == nil {
@@ -570,6 +604,18 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 			s.finish("554 bare CR or LF; connection closed")
 			s.closeWith(lineBareLF)
 			return nil, reply(554, 5, 6, 0, "Bare CR or LF in message")
+		case errors.Is(err, errTooLongLine), errors.Is(err, smtp.ErrTooLongLine):
+			// RFC 5321 section 4.5.3.1.6 bounds text lines; a 4xx would
+			// have the sender try the same message again and again. As
+			// for a command line, the connection is closed: what follows
+			// cannot be told apart from commands.
+			s.finish("500 line too long; connection closed")
+			s.srv.log.Info("closing connection: line too long in message data", "listener", string(s.kind), "remote", s.remote.String(), "max_line_length", s.srv.cfg.SMTP.MaxLineLength)
+			s.closeWith(lineTooLong)
+			return nil, replyClosed
+		case errors.Is(err, errMalformedHeader):
+			s.finish("554 5.6.0 malformed header")
+			return nil, replyBadHeader
 		case errors.Is(err, errTooManyHops):
 			s.finish("554 5.4.6 too many hops")
 			return nil, replyTooManyHops
@@ -836,9 +882,15 @@ func (s *session) logRejected(cmd, arg string, err error) {
 	s.srv.log.Info("command rejected", "listener", string(s.kind), "remote", s.remote.String(), "cmd", cmd, "arg", sanitize(arg), "err", err)
 }
 
-func (s *session) Reset() { s.finish("reset") }
+func (s *session) Reset() {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	s.finish("reset")
+}
 
 func (s *session) Logout() error {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
 	s.finish("disconnected")
 	if s.tc != nil {
 		s.tc.session.CompareAndSwap(s, nil)

@@ -155,6 +155,10 @@ func TestCheckData(t *testing.T) {
 		{"own and other", nil, nil, "From: alice@example.com, bob@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
 		{"other and own", nil, nil, "From: bob@example.com, alice@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
 		{"two From fields", nil, nil, "From: alice@example.com\nFrom: bob@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
+		// White space before the colon (RFC 5322 section 4.5.3, obsolete
+		// syntax that readers accept) does not hide a field.
+		{"From with space before the colon", nil, nil, "From : bob@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
+		{"second From with tab before the colon", nil, nil, "From: alice@example.com\nFROM\t: bob@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
 		{"group of own addresses", nil, nil, "From: Team: alice@example.com, sales@example.com;\n", sdk.Continue, ""},
 		{"group with another", nil, nil, "From: Team: alice@example.com, bob@example.com;\n", sdk.Reject, reasonHeaderNotAllowed},
 		{"empty group", nil, nil, "From: undisclosed-recipients:;\n", sdk.Reject, reasonHeaderMalformed},

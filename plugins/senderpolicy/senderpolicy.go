@@ -230,9 +230,11 @@ func (s *settings) checkSender(env *sdk.Envelope, code int) (sdk.Verdict, error)
 }
 
 // checkHeader decides on the From and Sender fields of an authenticated
-// user's message.
+// user's message, and on Resent-From and Resent-Sender, which name who
+// resent it (RFC 5322 section 3.6.6). From is checked on a resent message
+// too: it is what mail programs show.
 func (s *settings) checkHeader(msg *sdk.Message) (sdk.Verdict, error) {
-	for _, name := range []string{"From", "Sender"} {
+	for _, name := range []string{"From", "Sender", "Resent-From", "Resent-Sender"} {
 		for _, value := range msg.Header.Values(name) {
 			addrs, err := parseAddressList(value)
 			if err != nil {

@@ -159,6 +159,10 @@ func TestCheckData(t *testing.T) {
 		// syntax that readers accept) does not hide a field.
 		{"From with space before the colon", nil, nil, "From : bob@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
 		{"second From with tab before the colon", nil, nil, "From: alice@example.com\nFROM\t: bob@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
+		// Resent fields name who resent the message (RFC 5322 section
+		// 3.6.6): the user, as for From and Sender.
+		{"resent as another", nil, nil, "From: alice@example.com\nResent-From: bob@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
+		{"resent sender another", nil, nil, "From: alice@example.com\nResent-From: alice@example.com\nResent-Sender: bob@example.com\n", sdk.Reject, reasonHeaderNotAllowed},
 		{"group of own addresses", nil, nil, "From: Team: alice@example.com, sales@example.com;\n", sdk.Continue, ""},
 		{"group with another", nil, nil, "From: Team: alice@example.com, bob@example.com;\n", sdk.Reject, reasonHeaderNotAllowed},
 		{"empty group", nil, nil, "From: undisclosed-recipients:;\n", sdk.Reject, reasonHeaderMalformed},

@@ -218,8 +218,8 @@ func (u *serviceUser) drop() error {
 
 // PermissionProblems lists the files the server trusts that someone other
 // than root and the run_as user (or the user running it) could change: the
-// config file, the plugin directory, the plugin programs of the pipelines,
-// and every directory above them. A directory with the sticky bit (such
+// config file, data_dir, the plugin directory, the plugin programs of the
+// pipelines, and every directory above them. A directory with the sticky bit (such
 // as /tmp) is allowed above them, since others cannot rename or remove
 // what they do not own in it. Start refuses to run when there are any;
 // 'sluice config check' prints them. The error is a run_as user that does
@@ -235,6 +235,9 @@ func PermissionProblems(cfg *config.Config) ([]string, error) {
 	if f := cfg.File(); f != "" {
 		paths = append(paths, f)
 	}
+	// Whoever can replace data_dir, or a directory above it, can give the
+	// server (root while it opens its databases) a directory of their own.
+	paths = append(paths, cfg.DataDir)
 	names := make([]string, 0, len(cfg.Pipelines))
 	for name := range cfg.Pipelines {
 		names = append(names, name)

@@ -106,6 +106,10 @@ func TestStartRefusesWritablePlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, tc := range []struct {
 		path string
@@ -114,6 +118,7 @@ func TestStartRefusesWritablePlugin(t *testing.T) {
 		{prog, 0o757},
 		{plugins, 0o777},
 		{file, 0o666},
+		{data, 0o777},
 	} {
 		if err := os.Chmod(tc.path, tc.mode); err != nil {
 			t.Fatal(err)
@@ -129,8 +134,8 @@ func TestStartRefusesWritablePlugin(t *testing.T) {
 		} else if !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), tc.path) {
 			t.Errorf("%s mode %v: Start = %v, want a refusal naming it", tc.path, tc.mode, err)
 		}
-		if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
-			t.Errorf("%s mode %v: Start created the data directory before refusing", tc.path, tc.mode)
+		if _, err := os.Stat(filepath.Join(data, "queue")); err == nil {
+			t.Errorf("%s mode %v: Start opened the data before refusing", tc.path, tc.mode)
 		}
 		os.Chmod(tc.path, 0o755)
 	}

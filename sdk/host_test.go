@@ -146,7 +146,7 @@ func TestServeRunsUnderAWrapper(t *testing.T) {
 	}
 	defer func() {
 		// Stop the plugin (the shell's child), then the shell.
-		for pid := range procChildren(cmd.Process.Pid) {
+		for pid := range proctest.Children(cmd.Process.Pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		cmd.Process.Kill()
@@ -157,28 +157,7 @@ func TestServeRunsUnderAWrapper(t *testing.T) {
 		t.Fatalf("the plugin's handshake line = %q, %v", line, err)
 	}
 	time.Sleep(1500 * time.Millisecond) // more than one look at the parent
-	if len(procChildren(cmd.Process.Pid)) != 1 {
+	if len(proctest.Children(cmd.Process.Pid)) != 1 {
 		t.Error("the plugin under a wrapper exited")
 	}
-}
-
-// procChildren returns the processes whose parent is pid.
-func procChildren(pid int) map[int]int {
-	kids := map[int]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) && f[0] != "Z" {
-			kids[child] = pid
-		}
-	}
-	return kids
 }

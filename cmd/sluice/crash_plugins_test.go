@@ -5,10 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 // shippedPlugins builds every plugin under plugins/ into a directory of
@@ -21,43 +21,6 @@ var shippedPlugins = sync.OnceValues(func() (string, error) {
 	}
 	return dir, nil
 })
-
-// children returns the processes whose parent is pid, with their
-// executables.
-func children(pid int) map[int]string {
-	kids := map[int]string{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if state, ppid := procStat(child); ppid == pid && state != "Z" {
-			exe, _ := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-			kids[child] = exe
-		}
-	}
-	return kids
-}
-
-// procStat returns a process's state letter and parent from
-// /proc/PID/stat; "" and 0 when it is gone.
-func procStat(pid int) (string, int) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", 0
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return "", 0
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return "", 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return f[0], ppid
-}
 
 // A crash of the server does not become an outage: after SIGKILL with
 // every shipped plugin running (two spam stages with their databases
@@ -116,7 +79,7 @@ pipelines:
 		}
 	}
 	server := in.cmd.Process.Pid
-	old := children(server)
+	old := proctest.Children(server)
 	if len(old) != stages {
 		t.Fatalf("the server runs %d plugin processes, want %d: %v", len(old), stages, old)
 	}
@@ -125,11 +88,11 @@ pipelines:
 	in.start() // within seconds: kill waits only for the server itself
 
 	for pid, exe := range old {
-		if state, ppid := procStat(pid); state != "" && state != "Z" && ppid != in.cmd.Process.Pid {
+		if state, ppid := proctest.Stat(pid); state != "" && state != "Z" && ppid != in.cmd.Process.Pid {
 			t.Errorf("plugin %d (%s) of the killed server still runs (parent %d)", pid, exe, ppid)
 		}
 	}
-	if n := len(children(in.cmd.Process.Pid)); n != stages {
+	if n := len(proctest.Children(in.cmd.Process.Pid)); n != stages {
 		t.Errorf("the restarted server runs %d plugin processes, want %d", n, stages)
 	}
 	in.stop()

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/sluice-mail/sluice/configs"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 // devInstance is an instance running the shipped configs/dev.yaml, with
@@ -313,7 +314,7 @@ func TestIntegrationRunAsUnknownUser(t *testing.T) {
 // childPIDs returns the IDs of the live child processes of pid.
 func childPIDs(pid int) []int {
 	var out []int
-	for k := range children(pid) {
+	for k := range proctest.Children(pid) {
 		out = append(out, k)
 	}
 	return out
@@ -504,7 +505,7 @@ func TestIntegrationPluginUser(t *testing.T) {
 	in.kill()
 	for _, pid := range append(before, launcher) {
 		waitFor(t, fmt.Sprintf("process %d gone after the server's SIGKILL", pid), func() (bool, string) {
-			state, _ := procStat(pid)
+			state, _ := proctest.Stat(pid)
 			return state == "" || state == "Z", state
 		})
 	}

@@ -95,7 +95,7 @@ func Find(mark string) []Proc {
 		if err != nil || !hasVar(env, want) {
 			continue
 		}
-		state, ppid := stat(pid)
+		state, ppid := Stat(pid)
 		if state == "Z" || state == "X" || state == "" {
 			continue
 		}
@@ -114,9 +114,27 @@ func hasVar(environ, kv []byte) bool {
 	return false
 }
 
-// stat returns a process's state letter and parent's ID from
+// Children returns the live (not zombie) processes whose parent is pid,
+// each with its executable's path.
+func Children(pid int) map[int]string {
+	kids := map[int]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if state, ppid := Stat(child); ppid == pid && state != "Z" {
+			exe, _ := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+			kids[child] = exe
+		}
+	}
+	return kids
+}
+
+// Stat returns a process's state letter and parent's ID from
 // /proc/PID/stat ("" if it is gone).
-func stat(pid int) (string, int) {
+func Stat(pid int) (string, int) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return "", 0

@@ -235,13 +235,10 @@ func (s *launcherServer) start(req launcherMsg, fds []int) error {
 		os.RemoveAll(sockDir)
 		return fmt.Errorf("pluginhost: launcher: %w", err)
 	}
-	env := slices.DeleteFunc(slices.Clone(req.Env), func(kv string) bool {
-		return strings.HasPrefix(kv, "PLUGIN_UNIX_SOCKET_DIR=") || strings.HasPrefix(kv, "PLUGIN_UNIX_SOCKET_GROUP=")
-	})
 	cmd := &exec.Cmd{
 		Path:   req.Path,
 		Args:   []string{req.Path},
-		Env:    append(env, "PLUGIN_UNIX_SOCKET_DIR="+sockDir),
+		Env:    launchedEnv(req.Env, sockDir),
 		Stdin:  files[0],
 		Stdout: files[1],
 		Stderr: files[2],
@@ -274,6 +271,18 @@ func (s *launcherServer) start(req launcherMsg, fds []int) error {
 		s.send(msg)
 	}()
 	return nil
+}
+
+// launchedEnv returns the environment of a plugin the launcher starts:
+// the one the server asked for, with the launcher's own socket directory,
+// and without the dynamic loader's variables (LD_PRELOAD and the like),
+// by which an unprivileged server could otherwise run code of its choice
+// as the plugin user.
+func launchedEnv(env []string, sockDir string) []string {
+	env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		return strings.HasPrefix(kv, "PLUGIN_UNIX_SOCKET_DIR=") || strings.HasPrefix(kv, "PLUGIN_UNIX_SOCKET_GROUP=") || strings.HasPrefix(kv, "LD_")
+	})
+	return append(env, "PLUGIN_UNIX_SOCKET_DIR="+sockDir)
 }
 
 // allowed checks that path is a program of the config, with its checksum.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -171,5 +172,15 @@ func TestLauncherStartsAsPluginUser(t *testing.T) {
 	p.Close()
 	if alive(pid) {
 		t.Errorf("plugin %d alive after Close", pid)
+	}
+}
+
+// The launcher keeps the socket directory its own and drops the dynamic
+// loader's variables from the environment the server asks for.
+func TestLaunchedEnv(t *testing.T) {
+	got := launchedEnv([]string{"PATH=/bin", "LD_PRELOAD=/tmp/evil.so", "LD_LIBRARY_PATH=/tmp", "PLUGIN_UNIX_SOCKET_DIR=/tmp/other", "PLUGIN_UNIX_SOCKET_GROUP=0", "SLUICE_HOST_PID=7"}, "/run/x")
+	want := []string{"PATH=/bin", "SLUICE_HOST_PID=7", "PLUGIN_UNIX_SOCKET_DIR=/run/x"}
+	if !slices.Equal(got, want) {
+		t.Errorf("launchedEnv = %q, want %q", got, want)
 	}
 }

@@ -372,9 +372,6 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	return out
 }
 
-// SMTP returns the SMTP server, for tests that need its addresses.
-func (s *Server) SMTP() *smtpd.Server { return s.smtp }
-
 // POP3 returns the POP3 server, or nil when no POP3 listener is
 // configured.
 func (s *Server) POP3() *pop3d.Server { return s.pop3 }

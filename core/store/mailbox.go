@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -242,5 +241,3 @@ func (s *Store) Messages(mailboxID uint64) ([]Message, error) {
 	})
 	return out, err
 }
-
-var errStop = errors.New("stop")

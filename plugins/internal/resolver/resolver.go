@@ -54,24 +54,5 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &dnsErr) && dnsErr.IsNotFound
 }
 
-// IsTemporary reports whether err is a DNS failure that may pass: a
-// timeout or a server failure. Such failures must never become a permanent
-// decision about a message.
-func IsTemporary(err error) bool {
-	if err == nil || IsNotFound(err) {
-		return false
-	}
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) {
-		return dnsErr.IsTimeout || dnsErr.IsTemporary || !dnsErr.IsNotFound
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || isTimeout(err)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // DefaultTimeout bounds one DNS lookup when the configuration sets none.
 const DefaultTimeout = 5 * time.Second

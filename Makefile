@@ -7,13 +7,17 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 PLUGINS   := $(notdir $(wildcard plugins/*))
 FUZZTIME  ?= 30s
+# Build tags: 'make build TAGS=pprof' makes a sluice that serves
+# net/http/pprof on the address in SLUICE_PPROF (loopback only), for profiling; the
+# default build does not contain the profiler.
+TAGS      ?=
 
 .PHONY: all build run test test-deps lint fuzz bench proto clean
 
 all: build
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/sluice ./cmd/sluice
+	$(GO) build -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN)/sluice ./cmd/sluice
 	@for p in $(PLUGINS); do \
 		if [ -f plugins/$$p/main.go ]; then $(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; fi; \
 	done

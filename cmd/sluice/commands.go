@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
-	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -169,10 +167,10 @@ func serve(c *ctx) error {
 		debug.SetGCPercent(400)
 	}
 	log := server.NewLogger(cfg.Log, c.stderr)
-	if addr := os.Getenv("SLUICE_PPROF"); addr != "" {
-		// For profiling in development: net/http/pprof on this address
-		// (keep it on loopback).
-		go func() { log.Warn("pprof stopped", "err", http.ListenAndServe(addr, nil)) }()
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		if err := startPprof(addr, log); err != nil {
+			return err
+		}
 	}
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: "+w.Msg, "file", w.File, "line", w.Line, "key", w.Key)

@@ -17,9 +17,12 @@ TAGS      ?=
 all: build
 
 build:
-	$(GO) build -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN)/sluice ./cmd/sluice
+	$(GO) build $(if $(TAGS),-tags "$(TAGS)") -ldflags "$(LDFLAGS)" -o $(BIN)/sluice ./cmd/sluice
 	@for p in $(PLUGINS); do \
-		if [ -f plugins/$$p/main.go ]; then $(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; fi; \
+		if [ -f plugins/$$p/main.go ]; then \
+			echo "$(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p"; \
+			$(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; \
+		fi; \
 	done
 
 run: build

@@ -56,8 +56,6 @@ package pluginhost
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -291,21 +289,10 @@ func (s *launcherServer) allowed(path string) error {
 	if i < 0 {
 		return fmt.Errorf("pluginhost: launcher: %s is not a plugin the configuration named when sluice started (restart sluice to add a plugin)", path)
 	}
-	want := s.cfg.Plugins[i].SHA256
-	if want == "" {
-		return nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("pluginhost: launcher: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return fmt.Errorf("pluginhost: launcher: %w", err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, want) {
-		return fmt.Errorf("pluginhost: launcher: %s: checksums did not match", path)
+	if want := s.cfg.Plugins[i].SHA256; want != "" {
+		if err := checkSum(path, want); err != nil {
+			return fmt.Errorf("pluginhost: launcher: %w", err)
+		}
 	}
 	return nil
 }

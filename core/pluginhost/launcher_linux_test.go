@@ -71,7 +71,7 @@ func TestLauncherRefuses(t *testing.T) {
 	for _, tc := range []struct{ path, state, want string }{
 		{"/bin/sh", "", "is not a plugin the configuration named"},
 		{faultyBin + "/../faulty", "", "is not a plugin the configuration named"},
-		{"/bin/true", "", "checksums did not match"},
+		{"/bin/true", "", "checksum mismatch: the config says sha256 0000"},
 		{faultyBin, "/etc", "is not a state directory"},
 		{faultyBin, filepath.Join(base, "a", "b"), "is not a state directory"},
 		{faultyBin, filepath.Join(base, "link"), "state directory"},

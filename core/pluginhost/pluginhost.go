@@ -34,6 +34,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -200,6 +201,11 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 		if err != nil {
 			return fmt.Errorf("pluginhost: stage %s: bad sha256: %w", p.spec.Stage, err)
 		}
+		// Checked here to say both sums; go-plugin checks again as it
+		// starts the program.
+		if err := checkSum(p.spec.Path, p.spec.SHA256); err != nil {
+			return fmt.Errorf("pluginhost: stage %s: %w", p.spec.Stage, err)
+		}
 		cfg.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
 	client := plugin.NewClient(cfg)
@@ -244,6 +250,24 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	p.client, p.remote, p.started = client, remote, time.Now()
 	p.gen++
 	p.log.Info("plugin started", "plugin", info.Name, "version", info.Version, "hooks", strings.Join(info.Hooks, ","), "path", p.spec.Path)
+	return nil
+}
+
+// checkSum checks that the SHA-256 of the program at path is want (hex),
+// and says both sums when it is not.
+func checkSum(path, want string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, want) {
+		return fmt.Errorf("checksum mismatch: the config says sha256 %s, %s has %s", strings.ToLower(want), path, got)
+	}
 	return nil
 }
 

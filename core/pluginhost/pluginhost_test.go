@@ -127,7 +127,7 @@ func TestChecksumAndRefusal(t *testing.T) {
 		p.Close()
 	}
 	wrong := strings.Repeat("ab", 32)
-	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: wrong}, fast, testLog(t)); err == nil || !strings.Contains(err.Error(), "checksum") {
+	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, SHA256: wrong}, fast, testLog(t)); err == nil || !strings.Contains(err.Error(), "checksum mismatch: the config says sha256 "+wrong+", "+faultyBin+" has "+hex.EncodeToString(sum[:])) {
 		t.Errorf("Start with a wrong checksum = %v", err)
 	}
 	if _, err := Start(context.Background(), Spec{Stage: "s", Path: faultyBin, Config: []byte(`{"refuse":true}`)}, fast, testLog(t)); err == nil || !strings.Contains(err.Error(), "configuration refused: refused as asked") {

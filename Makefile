@@ -56,6 +56,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckHeader$$' -fuzztime $(FUZZTIME) ./plugins/senderpolicy
 	$(GO) test -run '^$$' -fuzz '^FuzzSign$$' -fuzztime $(FUZZTIME) ./plugins/dkim-sign
 	$(GO) test -run '^$$' -fuzz '^FuzzReadHeader$$' -fuzztime $(FUZZTIME) ./plugins/dkim-sign
+	$(GO) test -run '^$$' -fuzz '^FuzzView$$' -fuzztime $(FUZZTIME) ./core/mimelimit
+	$(GO) test -run '^$$' -fuzz '^FuzzBodyStructure$$' -fuzztime $(FUZZTIME) ./core/imapd
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTags$$' -fuzztime $(FUZZTIME) ./plugins/internal/mailauth
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRecord$$' -fuzztime $(FUZZTIME) ./plugins/internal/mailauth
+	$(GO) test -run '^$$' -fuzz '^FuzzFromDomain$$' -fuzztime $(FUZZTIME) ./plugins/internal/mailauth
 
 bench: build
 	@.ci/deps.sh bench

@@ -84,13 +84,20 @@ func ParseHeader(r *bufio.Reader) (Header, error) {
 
 // fieldName splits a header line into its field name, without the white
 // space that may follow it, and what follows the colon. ok is false when
-// the line is not a field: no colon, or a name that is empty or has
-// white space inside it.
+// the line is not a field: no colon, or a name that is empty or has a
+// character other than printable US-ASCII (RFC 5322 section 2.2) in it.
+// The SMTP server refuses messages with such lines in their header, by the
+// same rule.
 func fieldName(line []byte) (name, value []byte, ok bool) {
 	name, value, ok = bytes.Cut(line, []byte(":"))
 	name = bytes.TrimRight(name, " \t")
-	if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t") {
+	if !ok || len(name) == 0 {
 		return nil, nil, false
+	}
+	for _, c := range name {
+		if c < 33 || c > 126 {
+			return nil, nil, false
+		}
 	}
 	return name, value, true
 }

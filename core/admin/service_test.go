@@ -219,6 +219,9 @@ var adminCases = []adminCase{
 			t.Errorf("user %+v", u)
 		}
 	}},
+	// A negative quota is refused, as by user.set-quota; it used to give
+	// the default quota without a word.
+	{name: "user.add negative quota", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Quota: i64(-1)}, code: CodeInvalid, msg: "admin: negative quota"},
 	{name: "user.add quota as text", method: "user.add", params: raw(`{"address":"alice@example.test","password":"pw","quota":"10M"}`), code: CodeInvalid, msg: "admin: bad parameters"},
 	{name: "user.add quota not whole", method: "user.add", params: raw(`{"address":"alice@example.test","password":"pw","quota":1.5}`), code: CodeInvalid, msg: "admin: bad parameters"},
 	{name: "user.add with alternate", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Alternate: "alice@remote.test"}, check: func(t *testing.T, e *env, res json.RawMessage) {

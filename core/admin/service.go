@@ -811,7 +811,7 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 	if p.User != "" && s.Store != nil {
 		addrs, err := s.Store.SenderAddresses(p.User)
 		if err != nil {
-			return nil, fmt.Errorf("user %s: %w", p.User, err)
+			return nil, fmt.Errorf("admin: user %s: %w", p.User, err)
 		}
 		env.AuthAddresses = addrs
 	}

@@ -599,7 +599,7 @@ var adminCases = []adminCase{
 	}},
 	{name: "pipeline.test unknown user", setup: func(e *env) { withPipelines(e) }, method: "pipeline.test", paramsFn: func(e *env) any {
 		return PipelineTestParams{Path: e.file("a.eml", testMessage), Pipeline: "outbound", User: "nobody@example.test"}
-	}, code: CodeNotFound, msg: "nobody@example.test"},
+	}, code: CodeNotFound, msg: "admin: user nobody@example.test: "},
 	{name: "pipeline.test directory", setup: func(e *env) { withPipelines(e) }, method: "pipeline.test", paramsFn: func(e *env) any {
 		return PipelineTestParams{Path: e.dir}
 	}, code: CodeInvalid, msg: "is not a regular file"},

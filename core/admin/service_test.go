@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -121,6 +122,24 @@ func wantRaw(t *testing.T, res json.RawMessage, want string) {
 	if string(res) != want {
 		t.Errorf("result %s, want %s", res, want)
 	}
+}
+
+// orphan writes a message file no record refers to in e's store and
+// returns its path; with a nil e, it returns the path relative to the
+// environment's directory.
+func orphan(e *env) string {
+	rel := filepath.Join("store", "blobs", "abcd", "ef", "abcdef0123456789")
+	if e == nil {
+		return rel
+	}
+	p := filepath.Join(e.dir, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("Subject: lost\r\n\r\n"), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
 }
 
 func deliver(e *env, user store.User, subject string) {
@@ -521,21 +540,31 @@ var adminCases = []adminCase{
 	// queue.bounce
 	{name: "queue.bounce", setup: func(e *env) { e.id = e.enqueue("a@remote.test", queue.StatusActive, "b@one.test", "c@one.test") }, method: "queue.bounce", paramsFn: func(e *env) any { return QueueParams{ID: e.id, Reason: "no such host"} }, check: func(t *testing.T, e *env, res json.RawMessage) {
 		wantRaw(t, res, `{"count":2}`)
+		// Every recipient failed: the message is gone, and a DSN that
+		// names both recipients and the reason goes to the sender.
+		if _, err := e.q.Get(e.id); !errors.Is(err, queue.ErrNotFound) {
+			t.Errorf("bounced message: %v", err)
+		}
 		all, _ := e.q.List(queue.Filter{})
-		var dsns int
-		for _, m := range all {
-			if m.ID == e.id {
-				for _, r := range m.Rcpts {
-					if r.State != queue.StateFailed || !strings.Contains(r.LastError, "no such host") {
-						t.Errorf("recipient %+v", r)
-					}
-				}
-			} else if m.From == "" && len(m.Rcpts) == 1 && m.Rcpts[0].Addr == "a@remote.test" {
-				dsns++
+		if len(all) != 1 || all[0].From != "" || len(all[0].Rcpts) != 1 || all[0].Rcpts[0].Addr != "a@remote.test" {
+			t.Fatalf("queue after bounce: %+v", all)
+		}
+		f, err := e.q.OpenBody(all[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		body, _ := io.ReadAll(f)
+		for _, want := range []string{"b@one.test", "c@one.test", "no such host"} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("the DSN does not mention %q:\n%s", want, body)
 			}
 		}
-		if dsns != 1 {
-			t.Errorf("%d DSNs to the sender in the queue, want 1", dsns)
+	}},
+	{name: "queue.bounce a DSN", setup: func(e *env) { e.id = e.enqueue("", queue.StatusActive, "b@one.test") }, method: "queue.bounce", paramsFn: func(e *env) any { return QueueParams{ID: e.id} }, check: func(t *testing.T, e *env, res json.RawMessage) {
+		wantRaw(t, res, `{"count":1}`)
+		if all, _ := e.q.List(queue.Filter{}); len(all) != 0 {
+			t.Errorf("bouncing a DSN left %d messages in the queue: %+v", len(all), all)
 		}
 	}},
 	{name: "queue.bounce unknown ID", method: "queue.bounce", params: QueueParams{ID: "0123456789abcdef"}, code: CodeNotFound, msg: "0123456789abcdef"},
@@ -545,6 +574,26 @@ var adminCases = []adminCase{
 	{name: "verify", setup: func(e *env) { deliver(e, e.user("alice@example.test"), "hi") }, method: "verify", check: func(t *testing.T, e *env, res json.RawMessage) {
 		if v := unmarshal[VerifyResult](t, res); v.Store.Messages != 1 || v.Store.Files != 1 || v.Store.OrphanFiles != nil || v.Store.MissingFiles != nil {
 			t.Errorf("verify %+v", v)
+		}
+	}},
+
+	{name: "verify removes an orphan file", setup: func(e *env) { orphan(e) }, method: "verify", check: func(t *testing.T, e *env, res json.RawMessage) {
+		if v := unmarshal[VerifyResult](t, res); len(v.Store.OrphanFiles) != 1 {
+			t.Errorf("verify %+v", v)
+		}
+		if _, err := os.Stat(filepath.Join(e.dir, orphan(nil))); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("orphan file after verify: %v", err)
+		}
+	}},
+	{name: "verify beside a running server keeps a young file", setup: func(e *env) {
+		e.svc.Started = time.Now()
+		orphan(e)
+	}, method: "verify", check: func(t *testing.T, e *env, res json.RawMessage) {
+		if v := unmarshal[VerifyResult](t, res); len(v.Store.OrphanFiles) != 0 || v.Store.Files != 1 {
+			t.Errorf("verify %+v", v)
+		}
+		if _, err := os.Stat(filepath.Join(e.dir, orphan(nil))); err != nil {
+			t.Errorf("young file after verify: %v", err)
 		}
 	}},
 

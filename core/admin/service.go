@@ -273,7 +273,8 @@ type UserAddParams struct {
 	Address   string `json:"address"`
 	Password  string `json:"password"`
 	Alternate string `json:"alternate,omitempty"`
-	// Quota in bytes; nil means the configured default, 0 none.
+	// Quota in bytes; nil means the configured default, 0 none; a
+	// negative quota is refused.
 	Quota *int64 `json:"quota,omitempty"`
 }
 
@@ -298,6 +299,9 @@ func (s *Service) userAdd(ctx context.Context, raw json.RawMessage) (any, error)
 	}
 	if p.Password == "" {
 		return nil, &Error{Code: CodeInvalid, Message: "admin: a password is required"}
+	}
+	if p.Quota != nil && *p.Quota < 0 {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: negative quota"}
 	}
 	hash, err := auth.HashPassword(p.Password)
 	if err != nil {
@@ -807,7 +811,7 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 	if p.User != "" && s.Store != nil {
 		addrs, err := s.Store.SenderAddresses(p.User)
 		if err != nil {
-			return nil, fmt.Errorf("user %s: %w", p.User, err)
+			return nil, fmt.Errorf("admin: user %s: %w", p.User, err)
 		}
 		env.AuthAddresses = addrs
 	}

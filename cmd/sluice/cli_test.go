@@ -173,9 +173,9 @@ func TestUserRemoveConfirm(t *testing.T) {
 	if out, _, _ := runCLI("", append([]string{"user", "ls"}, dd...)...); !strings.Contains(out, "alice@corp.test") {
 		t.Errorf("user ls after user rm was refused: got %q, want alice still there", out)
 	}
-	mustRun("y\n", "removed alice@corp.test and their mail (0 messages, 0, in 6 folders)\n", "user", "rm", "alice@corp.test")
+	mustRun("y\n", "removed alice@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "alice@corp.test")
 	stdinIsTerminal = func() bool { return false }
 	mustRun("pw\n", "added bob@corp.test\n", "user", "add", "bob@corp.test", "--password-stdin")
-	mustRun("", "removed bob@corp.test and their mail (0 messages, 0, in 6 folders)\n", "user", "rm", "bob@corp.test", "--yes")
+	mustRun("", "removed bob@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "bob@corp.test", "--yes")
 	mustRun("", "removed domain corp.test\n", "domain", "rm", "corp.test")
 }

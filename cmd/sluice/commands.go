@@ -380,7 +380,11 @@ func userRemove(c *ctx) error {
 		msgs += int64(mb.Messages)
 		size += mb.Size
 	}
-	mail := fmt.Sprintf("%s, %s, in %s", plural(msgs, "message"), humanSize(size), plural(int64(len(mbs)), "folder"))
+	sizeText := humanSize(size)
+	if size < 1<<10 {
+		sizeText = plural(size, "byte")
+	}
+	mail := fmt.Sprintf("%s, %s, in %s", plural(msgs, "message"), sizeText, plural(int64(len(mbs)), "folder"))
 	if !c.boolFlag("yes") {
 		if err := c.confirm(fmt.Sprintf("Remove %s and all their mail (%s)?", addr, mail)); err != nil {
 			return fmt.Errorf("user rm %s deletes all their mail (%s): %w", addr, mail, err)

@@ -107,7 +107,7 @@ var cliSequence = []cliStep{
 	step("queue", "ls", "--json"),
 
 	fails("add --yes", "user", "rm", "bob@corp.test"),
-	says("removed bob@corp.test and their mail (0 messages, 0, in 6 folders)\n", "user", "rm", "bob@corp.test", "--yes"),
+	says("removed bob@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "bob@corp.test", "--yes"),
 	fails("not found", "user", "rm", "bob@corp.test", "--yes"),
 	fails("still has users or aliases", "domain", "rm", "corp.test"),
 	step("alias", "rm", "@corp.test"),
@@ -462,5 +462,29 @@ func TestIntegrationConfigCheck(t *testing.T) {
 	}
 	if _, errOut, code := in.cliCode("", "config", "example", "nope"); code != 1 || !strings.Contains(errOut, "dev, gateway, standalone") {
 		t.Errorf("config example nope: got exit %d, stderr %q, want 1 and the list of examples", code, errOut)
+	}
+}
+
+// TestIntegrationCLIUserRmWithMail: user rm of a user with mail refuses
+// without a terminal to ask on and without --yes, says how much mail is at
+// stake, keeps it; with --yes it removes the user and says what went.
+func TestIntegrationCLIUserRmWithMail(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "swaks")
+	in := newIntegration(t, "")
+	in.start()
+	in.addUser("bob@example.test", "pw")
+	if r := swaks(t, in.mx, "--from", "carol@sender.test", "--to", "bob@example.test", "--header", "Subject: keep me"); r.code != 0 {
+		t.Fatalf("swaks: exit %d\n%s", r.code, r.out)
+	}
+	in.waitMsgs("bob@example.test", 1)
+	out, errOut, code := in.cliCode("y\n", "user", "rm", "bob@example.test")
+	if code != 1 || out != "" || !strings.Contains(errOut, "(1 message, ") || !strings.Contains(errOut, "--yes") {
+		t.Errorf("user rm without a terminal or --yes: got exit %d, stdout %q, stderr %q; want exit 1, the mail at stake and a word about --yes", code, out, errOut)
+	}
+	in.waitMsgs("bob@example.test", 1)
+	out, errOut, code = in.cliCode("", "user", "rm", "--yes", "bob@example.test")
+	if code != 0 || !strings.HasPrefix(out, "removed bob@example.test and their mail (1 message, ") || errOut != "" {
+		t.Errorf("user rm --yes: got exit %d, stdout %q, stderr %q; want 0 and what was removed", code, out, errOut)
 	}
 }

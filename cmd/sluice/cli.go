@@ -50,14 +50,10 @@ type ctx struct {
 	stdin      io.Reader
 }
 
-func (c command) run(args []string) int {
-	return c.runWith(args, os.Stdin, os.Stdout, os.Stderr)
-}
-
-func (c command) runWith(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cx := &ctx{stdout: stdout, stderr: stderr, stdin: stdin}
+// newFlagSet makes the command's flag set, the common flags and its own,
+// storing into cx. Its Usage prints to its output.
+func (c command) newFlagSet(cx *ctx) *flag.FlagSet {
 	fs := flag.NewFlagSet("sluice", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cx.configPath, "c", defaultConfig, "config `file`")
 	fs.StringVar(&cx.configPath, "config", defaultConfig, "config `file`")
 	fs.StringVar(&cx.dataDir, "data-dir", "", "use this data `directory` instead of the config's data_dir")
@@ -66,15 +62,34 @@ func (c command) runWith(args []string, stdin io.Reader, stdout, stderr io.Write
 		c.setup(fs)
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: sluice %s [flags]\n\n%s\n\nflags:\n", c.args, c.help)
+		fmt.Fprintf(fs.Output(), "usage: sluice %s [flags]\n\n%s\n\nflags:\n", c.args, c.help)
 		fs.PrintDefaults()
 	}
+	return fs
+}
+
+// printUsage prints the command's usage and flags to w.
+func (c command) printUsage(w io.Writer) {
+	fs := c.newFlagSet(&ctx{})
+	fs.SetOutput(w)
+	fs.Usage()
+}
+
+func (c command) runWith(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cx := &ctx{stdout: stdout, stderr: stderr, stdin: stdin}
+	fs := c.newFlagSet(cx)
+	// What the flag package prints goes to stdout when help was asked
+	// for (exit 0), to stderr for a usage error (exit 2).
+	var flagOut strings.Builder
+	fs.SetOutput(&flagOut)
 	cx.fs = fs
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		return 2
+		io.WriteString(stdout, flagOut.String())
+		return 0
 	}
 	if err != nil {
+		io.WriteString(stderr, flagOut.String())
 		return 2
 	}
 	if len(pos) < c.min || (c.max >= 0 && len(pos) > c.max) {
@@ -256,7 +271,7 @@ func usage(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, n := range names {
 		if c, ok := commands[n]; ok {
-			fmt.Fprintf(tw, "  %s\t%s\n", c.args, firstLine(c.help))
+			fmt.Fprintf(tw, "  %s\t%s\n", c.args, summary(c.help))
 			continue
 		}
 		g := groups[n]
@@ -266,15 +281,15 @@ func usage(w io.Writer) {
 		}
 		sort.Strings(subs)
 		for _, s := range subs {
-			fmt.Fprintf(tw, "  %s\t%s\n", g[s].args, firstLine(g[s].help))
+			fmt.Fprintf(tw, "  %s\t%s\n", g[s].args, summary(g[s].help))
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nEvery command takes -c FILE (default %s) and --data-dir DIR.\nListings take --json.\n", defaultConfig)
+	fmt.Fprintf(w, "\nEvery command takes -c FILE (default %s) and --data-dir DIR, before or after\nthe command. Listings take --json. 'sluice help COMMAND' or 'sluice COMMAND --help'\nshows a command's flags; 'sluice --version' the version.\n", defaultConfig)
 }
 
 func groupUsage(w io.Writer, name string, g map[string]command) {
-	fmt.Fprintf(w, "usage: sluice %s COMMAND\n\n", name)
+	fmt.Fprintf(w, "usage: sluice %s COMMAND [ARGS] [flags]\n\n", name)
 	var subs []string
 	for s := range g {
 		subs = append(subs, s)
@@ -282,12 +297,40 @@ func groupUsage(w io.Writer, name string, g map[string]command) {
 	sort.Strings(subs)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, s := range subs {
-		fmt.Fprintf(tw, "  %s\t%s\n", g[s].args, firstLine(g[s].help))
+		fmt.Fprintf(tw, "  %s\t%s\n", g[s].args, summary(g[s].help))
 	}
 	tw.Flush()
+	fmt.Fprintf(w, "\n'sluice help %s COMMAND' shows a command's flags.\n", name)
 }
 
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
+// summary is the first sentence of a command's help, for the lists of
+// commands: the help's lines up to the first that ends a sentence.
+func summary(help string) string {
+	var out []string
+	for _, line := range strings.Split(help, "\n") {
+		out = append(out, line)
+		if strings.HasSuffix(line, ".") || strings.HasSuffix(line, ".)") {
+			break
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// stdinIsTerminal reports whether the process's stdin is a terminal, to
+// ask on; tests replace it.
+var stdinIsTerminal = func() bool { return term.IsTerminal(int(os.Stdin.Fd())) }
+
+// confirm asks question on the terminal and returns nil for a yes. Without
+// a terminal to ask on it returns an error that names the --yes flag.
+func (c *ctx) confirm(question string) error {
+	if !stdinIsTerminal() {
+		return errors.New("stdin is not a terminal to ask for confirmation on: add --yes to go ahead")
+	}
+	fmt.Fprintf(c.stderr, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(c.stdin).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return nil
+	}
+	return errors.New("not confirmed; nothing was changed")
 }

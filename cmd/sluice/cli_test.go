@@ -1,6 +1,7 @@
 package main
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -32,17 +33,149 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-func TestMoveLeadingFlags(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"-c x.yaml user add a@b", "user add -c x.yaml a@b"},
-		{"--data-dir d --json queue ls", "queue ls --data-dir d --json"},
-		{"serve -c x", "serve -c x"},
-		{"-c x.yaml serve", "serve -c x.yaml"},
-		{"-c", "-c"},
+func TestSplitCommandLine(t *testing.T) {
+	tests := []struct{ in, words, lead, rest string }{
+		{"-c x.yaml user add a@b", "user add", "-c x.yaml", "a@b"},
+		{"--data-dir d --json queue ls", "queue ls", "--data-dir d --json", ""},
+		{"serve -c x", "serve", "", "-c x"},
+		{"-c x.yaml serve", "serve", "-c x.yaml", ""},
+		{"-c", "", "-c", ""},
+		{"-c x.yaml spam", "spam", "-c x.yaml", ""},
+		{"spam -c x.yaml train --spam d", "spam train", "-c x.yaml", "--spam d"},
+		{"user --config=x.yaml rm a@b --yes", "user rm", "--config=x.yaml", "a@b --yes"},
+		{"help user add", "help user add", "", ""},
+		{"help serve -c x", "help serve", "", "-c x"},
+		{"--version", "", "--version", ""},
+		{"-- user ls", "", "", "-- user ls"},
 	}
 	for _, tt := range tests {
-		if got := strings.Join(moveLeadingFlags(strings.Fields(tt.in)), " "); got != tt.want {
-			t.Errorf("moveLeadingFlags(%q) = %q, want %q", tt.in, got, tt.want)
+		w, l, r := splitCommandLine(strings.Fields(tt.in))
+		if got := [3]string{strings.Join(w, " "), strings.Join(l, " "), strings.Join(r, " ")}; got != [3]string{tt.words, tt.lead, tt.rest} {
+			t.Errorf("splitCommandLine(%q): got words %q, lead %q, rest %q; want %q, %q, %q", tt.in, got[0], got[1], got[2], tt.words, tt.lead, tt.rest)
 		}
 	}
+}
+
+// runCLI runs a command line through the CLI's entry point.
+func runCLI(stdin string, args ...string) (stdout, stderr string, code int) {
+	var out, errOut strings.Builder
+	code = runIO(args, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// TestHelpAndVersion: asking for help, at any level and in the ways git,
+// kubectl and go know, prints it to stdout with exit 0; --version works.
+func TestHelpAndVersion(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // in stdout
+	}{
+		{[]string{"--version"}, "sluice " + version + "\n"},
+		{[]string{"-version"}, "sluice " + version + "\n"},
+		{[]string{"version"}, "sluice " + version + "\n"},
+		{[]string{"help"}, "usage: sluice COMMAND"},
+		{[]string{"--help"}, "usage: sluice COMMAND"},
+		{[]string{"-h"}, "usage: sluice COMMAND"},
+		{[]string{"help", "user"}, "usage: sluice user COMMAND"},
+		{[]string{"user", "--help"}, "usage: sluice user COMMAND"},
+		{[]string{"user", "-h"}, "usage: sluice user COMMAND"},
+		{[]string{"user", "help"}, "usage: sluice user COMMAND"},
+		{[]string{"--help", "user"}, "usage: sluice user COMMAND"},
+		{[]string{"help", "user", "add"}, "usage: sluice user add ADDRESS [flags]"},
+		{[]string{"user", "help", "add"}, "usage: sluice user add ADDRESS [flags]"},
+		{[]string{"user", "add", "--help"}, "-password-stdin"},
+		{[]string{"user", "add", "-h"}, "usage: sluice user add ADDRESS [flags]"},
+		{[]string{"-c", "x.yaml", "user", "rm", "--help"}, "-yes"},
+		{[]string{"help", "serve"}, "usage: sluice serve [flags]"},
+		{[]string{"serve", "--help"}, "usage: sluice serve [flags]"},
+		{[]string{"queue", "flush", "--help"}, "-domain"},
+	} {
+		out, errOut, code := runCLI("", tt.args...)
+		if code != 0 || !strings.Contains(out, tt.want) || errOut != "" {
+			t.Errorf("sluice %s: got exit %d, stdout %q, stderr %q; want exit 0, stdout with %q, no stderr", strings.Join(tt.args, " "), code, out, errOut, tt.want)
+		}
+	}
+	for _, args := range [][]string{{"help", "nope"}, {"help", "user", "nope"}, {"user", "add", "--nope"}} {
+		if out, errOut, code := runCLI("", args...); code != 2 || out != "" || errOut == "" {
+			t.Errorf("sluice %s: got exit %d, stdout %q, stderr %q; want exit 2 and the usage on stderr", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+}
+
+// TestFlagsBeforeSubcommand: the common flags may come before a group's
+// subcommand, or before the group with no subcommand.
+func TestFlagsBeforeSubcommand(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "none.yaml")
+	for _, args := range [][]string{{"-c", cfg, "spam"}, {"spam", "-c", cfg}, {"--data-dir", "d", "user"}} {
+		out, errOut, code := runCLI("", args...)
+		if code != 2 || out != "" || !strings.HasPrefix(errOut, "usage: sluice ") || strings.Contains(errOut, "unknown command") {
+			t.Errorf("sluice %s: got exit %d, stdout %q, stderr %q; want exit 2 and the group's usage", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	// The flag reaches the subcommand, which gets as far as its own check.
+	for _, args := range [][]string{{"spam", "-c", cfg, "train"}, {"-c", cfg, "spam", "train"}} {
+		if out, errOut, code := runCLI("", args...); code != 1 || errOut != "sluice: give --spam DIR, --ham DIR or both\n" {
+			t.Errorf("sluice %s: got exit %d, stdout %q, stderr %q; want exit 1 from spam train", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	for _, args := range [][]string{{"queue", "-c", cfg, "ls"}, {"user", "--data-dir", filepath.Join(t.TempDir(), "nothing"), "ls"}} {
+		if out, errOut, code := runCLI("", args...); code != 1 || strings.Contains(errOut, "unknown command") {
+			t.Errorf("sluice %s: got exit %d, stdout %q, stderr %q; want exit 1 from the subcommand (no such config or data)", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+}
+
+// TestUsageSummaries: the list of commands gives each command's first
+// sentence whole, even when its help breaks the line in the middle.
+func TestUsageSummaries(t *testing.T) {
+	var b strings.Builder
+	usage(&b)
+	if !strings.Contains(b.String(), "Reconcile the mailbox index with the message files: remove files no message refers to, and report messages whose file is missing.") {
+		t.Errorf("usage: got\n%s\nwant the verify line whole", b.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		if strings.HasPrefix(line, "  ") && !strings.HasSuffix(line, ".") && !strings.HasSuffix(line, ".)") {
+			t.Errorf("usage line %q: want a whole sentence", line)
+		}
+	}
+}
+
+// TestUserRemoveConfirm: user rm removes mail only after a yes on the
+// terminal or with --yes, and says what it removed; alias and domain
+// changes say what they did.
+func TestUserRemoveConfirm(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	dd := []string{"--data-dir", dir}
+	mustRun := func(stdin, want string, args ...string) {
+		t.Helper()
+		out, errOut, code := runCLI(stdin, append(args, dd...)...)
+		if code != 0 || out != want {
+			t.Fatalf("sluice %s: got exit %d, stdout %q, stderr %q; want 0 and %q", strings.Join(args, " "), code, out, errOut, want)
+		}
+	}
+	mustRun("", "added domain corp.test\n", "domain", "add", "corp.test")
+	mustRun("pw\n", "added alice@corp.test\n", "user", "add", "alice@corp.test", "--password-stdin")
+	mustRun("", "alias team@corp.test: added alice@corp.test, friend@remote.test\n", "alias", "add", "team@corp.test", "alice@corp.test", "friend@remote.test")
+	mustRun("", "alias team@corp.test: removed friend@remote.test\n", "alias", "rm", "team@corp.test", "friend@remote.test")
+	mustRun("", "removed alias team@corp.test\n", "alias", "rm", "team@corp.test")
+
+	defer func(f func() bool) { stdinIsTerminal = f }(stdinIsTerminal)
+	stdinIsTerminal = func() bool { return false }
+	out, errOut, code := runCLI("y\n", append([]string{"user", "rm", "alice@corp.test"}, dd...)...)
+	if code != 1 || out != "" || !strings.Contains(errOut, "--yes") || !strings.Contains(errOut, "0 messages") {
+		t.Errorf("user rm without a terminal or --yes: got exit %d, stdout %q, stderr %q; want exit 1 and a word about --yes", code, out, errOut)
+	}
+	stdinIsTerminal = func() bool { return true }
+	out, errOut, code = runCLI("n\n", append([]string{"user", "rm", "alice@corp.test"}, dd...)...)
+	if code != 1 || out != "" || !strings.Contains(errOut, "Remove alice@corp.test and all their mail (0 messages") || !strings.Contains(errOut, "nothing was changed") {
+		t.Errorf("user rm answered n: got exit %d, stdout %q, stderr %q; want exit 1, the question and nothing changed", code, out, errOut)
+	}
+	if out, _, _ := runCLI("", append([]string{"user", "ls"}, dd...)...); !strings.Contains(out, "alice@corp.test") {
+		t.Errorf("user ls after user rm was refused: got %q, want alice still there", out)
+	}
+	mustRun("y\n", "removed alice@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "alice@corp.test")
+	stdinIsTerminal = func() bool { return false }
+	mustRun("pw\n", "added bob@corp.test\n", "user", "add", "bob@corp.test", "--password-stdin")
+	mustRun("", "removed bob@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "bob@corp.test", "--yes")
+	mustRun("", "removed domain corp.test\n", "domain", "rm", "corp.test")
 }

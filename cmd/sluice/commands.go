@@ -76,7 +76,13 @@ var groups = map[string]map[string]command{
 				fs.Bool("password-stdin", false, "read the password from the first line of stdin")
 			},
 			exec: userPasswd, min: 1, max: 1},
-		"rm":            {args: "user rm ADDRESS", help: "Remove a user with all their mail.", exec: userRemove, min: 1, max: 1},
+		"rm": {args: "user rm ADDRESS", help: "Remove a user with all their mail. Asks first on a terminal; elsewhere, such as in a script, give --yes.",
+			setup: func(fs *flag.FlagSet) {
+				yes := new(bool)
+				fs.BoolVar(yes, "yes", false, "remove without asking")
+				fs.BoolVar(yes, "y", false, "short for --yes")
+			},
+			exec: userRemove, min: 1, max: 1},
 		"set-alternate": {args: "user set-alternate ADDRESS ALTERNATE", help: "Set the alternate address used for password recovery (\"\" clears it).", exec: userSetAlternate, min: 2, max: 2},
 		"set-quota":     {args: "user set-quota ADDRESS SIZE", help: "Set a user's quota, such as 2GiB (0 for none).", exec: userSetQuota, min: 2, max: 2},
 	},
@@ -181,7 +187,8 @@ func serve(c *ctx) error {
 	}
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	for s := range sig {
+	var s os.Signal
+	for s = range sig {
 		if s == syscall.SIGHUP {
 			// Reload the filter pipelines; a bad config is refused and
 			// the running one stays.
@@ -197,9 +204,21 @@ func serve(c *ctx) error {
 		break
 	}
 	signal.Reset()
+	log.Info("stopping on a signal", "signal", signalName(s))
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.SMTP.ShutdownGrace.D()+30*time.Second)
 	defer cancel()
 	return srv.Shutdown(ctx)
+}
+
+// signalName names the signals serve stops on as people write them.
+func signalName(s os.Signal) string {
+	switch s {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.String()
 }
 
 func configCheck(c *ctx) error {
@@ -270,11 +289,19 @@ func verify(c *ctx) error {
 }
 
 func domainAdd(c *ctx) error {
-	return c.call("domain.add", admin.DomainParams{Name: c.args[0]}, nil)
+	if err := c.call("domain.add", admin.DomainParams{Name: c.args[0]}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "added domain %s\n", c.args[0])
+	return nil
 }
 
 func domainRemove(c *ctx) error {
-	return c.call("domain.rm", admin.DomainParams{Name: c.args[0]}, nil)
+	if err := c.call("domain.rm", admin.DomainParams{Name: c.args[0]}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "removed domain %s\n", c.args[0])
+	return nil
 }
 
 func domainList(c *ctx) error {
@@ -338,8 +365,42 @@ func userPasswd(c *ctx) error {
 	return c.call("user.passwd", admin.UserParams{Address: c.args[0], Password: pw}, nil)
 }
 
+// userRemove removes a user and their mail, after a yes on the terminal
+// or with --yes, and says how much mail went.
 func userRemove(c *ctx) error {
-	return c.call("user.rm", admin.UserParams{Address: c.args[0]}, nil)
+	addr := c.args[0]
+	var mbs []admin.MailboxView
+	if err := c.call("mailbox.ls", admin.MailboxParams{User: addr}, &mbs); err != nil {
+		return err
+	}
+	var msgs, size int64
+	for _, mb := range mbs {
+		msgs += int64(mb.Messages)
+		size += mb.Size
+	}
+	sizeText := humanSize(size)
+	if size < 1<<10 {
+		sizeText = plural(size, "byte")
+	}
+	mail := fmt.Sprintf("%s, %s, in %s", plural(msgs, "message"), sizeText, plural(int64(len(mbs)), "folder"))
+	if !c.boolFlag("yes") {
+		if err := c.confirm(fmt.Sprintf("Remove %s and all their mail (%s)?", addr, mail)); err != nil {
+			return fmt.Errorf("user rm %s deletes all their mail (%s): %w", addr, mail, err)
+		}
+	}
+	if err := c.call("user.rm", admin.UserParams{Address: addr}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "removed %s and their mail (%s)\n", addr, mail)
+	return nil
+}
+
+// plural says n things, "1 message" or "2 messages".
+func plural(n int64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
 
 func userSetAlternate(c *ctx) error {
@@ -375,11 +436,23 @@ func userList(c *ctx) error {
 }
 
 func aliasAdd(c *ctx) error {
-	return c.call("alias.add", admin.AliasParams{Address: c.args[0], Targets: c.args[1:]}, nil)
+	if err := c.call("alias.add", admin.AliasParams{Address: c.args[0], Targets: c.args[1:]}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "alias %s: added %s\n", c.args[0], strings.Join(c.args[1:], ", "))
+	return nil
 }
 
 func aliasRemove(c *ctx) error {
-	return c.call("alias.rm", admin.AliasParams{Address: c.args[0], Targets: c.args[1:]}, nil)
+	if err := c.call("alias.rm", admin.AliasParams{Address: c.args[0], Targets: c.args[1:]}, nil); err != nil {
+		return err
+	}
+	if len(c.args) == 1 {
+		fmt.Fprintf(c.stdout, "removed alias %s\n", c.args[0])
+	} else {
+		fmt.Fprintf(c.stdout, "alias %s: removed %s\n", c.args[0], strings.Join(c.args[1:], ", "))
+	}
+	return nil
 }
 
 func aliasList(c *ctx) error {
@@ -694,7 +767,7 @@ func queueFlush(c *ctx) error {
 	case p.ID != "":
 		fmt.Fprintf(c.stdout, "flushed %s\n", p.ID)
 	default:
-		fmt.Fprintf(c.stdout, "flushed %d messages\n", res.Count)
+		fmt.Fprintf(c.stdout, "flushed %s\n", plural(int64(res.Count), "message"))
 	}
 	return nil
 }

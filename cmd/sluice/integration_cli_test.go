@@ -22,11 +22,14 @@ type cliStep struct {
 	args   []string
 	code   int    // expected exit code
 	errHas string // for a failure, what stderr must say
+	out    string // for a success, what stdout must be, when not ""
 }
 
 func step(args ...string) cliStep { return cliStep{args: args} }
 
 func stepIn(stdin string, args ...string) cliStep { return cliStep{stdin: stdin, args: args} }
+
+func says(out string, args ...string) cliStep { return cliStep{args: args, out: out} }
 
 func fails(errHas string, args ...string) cliStep {
 	return cliStep{args: args, code: 1, errHas: errHas}
@@ -36,7 +39,7 @@ func fails(errHas string, args ...string) cliStep {
 // ends with the state it began with, except for dave@example.test, whose
 // password the test then uses for AUTH.
 var cliSequence = []cliStep{
-	step("domain", "add", "corp.test"),
+	says("added domain corp.test\n", "domain", "add", "corp.test"),
 	fails("already exists", "domain", "add", "CORP.test"),
 	fails("not a domain name", "domain", "add", "not a domain"),
 	step("domain", "ls"),
@@ -63,13 +66,13 @@ var cliSequence = []cliStep{
 	step("user", "ls", "--json"),
 
 	step("alias", "add", "postmaster@corp.test", "alice@corp.test"),
-	step("alias", "add", "team@corp.test", "alice@corp.test", "bob@corp.test", "friend@remote.test"),
+	says("alias team@corp.test: added alice@corp.test, bob@corp.test, friend@remote.test\n", "alias", "add", "team@corp.test", "alice@corp.test", "bob@corp.test", "friend@remote.test"),
 	step("alias", "add", "@corp.test", "bob@corp.test"),
 	fails("is a user", "alias", "add", "alice@corp.test", "bob@corp.test"),
 	fails("not local", "alias", "add", "x@nowhere.test", "alice@corp.test"),
 	step("alias", "ls"),
 	step("alias", "ls", "--json"),
-	step("alias", "rm", "team@corp.test", "friend@remote.test"),
+	says("alias team@corp.test: removed friend@remote.test\n", "alias", "rm", "team@corp.test", "friend@remote.test"),
 	fails("not a target", "alias", "rm", "team@corp.test", "friend@remote.test"),
 	fails("not found", "alias", "rm", "missing@corp.test"),
 	step("alias", "ls", "--json"),
@@ -96,21 +99,22 @@ var cliSequence = []cliStep{
 	fails("not found", "queue", "show", "0000000000000000"),
 	fails("not found", "queue", "rm", "0000000000000000"),
 	step("queue", "flush", "QID"),
-	step("queue", "flush", "--domain", "remote.test"),
+	says("flushed 1 message\n", "queue", "flush", "--domain", "remote.test"),
 	step("queue", "flush"),
 	fails("not found", "queue", "flush", "0000000000000000"),
 	fails("not found", "queue", "bounce", "0000000000000000"),
 	step("queue", "rm", "QID"),
 	step("queue", "ls", "--json"),
 
-	step("user", "rm", "bob@corp.test"),
-	fails("not found", "user", "rm", "bob@corp.test"),
+	fails("add --yes", "user", "rm", "bob@corp.test"),
+	says("removed bob@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "bob@corp.test", "--yes"),
+	fails("not found", "user", "rm", "bob@corp.test", "--yes"),
 	fails("still has users or aliases", "domain", "rm", "corp.test"),
 	step("alias", "rm", "@corp.test"),
 	step("alias", "rm", "postmaster@corp.test"),
-	step("alias", "rm", "team@corp.test"),
-	step("user", "rm", "alice@corp.test"),
-	step("domain", "rm", "corp.test"),
+	says("removed alias team@corp.test\n", "alias", "rm", "team@corp.test"),
+	step("user", "rm", "-y", "alice@corp.test"),
+	says("removed domain corp.test\n", "domain", "rm", "corp.test"),
 	fails("not found", "domain", "rm", "corp.test"),
 	step("domain", "ls", "--json"),
 	step("user", "ls", "--json"),
@@ -217,6 +221,9 @@ func TestIntegrationCLIOfflineOnline(t *testing.T) {
 			}
 			if r.o.stderr != "" {
 				t.Errorf("step %d %q %s: stderr: got %q, want nothing", i, name, r.where, r.o.stderr)
+			}
+			if s.out != "" && r.o.stdout != s.out {
+				t.Errorf("step %d %q %s: stdout: got %q, want %q", i, name, r.where, r.o.stdout, s.out)
 			}
 			if slices.Contains(s.args, "--json") && !json.Valid([]byte(r.o.stdout)) {
 				t.Errorf("step %d %q %s: --json output: got %q, want valid JSON", i, name, r.where, r.o.stdout)
@@ -455,5 +462,29 @@ func TestIntegrationConfigCheck(t *testing.T) {
 	}
 	if _, errOut, code := in.cliCode("", "config", "example", "nope"); code != 1 || !strings.Contains(errOut, "dev, gateway, standalone") {
 		t.Errorf("config example nope: got exit %d, stderr %q, want 1 and the list of examples", code, errOut)
+	}
+}
+
+// TestIntegrationCLIUserRmWithMail: user rm of a user with mail refuses
+// without a terminal to ask on and without --yes, says how much mail is at
+// stake, keeps it; with --yes it removes the user and says what went.
+func TestIntegrationCLIUserRmWithMail(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "swaks")
+	in := newIntegration(t, "")
+	in.start()
+	in.addUser("bob@example.test", "pw")
+	if r := swaks(t, in.mx, "--from", "carol@sender.test", "--to", "bob@example.test", "--header", "Subject: keep me"); r.code != 0 {
+		t.Fatalf("swaks: exit %d\n%s", r.code, r.out)
+	}
+	in.waitMsgs("bob@example.test", 1)
+	out, errOut, code := in.cliCode("y\n", "user", "rm", "bob@example.test")
+	if code != 1 || out != "" || !strings.Contains(errOut, "(1 message, ") || !strings.Contains(errOut, "--yes") {
+		t.Errorf("user rm without a terminal or --yes: got exit %d, stdout %q, stderr %q; want exit 1, the mail at stake and a word about --yes", code, out, errOut)
+	}
+	in.waitMsgs("bob@example.test", 1)
+	out, errOut, code = in.cliCode("", "user", "rm", "--yes", "bob@example.test")
+	if code != 0 || !strings.HasPrefix(out, "removed bob@example.test and their mail (1 message, ") || errOut != "" {
+		t.Errorf("user rm --yes: got exit %d, stdout %q, stderr %q; want 0 and what was removed", code, out, errOut)
 	}
 }

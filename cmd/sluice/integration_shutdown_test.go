@@ -95,7 +95,7 @@ func (sc *smtpConn) expect(code int) string {
 }
 
 // signalTerm sends SIGTERM without waiting, and waits until the server
-// logs that it is shutting down.
+// logs that it is shutting down, after a line that names the signal.
 func (in *instance) signalTerm() {
 	in.t.Helper()
 	mark := len(in.logs())
@@ -105,6 +105,9 @@ func (in *instance) signalTerm() {
 	waitFor(in.t, "\"shutting down\" in the log", func() (bool, string) {
 		return strings.Contains(in.logs()[mark:], `msg="shutting down"`), "no such line"
 	})
+	if logs := in.logs()[mark:]; !strings.Contains(logs, `msg="stopping on a signal" signal=SIGTERM`) {
+		in.t.Errorf("log after SIGTERM: got\n%s\nwant a line that names SIGTERM", logs)
+	}
 }
 
 // waitExit waits for the process to exit after signalTerm and checks that

@@ -17,7 +17,7 @@ TAGS      ?=
 all: build
 
 build:
-	$(GO) build $(if $(TAGS),-tags "$(TAGS)") -ldflags "$(LDFLAGS)" -o $(BIN)/sluice ./cmd/sluice
+	$(GO) build$(if $(TAGS), -tags "$(TAGS)") -ldflags "$(LDFLAGS)" -o $(BIN)/sluice ./cmd/sluice
 	@for p in $(PLUGINS); do \
 		if [ -f plugins/$$p/main.go ]; then \
 			echo "$(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p"; \

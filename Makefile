@@ -37,9 +37,20 @@ test: test-deps build
 test-deps:
 	@.ci/deps.sh
 
+# gofmt, go vet, staticcheck (installed at a pinned version when missing)
+# and a go.mod that 'go mod tidy' would leave as it is.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@if ! $(STATICCHECK) -version 2>/dev/null | grep -qF '($(patsubst v%,%,$(STATICCHECK_VERSION)))'; then \
+		echo "$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)"; \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); \
+	fi
+	$(STATICCHECK) ./...
+	$(GO) mod tidy -diff
 
 # Each fuzz target runs for FUZZTIME.
 fuzz:

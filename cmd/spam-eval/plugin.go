@@ -105,7 +105,7 @@ func evalPlugin(o *options, stateDir string, train, test []message) (*evalResult
 	err = parallel(o.parallel, len(train), func(i int) error {
 		m := &train[i]
 		if err := remote.Learn(ctx, sdkMessage(m), m.spam); err != nil {
-			return fmt.Errorf("Learn %s/%s: %w", m.group, m.id, err)
+			return fmt.Errorf("learn %s/%s: %w", m.group, m.id, err)
 		}
 		return nil
 	})
@@ -125,7 +125,7 @@ func evalPlugin(o *options, stateDir string, train, test []message) (*evalResult
 		m := &test[i]
 		v, err := remote.Check(ctx, sdkMessage(m))
 		if err != nil {
-			return fmt.Errorf("Check %s/%s: %w", m.group, m.id, err)
+			return fmt.Errorf("check %s/%s: %w", m.group, m.id, err)
 		}
 		var syms []string
 		for _, s := range v.Symbols {

@@ -274,9 +274,7 @@ func (s *session) join(om *openMailbox, mb store.Mailbox, readOnly bool) (*selec
 			}
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(keywords)) {
-		data.Flags = append(data.Flags, k)
-	}
+	data.Flags = append(data.Flags, slices.Sorted(maps.Keys(keywords))...)
 	return sel, data, nil
 }
 

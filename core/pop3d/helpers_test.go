@@ -275,13 +275,6 @@ func (c *rawConn) closed() {
 	c.t.Fatalf("connection still talking, want it closed")
 }
 
-// startTLS runs STLS and the handshake.
-func (c *rawConn) startTLS(cfg *tls.Config) {
-	c.t.Helper()
-	c.cmd("STLS", "+OK")
-	c.startTLSAfterReply(cfg)
-}
-
 // startTLSAfterReply starts TLS once the +OK to STLS has been read.
 func (c *rawConn) startTLSAfterReply(cfg *tls.Config) {
 	c.t.Helper()

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -105,10 +106,10 @@ func TestUsers(t *testing.T) {
 	if u, _ := s.User("bob@example.test"); u.Alternate != "bob@elsewhere.test" {
 		t.Errorf("Alternate = %q", u.Alternate)
 	}
-	if c, h, err := s.PasswordHash(nil, "Alice@EXAMPLE.test"); err != nil || c != "alice@example.test" || h != "x" {
+	if c, h, err := s.PasswordHash(context.TODO(), "Alice@EXAMPLE.test"); err != nil || c != "alice@example.test" || h != "x" {
 		t.Errorf("PasswordHash = %q %q %v", c, h, err)
 	}
-	if _, _, err := s.PasswordHash(nil, "nobody@example.test"); err == nil {
+	if _, _, err := s.PasswordHash(context.TODO(), "nobody@example.test"); err == nil {
 		t.Error("PasswordHash(unknown) = nil error")
 	}
 	if err := s.RemoveUser("bob@example.test"); err != nil {

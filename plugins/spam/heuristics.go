@@ -217,16 +217,16 @@ func checkDate(h sdk.Header, hit func(string, string)) {
 		}
 	}
 	ref := time.Now()
-	for _, r := range h.Values("Received") {
-		if i := strings.LastIndexByte(r, ';'); i >= 0 {
-			s := strings.TrimSpace(r[i+1:])
+	// The first (topmost) Received field: when our side got the message.
+	if rs := h.Values("Received"); len(rs) > 0 {
+		if i := strings.LastIndexByte(rs[0], ';'); i >= 0 {
+			s := strings.TrimSpace(rs[0][i+1:])
 			if t, err := mail.ParseDate(s); err == nil {
 				ref = t
 			} else if t, err := parseLooseDate(s); err == nil {
 				ref = t
 			}
 		}
-		break
 	}
 	switch diff := d.Sub(ref); {
 	case diff > futureSlack:

@@ -429,14 +429,6 @@ func (h *harness) dsns() []*queue.Message {
 	return out
 }
 
-func (h *harness) spool(id string) string {
-	b, err := os.ReadFile(h.q.SpoolPath(id))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return string(b)
-}
-
 // tlsFiles writes a self-signed certificate for host and returns the
 // server config and the PEM file (for tls_ca_file).
 func tlsFiles(t *testing.T, host string) (*tls.Config, string) {

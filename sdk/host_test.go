@@ -54,16 +54,6 @@ func buildNoop(t *testing.T) string {
 	return bin
 }
 
-// alive reports whether pid is a running process (not a zombie).
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return syscall.Kill(pid, 0) == nil
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	return i > 0 && len(data) > i+2 && data[i+2] != 'Z' && data[i+2] != 'X'
-}
-
 // A plugin whose host is killed with SIGKILL exits by itself, whatever
 // host started it.
 func TestServeExitsWhenHostDies(t *testing.T) {
@@ -85,19 +75,12 @@ func TestServeExitsWhenHostDies(t *testing.T) {
 		t.Fatalf("the host printed %q, %v", line, err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if !alive(pid) {
+	if !proctest.Alive(pid) {
 		t.Fatalf("plugin %d not running while its host is", pid)
 	}
 	host.Process.Kill()
 	host.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("plugin %d still running 10s after its host was killed", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	proctest.WaitGone(t, pid, 10*time.Second, "plugin")
 }
 
 // A plugin whose host is not among its ancestors (the host died before

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 // inProcessLauncher serves a launcher with cfg on a goroutine of the test
@@ -170,7 +172,7 @@ func TestLauncherStartsAsPluginUser(t *testing.T) {
 	}
 	pid := p.PID()
 	p.Close()
-	if alive(pid) {
+	if proctest.Alive(pid) {
 		t.Errorf("plugin %d alive after Close", pid)
 	}
 }

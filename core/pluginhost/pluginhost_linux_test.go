@@ -15,17 +15,8 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
-
-// alive reports whether pid is a running process (not a zombie).
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(data), ')')
-	return i > 0 && len(data) > i+2 && data[i+2] != 'Z' && data[i+2] != 'X'
-}
 
 // A host killed with SIGKILL takes its plugins along: the kernel ends
 // them (the faulty plugin does not use the SDK's Serve, so it is the
@@ -47,19 +38,12 @@ func TestHostKilledTakesPluginAlong(t *testing.T) {
 	if err != nil || pid == 0 {
 		t.Fatalf("the host printed %q, %v", line, err)
 	}
-	if !alive(pid) {
+	if !proctest.Alive(pid) {
 		t.Fatalf("plugin %d not running", pid)
 	}
 	host.Process.Kill()
 	host.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("plugin %d still running 10s after its host was killed", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	proctest.WaitGone(t, pid, 10*time.Second, "plugin")
 }
 
 // A host that switched to an unprivileged user after starting a launcher
@@ -98,16 +82,8 @@ func TestHostKilledTakesLauncherAlong(t *testing.T) {
 	}
 	host.Process.Kill()
 	host.Wait()
-	for _, pid := range []int{launcher, plugin} {
-		deadline := time.Now().Add(10 * time.Second)
-		for alive(pid) {
-			if time.Now().After(deadline) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				t.Fatalf("process %d still running 10s after its host was killed", pid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	proctest.WaitGone(t, launcher, 10*time.Second, "launcher")
+	proctest.WaitGone(t, plugin, 10*time.Second, "plugin")
 }
 
 // The thread that called Start may end (a goroutine that locked it

@@ -151,3 +151,23 @@ func Stat(pid int) (string, int) {
 	ppid, _ := strconv.Atoi(f[1])
 	return f[0], ppid
 }
+
+// Alive reports whether pid is a running process (not a zombie).
+func Alive(pid int) bool {
+	state, _ := Stat(pid)
+	return state != "" && state != "Z" && state != "X"
+}
+
+// WaitGone waits up to within for pid to exit, and fails t (killing pid)
+// if it is still running then; what names the process in the message.
+func WaitGone(t testing.TB, pid int, within time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for Alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("%s %d still running %s after its host was killed", what, pid, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

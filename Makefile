@@ -61,6 +61,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCommands$$' -fuzzminimizetime 1x -fuzztime $(FUZZTIME) ./core/imapd
 	$(GO) test -run '^$$' -fuzz '^FuzzMatchPattern$$' -fuzztime $(FUZZTIME) ./core/imapd
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./sdk
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./sdk/header
 	$(GO) test -run '^$$' -fuzz '^FuzzMIME$$' -fuzztime $(FUZZTIME) ./plugins/spam
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME) ./plugins/clamav
 	$(GO) test -run '^$$' -fuzz '^FuzzWriteData$$' -fuzztime $(FUZZTIME) ./core/delivery/remote

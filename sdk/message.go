@@ -3,7 +3,8 @@ package sdk
 import (
 	"io"
 	"net/netip"
-	"strings"
+
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 // Envelope is what is known of the SMTP session.
@@ -40,44 +41,16 @@ type Envelope struct {
 
 // HeaderField is one field of a message header, exactly as received:
 // Value keeps any folding (CRLF followed by white space) and has no
-// trailing CRLF.
-type HeaderField struct {
-	Name  string
-	Value string
-}
+// trailing CRLF. It is header.Field: the one header reader of Sluice
+// (package header) makes it, for the host and for plugins alike.
+type HeaderField = header.Field
 
-// Header is a message header in order.
-type Header []HeaderField
-
-// Get returns the value of the first field with the given name (compared
-// case-insensitively), unfolded and trimmed, or "".
-func (h Header) Get(name string) string {
-	for _, f := range h {
-		if strings.EqualFold(f.Name, name) {
-			return Unfold(f.Value)
-		}
-	}
-	return ""
-}
-
-// Values returns the unfolded values of every field with the given name.
-func (h Header) Values(name string) []string {
-	var out []string
-	for _, f := range h {
-		if strings.EqualFold(f.Name, name) {
-			out = append(out, Unfold(f.Value))
-		}
-	}
-	return out
-}
+// Header is a message header in order, with Get and Values.
+type Header = header.Header
 
 // Unfold removes the folding from a header value (RFC 5322 section 2.2.3)
 // and trims surrounding white space.
-func Unfold(v string) string {
-	v = strings.ReplaceAll(v, "\r\n", "")
-	v = strings.ReplaceAll(v, "\n", "")
-	return strings.TrimSpace(v)
-}
+func Unfold(v string) string { return header.Unfold(v) }
 
 // Message is a received message being checked.
 type Message struct {

@@ -183,7 +183,7 @@ func TestParseHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := sdk.Header{{"Received", "from a\r\n\tby b"}, {"Subject", " Hello\r\n there"}, {"X-Empty", ""}, {"From", "x@y"}}
+	want := sdk.Header{{Name: "Received", Value: "from a\r\n\tby b"}, {Name: "Subject", Value: " Hello\r\n there"}, {Name: "X-Empty", Value: ""}, {Name: "From", Value: "x@y"}}
 	if !reflect.DeepEqual(h, want) {
 		t.Errorf("ParseHeader = %q, want %q", h, want)
 	}
@@ -198,7 +198,7 @@ func TestParseHeader(t *testing.T) {
 	// White space between the field name and the colon (RFC 5322
 	// section 4.5.3): the field is read, its name without it.
 	h, _ = sdk.ParseHeader(bufio.NewReader(strings.NewReader("Subject: a\r\nFrom : bob@example.test\r\nTo\t \t:x\r\n\r\n")))
-	if want := (sdk.Header{{"Subject", "a"}, {"From", "bob@example.test"}, {"To", "x"}}); !reflect.DeepEqual(h, want) {
+	if want := (sdk.Header{{Name: "Subject", Value: "a"}, {Name: "From", Value: "bob@example.test"}, {Name: "To", Value: "x"}}); !reflect.DeepEqual(h, want) {
 		t.Errorf("white space before the colon: %q, want %q", h, want)
 	}
 	big := strings.Repeat("X-A: b\r\n", sdk.MaxHeaderFields+1)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/durable"
 	"github.com/sluice-mail/sluice/core/ids"
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 // Message is one message in a mailbox.
@@ -96,15 +97,12 @@ func decodeMessage(v []byte) (Message, error) {
 const maxSummaryHeader = 256 << 10
 
 // ParseSummary reads the header of a message and returns its summary.
-// Malformed headers give an empty or partial summary, never an error:
-// what was received is stored whatever it looks like.
+// The header is read as everywhere in Sluice (package header); a malformed
+// one gives an empty or partial summary, never an error: what was
+// received is stored whatever it looks like.
 func ParseSummary(r io.Reader) Summary {
-	br := bufio.NewReader(io.LimitReader(r, maxSummaryHeader))
-	msg, err := mail.ReadMessage(br)
-	if err != nil {
-		return Summary{}
-	}
-	h := msg.Header
+	// Past the bound, or at a read error, the fields read so far count.
+	h, _ := header.ReadLimits(bufio.NewReader(r), header.Limits{Bytes: maxSummaryHeader})
 	dec := mime.WordDecoder{CharsetReader: func(charset string, input io.Reader) (io.Reader, error) {
 		// Only UTF-8, US-ASCII and ISO-8859-1 are decoded (the standard
 		// library's set); other charsets stay encoded.

@@ -335,3 +335,38 @@ func TestSenderAddresses(t *testing.T) {
 		t.Errorf("SenderAddresses(alice) = %v, want %v (no catch-all)", got, want)
 	}
 }
+
+// ParseSummary reads the header as every other reader of Sluice does
+// (package header): the cases where net/mail, which it used before, read
+// another header or none.
+func TestSummaryHeaderPolicy(t *testing.T) {
+	for _, c := range []struct {
+		name, msg, subject, from string
+	}{
+		// SMTP accepts white space before the colon (RFC 5322 section
+		// 4.5.3); net/mail refused the whole header.
+		{"white space before the colon", "Subject : Hi\r\nFrom\t: a@example.test\r\n\r\nbody\r\n", "Hi", "a@example.test"},
+		{"bare LF", "Subject: Hi\nFrom: a@example.test\n\nbody\n", "Hi", "a@example.test"},
+		{"obs-fold", "Subject: Hi\r\n \r\n\tthere\r\nFrom: a@example.test\r\n\r\n", "Hi  there", "a@example.test"},
+		{"no blank line, no body", "Subject: Hi\r\nFrom: a@example.test\r\n", "Hi", "a@example.test"},
+		// Mail that came in by APPEND: the line that is not a field
+		// starts the body; the fields before it count.
+		{"a line that is not a field", "Subject: Hi\r\nthis is the body\r\nFrom: a@example.test\r\n", "Hi", ""},
+		{"a continuation first", " Subject: Hi\r\nFrom: a@example.test\r\n\r\n", "", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := ParseSummary(strings.NewReader(c.msg))
+			if s.Subject != c.subject || s.From != c.from {
+				t.Errorf("ParseSummary(%q) = Subject %q, From %q; want %q, %q", c.msg, s.Subject, s.From, c.subject, c.from)
+			}
+			if e := s.Envelope; c.subject != "" && (e == nil || clean(e.Subject) != c.subject) {
+				t.Errorf("Envelope = %+v", e)
+			}
+		})
+	}
+	// A header past the bound: the fields before it count.
+	big := "Subject: Hi\r\n" + strings.Repeat("X-Filler: "+strings.Repeat("x", 990)+"\r\n", maxSummaryHeader/1000+1) + "From: a@example.test\r\n\r\n"
+	if s := ParseSummary(strings.NewReader(big)); s.Subject != "Hi" || s.From != "" {
+		t.Errorf("ParseSummary(a huge header) = %+v", s)
+	}
+}

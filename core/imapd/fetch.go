@@ -1,7 +1,6 @@
 package imapd
 
 import (
-	"bufio"
 	"io"
 	"os"
 	"slices"
@@ -235,8 +234,8 @@ func envelope(m store.Message, body func() io.Reader) *imap.Envelope {
 	if m.Envelope != nil {
 		return envelopeOf(m.Envelope)
 	}
-	h, err := textproto.ReadHeader(bufio.NewReader(body()))
-	if err != nil {
+	h, ok := readHeader(body())
+	if !ok {
 		return &imap.Envelope{}
 	}
 	return imapserver.ExtractEnvelope(h)

@@ -1,7 +1,6 @@
 package imapd
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"net/mail"
@@ -322,8 +321,8 @@ func (c *candidate) fields(key string) *textproto.Header {
 		if r == nil {
 			return nil
 		}
-		h, err := textproto.ReadHeader(bufio.NewReader(r))
-		if err != nil {
+		h, ok := readHeader(r)
+		if !ok {
 			return nil
 		}
 		c.header = &h

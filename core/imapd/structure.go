@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/mimelimit"
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 // Stored mail is read through a mimelimit.View with the SMTP limits of the
@@ -199,7 +200,8 @@ func (w *structWalker) done(e *entity) {
 // message inside.
 func (w *structWalker) endHeader(e *entity) {
 	e.inHeader = false
-	th, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(e.header)))
+	fields, _ := header.ReadLimits(bufio.NewReader(bytes.NewReader(e.header)), viewed)
+	th := goHeader(fields)
 	e.header = nil
 	if e.onHeader != nil {
 		e.onHeader(th)

@@ -18,7 +18,6 @@ package dsn
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +30,7 @@ import (
 	"github.com/sluice-mail/sluice/core/ids"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 // Action is the RFC 3464 Action field.
@@ -287,7 +287,8 @@ func (r *Report) Write(w io.Writer) (utf8 bool, err error) {
 }
 
 // readHeader returns the header of the message in path, at most max bytes
-// of it, cut after a whole line.
+// of it, cut after a whole line. The header is what package header reads
+// as one, the lines of its fields, as they are.
 func readHeader(path string, offset, max int64) ([]byte, bool, error) {
 	if max <= 0 {
 		max = 64 << 10
@@ -300,25 +301,7 @@ func readHeader(path string, offset, max int64) ([]byte, bool, error) {
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return nil, false, err
 	}
-	// The limit also bounds ReadBytes on a message that is one huge line.
-	br := bufio.NewReader(io.LimitReader(f, max+1))
-	var out []byte
-	for {
-		line, err := br.ReadBytes('\n')
-		if err != nil && err != io.EOF {
-			return nil, false, err
-		}
-		if len(line) > 0 && len(bytes.TrimRight(line, "\r\n")) == 0 {
-			return out, false, nil // the blank line that ends the header
-		}
-		if int64(len(out)+len(line)) > max {
-			return out, true, nil // cut before the line that does not fit
-		}
-		out = append(out, line...)
-		if err == io.EOF {
-			return out, false, nil
-		}
-	}
+	return header.Section(bufio.NewReader(f), max)
 }
 
 // writeCRLF writes b with every line ending as CRLF and lines over 998

@@ -190,6 +190,25 @@ func TestReturnedHeaderTruncated(t *testing.T) {
 	}
 }
 
+// The returned header is the header as every reader of Sluice reads it
+// (package header): a message that came in without an empty line after
+// its header (not by SMTP, which refuses that) returns its fields, never
+// the body after them.
+func TestReturnedHeaderStopsAtBody(t *testing.T) {
+	r := Report{
+		Action: Failed, Hostname: "mx.test", Now: time.Now(),
+		Spool: spool(t, "From: Alice <alice@example.org>\nSubject: the quarterly numbers\nSECRET BODY that must never be returned\nX-Not: a field\n"),
+		Msg:   &queue.Message{ID: "Q1", From: "alice@example.org", Received: time.Now()},
+		Rcpts: []Rcpt{{Orig: "b@remote.test", Addr: "b@remote.test", Diagnostic: "x"}},
+	}
+	raw := report(t, r)
+	wire(t, raw)
+	_, _, bodies := parts(t, raw)
+	if want := "From: Alice <alice@example.org>\r\nSubject: the quarterly numbers\r\n"; string(bodies[2]) != want {
+		t.Errorf("returned header %q, want %q", bodies[2], want)
+	}
+}
+
 func TestInternationalReport(t *testing.T) {
 	r := Report{
 		Action: Failed, Hostname: "mx.test", Spool: spool(t, "Subject: café\r\n\r\nx\r\n"), Now: time.Now(),

@@ -93,12 +93,18 @@ func (e *env) user(addr string) store.User {
 // the given status and returns its ID.
 func (e *env) enqueue(from string, status queue.Status, rcpts ...string) string {
 	e.t.Helper()
+	return e.enqueueMessage(from, "From: <"+from+">\r\nSubject: queued\r\n\r\nbody\r\n", status, rcpts...)
+}
+
+// enqueueMessage is enqueue with the message given.
+func (e *env) enqueueMessage(from, message string, status queue.Status, rcpts ...string) string {
+	e.t.Helper()
 	w, err := e.q.Create()
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	rp := queue.ReturnPathField(from)
-	io.WriteString(w, rp+"From: <"+from+">\r\nSubject: queued\r\n\r\nbody\r\n")
+	io.WriteString(w, rp+message)
 	m := &queue.Message{Received: time.Now().Add(-time.Hour), From: from, ReturnPath: int64(len(rp)), Status: status, Client: queue.Client{IP: "127.0.0.1", Listener: "mx"}}
 	if status != queue.StatusActive {
 		m.HoldReason = "test"

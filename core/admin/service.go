@@ -30,6 +30,7 @@ import (
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 // Caller runs an admin method: *Client over the socket, or *Service
@@ -566,20 +567,16 @@ func (s *Service) queueShow(ctx context.Context, raw json.RawMessage) (any, erro
 }
 
 // readHeader returns the header section of a queued message as it is
-// relayed (without its Return-Path field), up to 64 KiB.
+// relayed (without its Return-Path field), as package header reads it, up
+// to 64 KiB of whole lines.
 func (s *Service) readHeader(m *queue.Message) string {
 	f, err := s.Queue.OpenBody(m)
 	if err != nil {
 		return ""
 	}
 	defer f.Close()
-	buf := make([]byte, 64<<10)
-	n, _ := f.Read(buf)
-	h := string(buf[:n])
-	if i := strings.Index(h, "\r\n\r\n"); i >= 0 {
-		h = h[:i+2]
-	}
-	return h
+	h, _, _ := header.Section(bufio.NewReader(f), 64<<10)
+	return string(h)
 }
 
 func (s *Service) queueRemove(ctx context.Context, raw json.RawMessage) (any, error) {
@@ -730,9 +727,9 @@ func learnFile(ctx context.Context, p *pipeline.Pipeline, stage, path string, sp
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("not a regular file")
 	}
-	header, _ := sdk.ParseHeader(bufio.NewReader(f))
+	hdr, _ := header.Read(bufio.NewReader(f))
 	open := func() (io.ReadCloser, error) { return os.Open(path) }
-	return p.Learn(ctx, stage, &sdk.Envelope{Pipeline: p.Name}, header, fi.Size(), open, spam)
+	return p.Learn(ctx, stage, &sdk.Envelope{Pipeline: p.Name}, hdr, fi.Size(), open, spam)
 }
 
 // PipelineTestParams describes a message to run through a pipeline.
@@ -797,7 +794,7 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 		f.Close()
 		return nil, &Error{Code: CodeInvalid, Message: "admin: " + p.Path + " is not a regular file"}
 	}
-	header, _ := sdk.ParseHeader(bufio.NewReader(f))
+	hdr, _ := header.Read(bufio.NewReader(f))
 	f.Close()
 	helo := p.HELO
 	if helo == "" {
@@ -835,7 +832,7 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 	}
 	if !decided() {
 		open := func() (io.ReadCloser, error) { return os.Open(p.Path) }
-		out.Merge(pipe.Data(ctx, env, header, fi.Size(), open))
+		out.Merge(pipe.Data(ctx, env, hdr, fi.Size(), open))
 	}
 	res := PipelineTestResult{
 		Outcome: PipelineTestOutcome{Action: out.Action, Score: out.Score, Stage: out.Stage, Reason: out.Reason, Header: string(out.HeaderBlock(s.Hostname))},

@@ -470,6 +470,22 @@ var adminCases = []adminCase{
 			t.Errorf("header %q, want %q", m.Header, want)
 		}
 	}},
+	// The header as every reader of Sluice reads it (package header): to
+	// the first line that is not a field, cut after a whole line.
+	{name: "queue.show header without an empty line", setup: func(e *env) {
+		e.id = e.enqueueMessage("a@remote.test", "From: <a@remote.test>\nSubject: queued\nthe body, without an empty line before it\n", queue.StatusActive, "b@one.test")
+	}, method: "queue.show", paramsFn: func(e *env) any { return QueueParams{ID: e.id} }, check: func(t *testing.T, e *env, res json.RawMessage) {
+		if m := unmarshal[QueueMessageView](t, res); m.Header != "From: <a@remote.test>\nSubject: queued\n" {
+			t.Errorf("header %q", m.Header)
+		}
+	}},
+	{name: "queue.show huge header", setup: func(e *env) {
+		e.id = e.enqueueMessage("a@remote.test", "Subject: queued\r\nX-Long: "+strings.Repeat("x", 70<<10)+"\r\n\r\nbody\r\n", queue.StatusActive, "b@one.test")
+	}, method: "queue.show", paramsFn: func(e *env) any { return QueueParams{ID: e.id} }, check: func(t *testing.T, e *env, res json.RawMessage) {
+		if m := unmarshal[QueueMessageView](t, res); m.Header != "Subject: queued\r\n" {
+			t.Errorf("header %.40q... (%d bytes)", m.Header, len(m.Header))
+		}
+	}},
 	{name: "queue.show unknown ID", method: "queue.show", params: QueueParams{ID: "0123456789abcdef"}, code: CodeNotFound, msg: "0123456789abcdef"},
 	{name: "queue.show no ID", method: "queue.show", code: CodeNotFound},
 

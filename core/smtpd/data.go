@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"errors"
 	"io"
 
@@ -166,6 +167,17 @@ var received = [9]byte{'r', 'e', 'c', 'e', 'i', 'v', 'e', 'd', ':'}
 
 // maxKeptHeader bounds how much of the header dataReader keeps.
 const maxKeptHeader = 64 << 10
+
+// keptHeader returns the start of the message that dataReader kept, for
+// the readers of its header (package header): when it is cut, its last
+// line, cut too, is left out, so that no reader takes the start of a line
+// for a whole field.
+func (d *dataReader) keptHeader() []byte {
+	if len(d.header) < maxKeptHeader {
+		return d.header
+	}
+	return d.header[:bytes.LastIndexByte(d.header, '\n')+1]
+}
 
 func (d *dataReader) check(p []byte) error {
 	if d.inHeader && len(d.header) < maxKeptHeader {

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"testing/iotest"
 
 	"github.com/sluice-mail/sluice/core/mimelimit"
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 func readAll(s string, maxHops int) (string, int, error) {
@@ -95,11 +97,13 @@ func TestDataReaderLineLength(t *testing.T) {
 
 // FuzzDataReader checks that the DATA checker never panics, passes valid
 // data through unchanged and, whatever the input, never lets a bare CR or
-// LF through.
+// LF through; and that the header it lets through is the header package
+// header reads.
 func FuzzDataReader(f *testing.F) {
 	for _, s := range []string{
 		"", "Subject: x\r\n\r\nbody\r\n", "a\nb", "a\rb", "Received: x\r\nReceived: y\r\n\r\n",
 		"\r\n.\r\n", "x\r\n\n.\n", "\r\r\n", strings.Repeat("Received: z\r\n", 60),
+		"From : a\r\nTo\t:b\r\n\r\n", "A: 1\r\n \r\n\tc\r\n\r\nbody", ": x\r\n", " A: 1\r\n", "A: 1\r\nB C: 2\r\n", "A: 1",
 	} {
 		f.Add([]byte(s))
 	}
@@ -119,6 +123,17 @@ func FuzzDataReader(f *testing.F) {
 			if c == '\n' && (i == 0 || out[i-1] != '\r') || c == '\r' && (i+1 == len(out) || out[i+1] != '\n') {
 				t.Fatalf("bare CR or LF at %d passed: %q", i, out)
 			}
+		}
+		// What the checker let through as the header, the one header
+		// reader reads whole: they accept the same lines.
+		want := data
+		if bytes.HasPrefix(data, []byte("\r\n")) {
+			want = nil
+		} else if i := bytes.Index(data, []byte("\r\n\r\n")); i >= 0 {
+			want = data[:i+2]
+		}
+		if got, _, err := header.Section(bufio.NewReader(bytes.NewReader(data)), 0); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("the header reader reads %q of the header %q (%v)", got, want, err)
 		}
 	})
 }

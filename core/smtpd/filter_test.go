@@ -144,3 +144,30 @@ func TestFilterEarlyHooks(t *testing.T) {
 	c.cmd("RCPT TO:<bob@example.test>", "550 5.7.1 Not for bob")
 	c.cmd("RCPT TO:<alice@example.test>", "250")
 }
+
+// The filters get the header parsed from the start of the message kept in
+// memory (64 KiB): a line cut at the end of it is not a field, so a filter
+// never sees a value the message does not have (here "reject", the start
+// of "rejected-not").
+func TestFilterHeaderCutLine(t *testing.T) {
+	e := newServer(t, filterSet(), func(c *config.Config) {
+		c.SMTP.MaxMessageSize, c.SMTP.MaxHeaderSize, c.SMTP.MaxHeaderFields = 1<<20, 1<<20, 1000
+	})
+	c := e.dial(t, KindMX)
+	c.expect("220")
+	c.cmd("EHLO client.remote.test", "250")
+	c.cmd("MAIL FROM:<x@remote.test>", "250")
+	c.cmd("RCPT TO:<alice@example.test>", "250")
+	c.cmd("DATA", "354")
+	var h strings.Builder
+	for h.Len() < maxKeptHeader-len("Subject: reject")-900 {
+		h.WriteString("X-Filler: " + strings.Repeat("x", 888) + "\r\n")
+	}
+	h.WriteString("X-Last: " + strings.Repeat("y", maxKeptHeader-len("Subject: reject")-h.Len()-len("X-Last: \r\n")) + "\r\n")
+	h.WriteString("Subject: reject")
+	if h.Len() != maxKeptHeader {
+		t.Fatalf("the header's first %d bytes, want %d", h.Len(), maxKeptHeader)
+	}
+	c.send(h.String() + "ed-not\r\n\r\nbody\r\n.\r\n")
+	c.expect("250")
+}

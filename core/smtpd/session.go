@@ -1,8 +1,6 @@
 package smtpd
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -28,6 +26,7 @@ import (
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 func reply(code, c1, c2, c3 int, msg string) *smtp.SMTPError {
@@ -670,7 +669,7 @@ func (s *session) dataDirect(r io.Reader, tx *transaction) error {
 	}
 	m := s.queueMessage(tx)
 	m.ReturnPath = int64(len(rp))
-	return s.accept(m, w, dr.header)
+	return s.accept(m, w, dr.keptHeader())
 }
 
 // dataFiltered receives a message into a temporary file, runs the data
@@ -696,11 +695,11 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	out := pipeline.Outcome{Action: pipeline.Continue}
 	out.Merge(tx.carry)
 	if p.Has(pipeline.HookData) {
-		header, _ := sdk.ParseHeader(bufio.NewReader(bytes.NewReader(dr.header)))
+		hdr, _ := header.Parse(dr.keptHeader())
 		env := s.envelope()
 		env.QueueID = tmp.ID()
 		open := func() (io.ReadCloser, error) { return os.Open(tmp.Path()) }
-		out.Merge(p.Data(context.Background(), env, header, tmp.Size(), open))
+		out.Merge(p.Data(context.Background(), env, hdr, tmp.Size(), open))
 	}
 	switch out.Action {
 	case pipeline.Reject, pipeline.Tempfail:
@@ -735,7 +734,7 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 			}
 		}
 	}
-	return s.accept(m, w, dr.header)
+	return s.accept(m, w, dr.keptHeader())
 }
 
 func (s *session) queueMessage(tx *transaction) *queue.Message {

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 // maxAddedHeader bounds one header field a plugin adds.
@@ -82,17 +83,12 @@ func quote(s string) string {
 }
 
 // field formats a header field a stage asked to add, or reports that it
-// cannot be added safely: the name must be printable ASCII without a colon
-// or space, and the value may contain line breaks only as folding (CRLF
-// followed by a space or tab).
+// cannot be added safely: the name must be one package header reads
+// (printable ASCII without a colon or space), and the value may contain
+// line breaks only as folding (CRLF followed by a space or tab).
 func field(h sdk.HeaderField) (string, bool) {
-	if h.Name == "" || len(h.Name) > 100 {
+	if len(h.Name) > 100 || !header.ValidName(h.Name) {
 		return "", false
-	}
-	for i := 0; i < len(h.Name); i++ {
-		if c := h.Name[i]; c <= ' ' || c >= 0x7f || c == ':' {
-			return "", false
-		}
 	}
 	v := h.Value
 	if len(v) > maxAddedHeader {

@@ -262,13 +262,26 @@ func trimEOL(line []byte) []byte { return bytes.TrimRight(line, "\r\n") }
 func splitField(line []byte) (name, value []byte, ok bool) {
 	name, value, ok = bytes.Cut(line, []byte(":"))
 	name = bytes.TrimRight(name, " \t")
-	if !ok || len(name) == 0 {
+	if !ok || !validName(name) {
 		return nil, nil, false
 	}
-	for _, c := range name {
-		if c < 33 || c > 126 {
-			return nil, nil, false
+	return name, value, true
+}
+
+// ValidName reports whether name is a field name as this package reads
+// one (RFC 5322 section 2.2): at least one printable US-ASCII character,
+// none of them a colon. Whoever writes a header field checks its name
+// with it, so that the field reads back as written.
+func ValidName(name string) bool { return validName(name) }
+
+func validName[T string | []byte](name T) bool {
+	if len(name) == 0 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 33 || c > 126 || c == ':' {
+			return false
 		}
 	}
-	return name, value, true
+	return true
 }

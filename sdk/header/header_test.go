@@ -78,6 +78,16 @@ func TestGet(t *testing.T) {
 	}
 }
 
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"Subject": true, "X-A_b.c!~": true, "": false, "A B": false, "A:B": false, "A\t": false, "Caf\xe9": false, "A\x7f": false,
+	} {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
 func TestLimits(t *testing.T) {
 	// Fields: exactly the limit is fine, one more is not.
 	h, err := ReadLimits(bufio.NewReader(strings.NewReader(strings.Repeat("X: y\r\n", 3)+"\r\n")), Limits{Fields: 3})

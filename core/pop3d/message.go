@@ -2,8 +2,11 @@ package pop3d
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
+
+	"github.com/sluice-mail/sluice/sdk/header"
 )
 
 // allLines is the bodyLines value of writeMessage that sends the whole
@@ -17,8 +20,11 @@ const allLines = -1
 // ending gets one).
 //
 // With bodyLines >= 0 it sends the header, the empty line after it, and
-// that many lines of the body (TOP, RFC 1939 section 7). A message
-// without an empty line is all header.
+// that many lines of the body (TOP, RFC 1939 section 7). The header ends
+// where package header says: at the empty line, at the end of a message
+// without one, or at a line that is neither a field nor a continuation,
+// which is the first line of the body (mail that came in by APPEND may
+// have one).
 //
 // Errors from r are returned as readError.
 //
@@ -29,15 +35,28 @@ func writeMessage(w *bufio.Writer, r io.Reader, bodyLines int) error {
 	var (
 		atStart  = true // the next byte starts a line
 		prevCR   bool   // the last byte written was a CR
-		lineLen  int    // bytes of the current line so far, line ending excluded
 		inHeader = true
-		sent     int // body lines sent
+		fields   bool // a line of the header came
+		blank    bool // the current line is empty, but for CRs
+		sent     int  // body lines sent
 	)
 	for {
 		if !inHeader && bodyLines >= 0 && sent >= bodyLines {
 			return nil
 		}
 		seg, err := br.ReadSlice('\n')
+		if inHeader && atStart {
+			blank = len(bytes.TrimRight(seg, "\r\n")) == 0
+			if !blank && header.EndsHeader(seg, fields) {
+				inHeader = false // a line that is not a field: the body
+				if bodyLines >= 0 && sent >= bodyLines {
+					return nil
+				}
+			}
+		}
+		if inHeader && !atStart && blank {
+			blank = len(bytes.TrimRight(seg, "\r\n")) == 0 // a long line
+		}
 		if len(seg) > 0 {
 			if atStart && seg[0] == '.' {
 				if err := w.WriteByte('.'); err != nil {
@@ -55,24 +74,23 @@ func writeMessage(w *bufio.Writer, r io.Reader, bodyLines int) error {
 			if len(content) > 0 {
 				prevCR = content[len(content)-1] == '\r'
 			}
-			lineLen += len(content)
 			if complete {
 				if !prevCR {
 					if err := w.WriteByte('\r'); err != nil {
 						return err
 					}
-				} else {
-					lineLen-- // the CR belongs to the line ending
 				}
 				if err := w.WriteByte('\n'); err != nil {
 					return err
 				}
-				if inHeader && lineLen == 0 {
+				if inHeader && blank {
 					inHeader = false // the empty line that ends the header
-				} else if !inHeader {
+				} else if inHeader {
+					fields = true
+				} else {
 					sent++
 				}
-				atStart, prevCR, lineLen = true, false, 0
+				atStart, prevCR = true, false
 			} else {
 				atStart = false
 			}

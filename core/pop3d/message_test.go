@@ -30,6 +30,14 @@ func TestWriteMessage(t *testing.T) {
 		{"lone dot line", "S: x\r\n\r\n.\r\n", allLines, "S: x\r\n\r\n..\r\n"},
 		{"empty", "", allLines, ""},
 		{"header folding is not a body", "S: x\r\n y\r\n\r\nb\r\n", 0, "S: x\r\n y\r\n\r\n"},
+		// The header ends where package header says, also in mail that
+		// came in by APPEND: at a line that is neither a field nor a
+		// continuation, the first line of the body.
+		{"a line that is not a field ends the header", "S: x\r\nnot a field\r\nT: y\r\n", 0, "S: x\r\n"},
+		{"a line that is not a field is the body", "S: x\r\nnot a field\r\nT: y\r\n", 1, "S: x\r\nnot a field\r\n"},
+		{"a continuation first is the body", " S: x\r\nT: y\r\n", 0, ""},
+		{"CRs only: an empty line", "S: x\r\n\r\r\nbody\r\n", 0, "S: x\r\n\r\r\n"},
+		{"white space before the colon", "S : x\nT\t: y\n\nb\n", 0, "S : x\r\nT\t: y\r\n\r\n"},
 		{"long dotted line", "S: x\r\n\r\n." + strings.Repeat("d", 100000) + "\r\n.z\r\n", allLines, "S: x\r\n\r\n.." + strings.Repeat("d", 100000) + "\r\n..z\r\n"},
 		{"long line top", "S: x\r\n\r\n" + strings.Repeat("d", 100000) + "\r\nnext\r\n", 1, "S: x\r\n\r\n" + strings.Repeat("d", 100000) + "\r\n"},
 	} {

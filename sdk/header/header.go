@@ -241,15 +241,37 @@ func (s *scanner) next(afterField bool) (kind int, line []byte, err error) {
 		return lineEnd, nil, ErrTooLarge
 	}
 	s.left -= int64(len(line))
+	if kind = classify(t, afterField); kind == lineEnd {
+		s.done = true
+		return lineEnd, nil, nil // not a field: the body starts without an empty line
+	}
+	return kind, line, nil
+}
+
+// classify says what a line (without its line end) is; afterField tells
+// whether a field came before it.
+func classify(t []byte, afterField bool) int {
 	switch {
+	case len(t) == 0:
+		return lineEnd
 	case (t[0] == ' ' || t[0] == '\t') && afterField:
-		return lineCont, line, nil
+		return lineCont
 	}
 	if _, _, ok := splitField(t); ok {
-		return lineField, line, nil
+		return lineField
 	}
-	s.done = true
-	return lineEnd, nil, nil // not a field: the body starts without an empty line
+	return lineEnd
+}
+
+// EndsHeader reports whether line ends a header section instead of being
+// part of it: the empty line, or a line that is neither a field nor a
+// continuation (afterField tells whether a field came before it, which a
+// continuation needs). The line end may be there or not. It is for those
+// that cannot use Read, as they copy a message as it streams (POP3's TOP),
+// to follow the same policy; a line longer than they hold may be given
+// by its start, which has the field name.
+func EndsHeader(line []byte, afterField bool) bool {
+	return classify(trimEOL(line), afterField) == lineEnd
 }
 
 // trimEOL removes the line end (LF, CRLF, and any CRs before them).

@@ -78,6 +78,23 @@ func TestGet(t *testing.T) {
 	}
 }
 
+func TestEndsHeader(t *testing.T) {
+	for _, c := range []struct {
+		line       string
+		afterField bool
+		want       bool
+	}{
+		{"\r\n", true, true}, {"\n", false, true}, {"", true, true},
+		{"A: 1\r\n", false, false}, {"A : 1", true, false}, {"A:", false, false},
+		{" x\r\n", true, false}, {" x\r\n", false, true}, {"\tA: 1\n", false, true},
+		{"not a field\r\n", true, true}, {": x\r\n", true, true}, {"A B: x\r\n", true, true},
+	} {
+		if got := EndsHeader([]byte(c.line), c.afterField); got != c.want {
+			t.Errorf("EndsHeader(%q, %v) = %v, want %v", c.line, c.afterField, got, c.want)
+		}
+	}
+}
+
 func TestValidName(t *testing.T) {
 	for name, want := range map[string]bool{
 		"Subject": true, "X-A_b.c!~": true, "": false, "A B": false, "A:B": false, "A\t": false, "Caf\xe9": false, "A\x7f": false,

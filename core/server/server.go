@@ -254,7 +254,13 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if cfg.Queue.Immediate {
 		immediate = deliverer
 	}
-	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: immediate, Pipelines: holder, Auth: authn, TLS: tlsConf, Relay: relay, Logger: log})
+	smtpOpts, err := smtpOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	smtpOpts.Store, smtpOpts.Queue, smtpOpts.Local, smtpOpts.Pipelines = data.Store, data.Queue, immediate, holder
+	smtpOpts.Auth, smtpOpts.TLS, smtpOpts.Relay, smtpOpts.Logger = authn, tlsConf, relay, log
+	smtp, err := smtpd.New(smtpOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +269,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	var imapSrv *imapd.Server
 	if len(cfg.IMAP.Listen)+len(cfg.IMAP.ListenTLS) > 0 {
-		imapSrv, err = imapd.New(imapd.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Learn: spamLearner(holder, log), Logger: log})
+		opts := imapOptions(cfg)
+		opts.Store, opts.Auth, opts.TLS, opts.Learn, opts.Logger = data.Store, authn, tlsConf, spamLearner(holder, log), log
+		imapSrv, err = imapd.New(opts)
 		if err != nil {
 			return nil, err
 		}
@@ -278,7 +286,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	var pop3 *pop3d.Server
 	if len(cfg.POP3.Listen)+len(cfg.POP3.ListenTLS) > 0 {
-		if pop3, err = pop3d.New(pop3d.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Logger: log}); err != nil {
+		opts := pop3Options(cfg)
+		opts.Store, opts.Auth, opts.TLS, opts.Logger = data.Store, authn, tlsConf, log
+		if pop3, err = pop3d.New(opts); err != nil {
 			return nil, err
 		}
 		if err := pop3.Listen(); err != nil {

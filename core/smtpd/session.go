@@ -21,7 +21,6 @@ import (
 
 	"github.com/sluice-mail/sluice/core/address"
 	"github.com/sluice-mail/sluice/core/auth"
-	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/durable"
 	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/pipeline"
@@ -147,7 +146,7 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 		return nil, replyShuttingDown
 	}
 	if kind == KindMX {
-		for _, p := range s.relayNets {
+		for _, p := range s.opts.RelayNetworks {
 			if p.Contains(sess.remote.Unmap()) {
 				sess.relay = true
 				break
@@ -167,13 +166,20 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 	return sess, nil
 }
 
+// The names of the pipelines in the config (config.PipelineInbound and
+// config.PipelineOutbound; a test checks that they agree).
+const (
+	pipelineInbound  = "inbound"
+	pipelineOutbound = "outbound"
+)
+
 // pipelineName is the pipeline that checks this session's mail: inbound
 // on the MX listener, outbound for our own users.
 func (s *session) pipelineName() string {
 	if s.kind == KindMX && !s.relay {
-		return config.PipelineInbound
+		return pipelineInbound
 	}
-	return config.PipelineOutbound
+	return pipelineOutbound
 }
 
 // pipeline returns the current pipeline for the session, held until
@@ -190,7 +196,7 @@ func (s *session) pipeline() (*pipeline.Pipeline, func()) {
 func (s *session) envelope() *sdk.Envelope {
 	env := &sdk.Envelope{
 		ClientIP: s.remote, HELO: s.conn.Hostname(), TLS: s.tlsStr, AuthUser: s.user, AuthAddresses: s.userAddrs,
-		Listener: string(s.kind), Pipeline: s.pipelineName(), Hostname: s.srv.cfg.Hostname,
+		Listener: string(s.kind), Pipeline: s.pipelineName(), Hostname: s.srv.opts.Hostname,
 	}
 	if s.tx != nil {
 		env.MailFrom = s.tx.from.String()
@@ -270,7 +276,7 @@ func (s *session) hungUp() bool {
 // it closes the connection.
 func (s *session) fail(r *smtp.SMTPError) error {
 	s.errs++
-	if s.errs > s.srv.cfg.SMTP.MaxErrors {
+	if s.errs > s.srv.lims.MaxErrors {
 		s.srv.log.Info("closing connection after too many errors", "listener", string(s.kind), "remote", s.remote.String(), "errors", s.errs)
 		s.closeWith(lineTooManyErrs)
 	}
@@ -358,7 +364,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return replyClosed
 	}
 	if s.srv.closing.Load() {
-		s.closeWith("421 4.3.2 " + s.srv.cfg.Hostname + " Service shutting down")
+		s.closeWith("421 4.3.2 " + s.srv.opts.Hostname + " Service shutting down")
 		return replyShuttingDown
 	}
 	if s.tx != nil {
@@ -565,7 +571,7 @@ func (s *session) Data(r io.Reader) error {
 				s.closeWith(lineDataBefore354)
 				return replyClosed
 			}
-			dr := newDotReader(br, int64(s.srv.cfg.SMTP.MaxMessageSize))
+			dr := newDotReader(br, s.srv.lims.MaxMessageSize)
 			defer func() {
 				// Whatever was refused early is read up to the end
 				// of the data here, not by go-smtp's reader.
@@ -591,9 +597,9 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 	if _, err := io.WriteString(ew, s.receivedHeader(id)); err != nil {
 		return nil, s.spoolFailed(id, err)
 	}
-	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops, shapeLimits(&s.srv.cfg.SMTP))
-	dr.maxLine = s.srv.cfg.SMTP.MaxLineLength
-	af := newAuthResultsFilter(ew, s.srv.cfg.Hostname)
+	dr := newDataReader(r, s.srv.lims.MaxHops, &s.srv.lims.Shape)
+	dr.maxLine = s.srv.lims.MaxLineLength
+	af := newAuthResultsFilter(ew, s.srv.opts.Hostname)
 	_, err := io.Copy(af, dr)
 	if err == nil {
 		err = af.Flush()
@@ -610,7 +616,7 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 			// for a command line, the connection is closed: what follows
 			// cannot be told apart from commands.
 			s.finish("500 line too long; connection closed")
-			s.srv.log.Info("closing connection: line too long in message data", "listener", string(s.kind), "remote", s.remote.String(), "max_line_length", s.srv.cfg.SMTP.MaxLineLength)
+			s.srv.log.Info("closing connection: line too long in message data", "listener", string(s.kind), "remote", s.remote.String(), "max_line_length", s.srv.lims.MaxLineLength)
 			s.closeWith(lineTooLong)
 			return nil, replyClosed
 		case errors.Is(err, errMalformedHeader):
@@ -713,7 +719,7 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	// Authentication-Results fields that claim to be ours were removed as
 	// the message arrived (authResultsFilter); ours go on top.
 	rp := queue.ReturnPathField(tx.from.String())
-	w, err := tmp.Finish(append([]byte(rp), out.HeaderBlock(s.srv.cfg.Hostname)...))
+	w, err := tmp.Finish(append([]byte(rp), out.HeaderBlock(s.srv.opts.Hostname)...))
 	if err != nil {
 		return s.spoolFailed(tmp.ID(), err)
 	}
@@ -916,7 +922,7 @@ func (s *session) receivedHeader(id string) string {
 	if s.tlsOn {
 		fmt.Fprintf(&b, "\t(using %s)\r\n", s.tlsStr)
 	}
-	fmt.Fprintf(&b, "\tby %s (Sluice) with %s id %s", s.srv.cfg.Hostname, proto, id)
+	fmt.Fprintf(&b, "\tby %s (Sluice) with %s id %s", s.srv.opts.Hostname, proto, id)
 	if len(s.tx.rcpts) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", s.tx.rcpts[0].addr.Quoted())
 	}

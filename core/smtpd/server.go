@@ -145,13 +145,17 @@ type LocalDeliverer interface {
 
 // Server runs the SMTP listeners.
 type Server struct {
-	opts     Options
-	lims     Limits // opts.Limits, with no limit made explicit
-	log      *slog.Logger
-	lim      *netlimit.Limiter[*trackedConn]
-	tarpit   *tarpit
-	closing  atomic.Bool
-	stop     chan struct{} // closed when Shutdown begins
+	opts    Options
+	lims    Limits // opts.Limits, with no limit made explicit
+	log     *slog.Logger
+	lim     *netlimit.Limiter[*trackedConn]
+	tarpit  *tarpit
+	closing atomic.Bool
+	stop    chan struct{} // closed when Shutdown begins
+	// ctx is the parent of the sessions' contexts; cancel is called when
+	// Shutdown cuts the sessions off, or returns.
+	ctx      context.Context
+	cancel   context.CancelFunc
 	servers  map[Kind]*smtp.Server
 	mu       sync.Mutex
 	listener map[Kind][]net.Listener
@@ -182,6 +186,7 @@ func New(opts Options) (*Server, error) {
 		tarpit:   &tarpit{after: lims.TarpitAfter, delay: lims.TarpitDelay},
 		stop:     make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, k := range []Kind{KindMX, KindSubmission, KindSubmissions} {
 		s.servers[k] = s.newSMTPServer(k)
 	}
@@ -328,6 +333,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.closing.Swap(true) {
 		close(s.stop)
 	}
+	defer s.cancel()
 	s.closeListeners()
 	for _, c := range s.lim.Snapshot() {
 		if !c.inData.Load() {
@@ -359,6 +365,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// go-smtp's Close does nothing once Shutdown has begun, so
 			// the connections still receiving are closed here. Their
 			// messages were never acknowledged; the clients will retry.
+			s.cancel()
 			for _, c := range s.lim.Snapshot() {
 				c.Close()
 			}

@@ -42,7 +42,7 @@ type testEnv struct {
 
 // directDelivery lists the tests whose server delivers local mail before
 // replying 250; the others leave it in the queue, where they inspect it.
-var directDelivery = map[string]bool{"TestDirectDelivery": true, "TestFilterJunkAndHeaders": true}
+var directDelivery = map[string]bool{"TestDirectDelivery": true, "TestFilterJunkAndHeaders": true, "TestAcceptedSurvivesHangup": true}
 
 var (
 	testHashes = map[string]string{}

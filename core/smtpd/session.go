@@ -76,8 +76,14 @@ const (
 // from the connection's goroutine, except Data under BDAT, which it calls
 // from another goroutine while the connection's goroutine waits.
 type session struct {
-	srv       *Server
-	kind      Kind
+	srv  *Server
+	kind Kind
+	// ctx is what the session's filter calls, recipient callouts and
+	// logins run under: it is cancelled when the client hangs up, when the
+	// session ends (Logout), and when Shutdown cuts sessions off. What is
+	// done after the reply to DATA does not depend on it.
+	ctx       context.Context
+	cancel    context.CancelFunc
 	conn      *smtp.Conn
 	remote    netip.Addr
 	tc        *trackedConn // nil when the connection is not ours (tests)
@@ -124,8 +130,14 @@ type acceptedRcpt struct {
 	targets []store.Target
 }
 
-func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
+func (s *Server) newSession(kind Kind, c *smtp.Conn) (_ smtp.Session, err error) {
 	sess := &session{srv: s, kind: kind, conn: c}
+	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
+	defer func() {
+		if err != nil {
+			sess.cancel() // go-smtp calls Logout only for a session
+		}
+	}()
 	nc := c.Conn()
 	if tc, ok := nc.(*tls.Conn); ok {
 		st := tc.ConnectionState()
@@ -224,7 +236,9 @@ func (s *session) connectHook() error {
 	if !p.Has(pipeline.HookConnect) {
 		return nil
 	}
-	out := p.Connect(context.Background(), s.envelope())
+	ctx, done := s.waiting()
+	out := p.Connect(ctx, s.envelope())
+	done()
 	switch out.Action {
 	case pipeline.Reject, pipeline.Tempfail:
 		s.srv.log.Info("connection refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
@@ -237,6 +251,18 @@ func (s *session) connectHook() error {
 	}
 	s.carry = out
 	return nil
+}
+
+// waiting returns the context for a call that waits for something other
+// than the client (a filter, a recipient callout), and watches the
+// connection meanwhile, so that the context is cancelled as soon as the
+// client hangs up. done must be called when the call has returned, before
+// the connection is read again.
+func (s *session) waiting() (ctx context.Context, done func()) {
+	if s.tc == nil {
+		return s.ctx, func() {}
+	}
+	return s.ctx, s.tc.watch(s.cancel)
 }
 
 // validHelo accepts any printable ASCII name (clients send all sorts, and
@@ -302,7 +328,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, s.fail(replyAuthInTx)
 	}
 	check := func(username, password string) error {
-		user, err := s.srv.opts.Auth.Authenticate(context.Background(), s.remote, username, password)
+		user, err := s.srv.opts.Auth.Authenticate(s.ctx, s.remote, username, password)
 		switch {
 		case err == nil:
 			s.user = user
@@ -397,7 +423,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	p, release := s.pipeline()
 	defer release()
 	if p.Has(pipeline.HookMail) {
-		out := p.Mail(context.Background(), s.envelope())
+		ctx, done := s.waiting()
+		out := p.Mail(ctx, s.envelope())
+		done()
 		if out.Action == pipeline.Reject || out.Action == pipeline.Tempfail {
 			s.tx = nil
 			s.srv.log.Info("sender refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "from", a.String(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
@@ -437,7 +465,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			// A domain we are the gateway for: its next hop says which
 			// addresses exist, so that mail for unknown ones is refused
 			// now rather than bounced later.
-			ok, err := relay.Verify(context.Background(), a.String())
+			ctx, done := s.waiting()
+			ok, err := relay.Verify(ctx, a.String())
+			done()
 			if err != nil {
 				s.srv.log.Warn("verifying recipient", "rcpt", a.String(), "err", err)
 				s.tx.rejected = append(s.tx.rejected, a.String()+" (451 verification failed)")
@@ -468,7 +498,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	p, release := s.pipeline()
 	defer release()
 	if p.Has(pipeline.HookRcpt) {
-		out := p.Rcpt(context.Background(), s.envelope(), a.String())
+		ctx, done := s.waiting()
+		out := p.Rcpt(ctx, s.envelope(), a.String())
+		done()
 		switch out.Action {
 		case pipeline.Reject:
 			s.tx.rejected = append(s.tx.rejected, fmt.Sprintf("%s (%d by %s)", a, out.Code, out.Stage))
@@ -706,7 +738,9 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 		env := s.envelope()
 		env.QueueID = tmp.ID()
 		open := func() (io.ReadCloser, error) { return os.Open(tmp.Path()) }
-		out.Merge(p.Data(context.Background(), env, header, tmp.Size(), open))
+		ctx, done := s.waiting()
+		out.Merge(p.Data(ctx, env, header, tmp.Size(), open))
+		done()
 	}
 	switch out.Action {
 	case pipeline.Reject, pipeline.Tempfail:
@@ -898,6 +932,7 @@ func (s *session) Logout() error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
 	s.finish("disconnected")
+	s.cancel()
 	if s.tc != nil {
 		s.tc.session.CompareAndSwap(s, nil)
 	}

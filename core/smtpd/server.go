@@ -68,6 +68,8 @@ type Options struct {
 	// Limits bound what a client may do; a zero limit is no limit.
 	Limits Limits
 
+	// Store, Queue and Auth are the mailboxes, the queue and the password
+	// checks. Required.
 	Store *store.Store
 	Queue *queue.Queue
 	Auth  *auth.Authenticator

@@ -89,7 +89,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Limits are the SMTP limits of ../shared/SECURITY.md, each the config key
+// Limits are the SMTP limits of the package doc, each the config key
 // of the same name under smtp (see there for its default and meaning). The
 // zero value of every field is no limit (or, for the tarpit, none).
 type Limits struct {

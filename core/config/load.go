@@ -359,3 +359,13 @@ func applyDefaults(v reflect.Value, key string) error {
 	}
 	return nil
 }
+
+// DefaultRoute returns a Route with the defaults a routes entry gets for
+// what it leaves out.
+func DefaultRoute() Route {
+	var r Route
+	if err := applyDefaults(reflect.ValueOf(&r).Elem(), "routes"); err != nil {
+		panic(err) // as in Default
+	}
+	return r
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/mimelimit"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
 )
@@ -114,10 +115,14 @@ func newEnv(t testing.TB, options ...func(*config.Config)) *testEnv {
 	}
 	authn := &auth.Authenticator{Users: st, Throttle: &auth.Throttle{MaxPerIP: 5, MaxPerUser: 5, Window: time.Minute}}
 	srv, err := New(Options{
-		Config: cfg,
-		Store:  st,
-		Auth:   authn,
-		TLS:    &tls.Config{Certificates: []tls.Certificate{testCert}},
+		MaxConnections:      cfg.IMAP.MaxConnections,
+		MaxConnectionsPerIP: cfg.IMAP.MaxConnectionsPerIP,
+		PlaintextLoopback:   cfg.Auth.PlaintextLoopback,
+		MaxAppendSize:       int64(cfg.SMTP.MaxMessageSize),
+		View:                mimelimit.Limits{HeaderBytes: int64(cfg.SMTP.MaxHeaderSize), HeaderFields: cfg.SMTP.MaxHeaderFields, MaxDepth: cfg.SMTP.MaxMIMEDepth, MaxParts: cfg.SMTP.MaxMIMEParts},
+		Store:               st,
+		Auth:                authn,
+		TLS:                 &tls.Config{Certificates: []tls.Certificate{testCert}},
 		Learn: func(ctx context.Context, open func() (io.ReadCloser, error), size int64, spam bool) error {
 			r, err := open()
 			if err != nil {

@@ -48,7 +48,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/sluice-mail/sluice/core/auth"
-	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/mimelimit"
 	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/store"
 )
@@ -59,9 +59,23 @@ type LearnFunc func(ctx context.Context, open func() (io.ReadCloser, error), siz
 
 // Options configures a Server.
 type Options struct {
-	// Config supplies imap.*, auth.plaintext_loopback, the hostname and
-	// smtp.max_message_size (the largest APPEND). Required.
-	Config *config.Config
+	// Listen and ListenTLS are the addresses Listen binds, with STARTTLS
+	// (imap.listen) and with implicit TLS (imap.listen_tls).
+	Listen, ListenTLS []string
+	// MaxConnections bounds the open connections across all listeners,
+	// MaxConnectionsPerIP those from one address (IPv6: one /64); 0
+	// means no limit.
+	MaxConnections, MaxConnectionsPerIP int
+	// PlaintextLoopback lets clients on a loopback address log in
+	// without TLS (auth.plaintext_loopback).
+	PlaintextLoopback bool
+	// MaxAppendSize is the largest message APPEND takes, in bytes
+	// (smtp.max_message_size); 0 means no limit but IMAP's 4 GiB.
+	MaxAppendSize int64
+	// View bounds how stored mail is parsed for FETCH and SEARCH (the
+	// header and MIME limits of the smtp section, see structure.go); a
+	// zero field is no limit.
+	View mimelimit.Limits
 	// Store holds the mailboxes. Required.
 	Store *store.Store
 	// Auth checks passwords and throttles failures. Required.
@@ -85,7 +99,6 @@ const handshakeTimeout = 30 * time.Second
 // Server runs the IMAP listeners.
 type Server struct {
 	opts Options
-	cfg  *config.Config
 	log  *slog.Logger
 	lim  *netlimit.Limiter[*trackedConn]
 	reg  *registry
@@ -137,19 +150,17 @@ var capabilities = imap.CapSet{
 
 // New returns a Server; Listen (or ListenOn) and Serve start it.
 func New(opts Options) (*Server, error) {
-	if opts.Config == nil || opts.Store == nil || opts.Auth == nil {
-		return nil, errors.New("imapd: missing config, store or authenticator")
+	if opts.Store == nil || opts.Auth == nil {
+		return nil, errors.New("imapd: missing store or authenticator")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	cfg := opts.Config
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:       opts,
-		cfg:        cfg,
 		log:        opts.Logger,
-		lim:        netlimit.New[*trackedConn](cfg.IMAP.MaxConnections, cfg.IMAP.MaxConnectionsPerIP),
+		lim:        netlimit.New[*trackedConn](opts.MaxConnections, opts.MaxConnectionsPerIP),
 		secureLn:   newChanListener(),
 		loopbackLn: newChanListener(),
 		ctx:        ctx,
@@ -208,7 +219,7 @@ func (s *Server) Listen() error {
 	for _, l := range []struct {
 		addrs       []string
 		implicitTLS bool
-	}{{s.cfg.IMAP.Listen, false}, {s.cfg.IMAP.ListenTLS, true}} {
+	}{{s.opts.Listen, false}, {s.opts.ListenTLS, true}} {
 		for _, addr := range l.addrs {
 			if err := s.ListenOn(addr, l.implicitTLS); err != nil {
 				s.closeListeners()
@@ -342,7 +353,7 @@ func (s *Server) accept(l *listener, kind string) {
 			// from the first command on.
 			tc.SetReadDeadline(time.Now().Add(time.Duration(s.handshake.Load())))
 			conn = tls.Server(conn, s.opts.TLS)
-		case s.cfg.Auth.PlaintextLoopback && ip.IsLoopback():
+		case s.opts.PlaintextLoopback && ip.IsLoopback():
 			target = s.loopbackLn
 		}
 		if !target.hand(conn) {

@@ -170,7 +170,7 @@ func (s *session) AppendLimit() uint32 {
 	if s.user == nil {
 		return 0
 	}
-	limit := int64(s.srv.cfg.SMTP.MaxMessageSize)
+	limit := s.srv.opts.MaxAppendSize
 	if limit <= 0 || limit > math.MaxUint32 {
 		limit = math.MaxUint32
 	}

@@ -13,7 +13,6 @@ import (
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
 
-	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/mimelimit"
 	"github.com/sluice-mail/sluice/sdk/header"
 )
@@ -27,19 +26,9 @@ import (
 // opaque application/octet-stream part, and parts past the part limit are
 // left out.
 
-// viewLimits are the bounds stored mail is read with.
-func viewLimits(c *config.SMTP) mimelimit.Limits {
-	return mimelimit.Limits{
-		HeaderBytes:  int64(c.MaxHeaderSize),
-		HeaderFields: c.MaxHeaderFields,
-		MaxDepth:     c.MaxMIMEDepth,
-		MaxParts:     c.MaxMIMEParts,
-	}
-}
-
 // view returns the message r as the parsers may see it.
 func (s *session) view(r io.Reader) *mimelimit.View {
-	return mimelimit.NewView(r, viewLimits(&s.srv.cfg.SMTP))
+	return mimelimit.NewView(r, s.srv.opts.View)
 }
 
 // bodyStructure returns the BODYSTRUCTURE of a message, the same as

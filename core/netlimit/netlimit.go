@@ -33,7 +33,7 @@ type Limiter[C comparable] struct {
 }
 
 // New returns a Limiter allowing maxTotal connections, at most maxPerIP
-// of them from one address.
+// of them from one address. A limit of 0 (or less) means no limit.
 func New[C comparable](maxTotal, maxPerIP int) *Limiter[C] {
 	return &Limiter[C]{maxTotal: maxTotal, maxPerIP: maxPerIP, perIP: map[netip.Prefix]int{}, conns: map[C]netip.Prefix{}}
 }
@@ -44,10 +44,10 @@ func (l *Limiter[C]) Acquire(c C, ip netip.Addr) Reason {
 	key := auth.IPKey(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.conns) >= l.maxTotal {
+	if l.maxTotal > 0 && len(l.conns) >= l.maxTotal {
 		return TooMany
 	}
-	if l.perIP[key] >= l.maxPerIP {
+	if l.maxPerIP > 0 && l.perIP[key] >= l.maxPerIP {
 		return TooManyFromIP
 	}
 	l.perIP[key]++

@@ -70,3 +70,14 @@ func TestLimiterIPv6(t *testing.T) {
 		t.Errorf("acquire(%v) after release = %q, want \"\"", b, r)
 	}
 }
+
+// A limit of 0 is no limit: the listeners' Options document zero as none.
+func TestLimiterZeroIsUnlimited(t *testing.T) {
+	l := New[int](0, 0)
+	ip := netip.MustParseAddr("127.0.0.1")
+	for i := range 100 {
+		if r := l.Acquire(i, ip); r != "" {
+			t.Fatalf("connection %d refused: %q", i, r)
+		}
+	}
+}

@@ -97,7 +97,9 @@ func newServer(t *testing.T, options ...func(*config.Config)) *testEnv {
 		}
 	}
 	srv, err := New(Options{
-		Config: cfg, Store: st, Logger: log,
+		Hostname: cfg.Hostname, MaxConnections: cfg.POP3.MaxConnections, MaxConnectionsPerIP: cfg.POP3.MaxConnectionsPerIP,
+		ReadTimeout: cfg.POP3.ReadTimeout.D(), PlaintextLoopback: cfg.Auth.PlaintextLoopback,
+		Store: st, Logger: log,
 		Auth: &auth.Authenticator{Users: st, Throttle: &auth.Throttle{MaxPerIP: cfg.Auth.MaxFailuresPerIP, MaxPerUser: cfg.Auth.MaxFailuresPerUser, Window: cfg.Auth.FailureWindow.D()}},
 		TLS:  &tls.Config{Certificates: []tls.Certificate{testCert}, MinVersion: tls.VersionTLS12},
 	})

@@ -55,7 +55,6 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/auth"
-	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/store"
 )
@@ -89,9 +88,21 @@ const (
 
 // Options configures a Server.
 type Options struct {
-	// Config supplies pop3.*, auth.plaintext_loopback and hostname.
-	// Required.
-	Config *config.Config
+	// Hostname is the name in the greeting. Required.
+	Hostname string
+	// Listen and ListenTLS are the addresses Listen binds, with STLS
+	// (pop3.listen) and with implicit TLS (pop3.listen_tls).
+	Listen, ListenTLS []string
+	// MaxConnections bounds the open connections across all listeners,
+	// MaxConnectionsPerIP those from one address (IPv6: one /64); 0
+	// means no limit.
+	MaxConnections, MaxConnectionsPerIP int
+	// ReadTimeout bounds the wait for a command after login
+	// (pop3.read_timeout); 0 means no limit.
+	ReadTimeout time.Duration
+	// PlaintextLoopback lets clients on a loopback address log in
+	// without TLS (auth.plaintext_loopback).
+	PlaintextLoopback bool
 	// Store holds the users and their mailboxes. Required.
 	Store *store.Store
 	// Auth checks passwords and throttles failures. Required.
@@ -106,7 +117,6 @@ type Options struct {
 // Server runs the POP3 listeners.
 type Server struct {
 	opts  Options
-	cfg   *config.Config
 	log   *slog.Logger
 	lim   *netlimit.Limiter[net.Conn]
 	locks lockTable
@@ -133,8 +143,8 @@ type listener struct {
 
 // New returns a Server; Listen (or ListenOn) and Serve start it.
 func New(opts Options) (*Server, error) {
-	if opts.Config == nil || opts.Store == nil || opts.Auth == nil {
-		return nil, errors.New("pop3d: missing config, store or authenticator")
+	if opts.Hostname == "" || opts.Store == nil || opts.Auth == nil {
+		return nil, errors.New("pop3d: missing hostname, store or authenticator")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -142,9 +152,8 @@ func New(opts Options) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:     opts,
-		cfg:      opts.Config,
 		log:      opts.Logger,
-		lim:      netlimit.New[net.Conn](opts.Config.POP3.MaxConnections, opts.Config.POP3.MaxConnectionsPerIP),
+		lim:      netlimit.New[net.Conn](opts.MaxConnections, opts.MaxConnectionsPerIP),
 		ctx:      ctx,
 		cancel:   cancel,
 		sessions: map[*session]struct{}{},
@@ -161,8 +170,8 @@ func (s *Server) Listen() error {
 		kind  Kind
 		addrs []string
 	}{
-		{KindPOP3, s.cfg.POP3.Listen},
-		{KindPOP3S, s.cfg.POP3.ListenTLS},
+		{KindPOP3, s.opts.Listen},
+		{KindPOP3S, s.opts.ListenTLS},
 	} {
 		for _, addr := range l.addrs {
 			if err := s.ListenOn(l.kind, addr); err != nil {

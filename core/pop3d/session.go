@@ -135,7 +135,7 @@ func (s *session) serve() {
 	s.mu.Lock()
 	s.greeted = true
 	s.mu.Unlock()
-	s.reply("+OK " + s.srv.cfg.Hostname + " POP3 server ready")
+	s.reply("+OK " + s.srv.opts.Hostname + " POP3 server ready")
 	if s.flush() != nil {
 		return
 	}
@@ -269,7 +269,10 @@ func (s *session) waitForCommand() bool {
 	s.idle = s.w.Buffered() == 0
 	deadline := s.preAuthDeadline()
 	if s.state == stateTransaction {
-		deadline = time.Now().Add(s.srv.cfg.POP3.ReadTimeout.D())
+		deadline = time.Time{}
+		if d := s.srv.opts.ReadTimeout; d > 0 {
+			deadline = time.Now().Add(d)
+		}
 	}
 	s.conn.SetReadDeadline(deadline)
 	return true
@@ -380,7 +383,7 @@ func (s *session) fail(reply string) {
 // passwordsAllowed reports whether the client may send a password now:
 // over TLS, or from loopback when auth.plaintext_loopback is on.
 func (s *session) passwordsAllowed() bool {
-	return s.tlsOn || s.srv.cfg.Auth.PlaintextLoopback && s.remote.IsLoopback()
+	return s.tlsOn || s.srv.opts.PlaintextLoopback && s.remote.IsLoopback()
 }
 
 func (s *session) execute(cmd command) {

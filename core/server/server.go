@@ -113,13 +113,15 @@ func SocketPath(cfg *config.Config) string { return filepath.Join(cfg.DataDir, a
 
 // Server is a running Sluice.
 type Server struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	data  *Data
-	smtp  *smtpd.Server
-	imap  *imapd.Server // nil when no IMAP listener is configured
-	pop3  *pop3d.Server // nil when no POP3 listener is configured
-	admin *admin.Server
+	cfg  *config.Config
+	log  *slog.Logger
+	data *Data
+	// listeners are the mail listeners, stopped before the queues.
+	listeners []listener
+	imap      *imapd.Server // nil when no IMAP listener is configured
+	pop3      *pop3d.Server // nil when no POP3 listener is configured
+	// admin is stopped after the queues: it answers while they drain.
+	admin *adminService
 	pipes *pipeline.Holder
 	// buildOpts start the plugins of a reload as those of the start.
 	buildOpts pipeline.BuildOptions
@@ -254,66 +256,71 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if cfg.Queue.Immediate {
 		immediate = deliverer
 	}
-	smtp, err := smtpd.New(smtpd.Options{Config: cfg, Store: data.Store, Queue: data.Queue, Local: immediate, Pipelines: holder, Auth: authn, TLS: tlsConf, Relay: relay, Logger: log})
+	// The mail listeners: bound in this order, served together, and
+	// stopped side by side before the queues (see Shutdown). Another
+	// listener is one more entry in this list.
+	smtpOpts, err := smtpOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := smtp.Listen(); err != nil {
+	smtpOpts.Store, smtpOpts.Queue, smtpOpts.Local, smtpOpts.Pipelines = data.Store, data.Queue, immediate, holder
+	smtpOpts.Auth, smtpOpts.TLS, smtpOpts.Relay, smtpOpts.Logger = authn, tlsConf, relay, log
+	smtp, err := smtpd.New(smtpOpts)
+	if err != nil {
 		return nil, err
 	}
+	listeners := []listener{{svc: smtp, cutOff: "closed connections still receiving messages after the grace period"}}
 	var imapSrv *imapd.Server
 	if len(cfg.IMAP.Listen)+len(cfg.IMAP.ListenTLS) > 0 {
-		imapSrv, err = imapd.New(imapd.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Learn: spamLearner(holder, log), Logger: log})
-		if err != nil {
+		opts := imapOptions(cfg)
+		opts.Store, opts.Auth, opts.TLS, opts.Learn, opts.Logger = data.Store, authn, tlsConf, spamLearner(holder, log), log
+		if imapSrv, err = imapd.New(opts); err != nil {
 			return nil, err
 		}
-		if err := imapSrv.Listen(); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err != nil {
-				imapSrv.Shutdown(context.Background())
-			}
-		}()
+		listeners = append(listeners, listener{svc: imapSrv, cutOff: "closed IMAP connections still busy after the grace period"})
 	}
 	var pop3 *pop3d.Server
 	if len(cfg.POP3.Listen)+len(cfg.POP3.ListenTLS) > 0 {
-		if pop3, err = pop3d.New(pop3d.Options{Config: cfg, Store: data.Store, Auth: authn, TLS: tlsConf, Logger: log}); err != nil {
+		opts := pop3Options(cfg)
+		opts.Store, opts.Auth, opts.TLS, opts.Logger = data.Store, authn, tlsConf, log
+		if pop3, err = pop3d.New(opts); err != nil {
 			return nil, err
 		}
-		if err := pop3.Listen(); err != nil {
-			return nil, err
-		}
+		listeners = append(listeners, listener{svc: pop3, cutOff: "closed POP3 connections still busy after the grace period"})
 	}
-	adm, err := admin.Listen(SocketPath(cfg), &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer}, log)
-	if err != nil {
+	if err := listenAll(listeners); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			shutdownAll(context.Background(), listeners, nil)
+		}
+	}()
+	adm := &adminService{path: SocketPath(cfg), svc: &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer}, log: log}
+	if err := adm.Listen(); err != nil {
 		return nil, err
 	}
 	if runAs != nil {
 		// Everything that needs root is done: the ports are bound, the
 		// certificate read, the databases open, the plugins started.
 		if err := runAs.own(cfg.DataDir, stateDirs(filepath.Join(cfg.DataDir, "plugins"), pluginUser)); err != nil {
-			adm.Close(context.Background())
+			adm.Shutdown(context.Background())
 			return nil, fmt.Errorf("server: giving data_dir to run_as user %s: %w", runAs.name, err)
 		}
 		if err := runAs.drop(); err != nil {
-			adm.Close(context.Background())
+			adm.Shutdown(context.Background())
 			return nil, err
 		}
 		log.Info("switched to the run_as user", "user", runAs.name, "uid", runAs.uid, "gid", runAs.gid)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, smtp: smtp, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, buildOpts: buildOpts, launcher: launcher, cancel: cancel}
-	s.wg.Add(3)
+	s := &Server{cfg: cfg, log: log, data: data, listeners: listeners, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, buildOpts: buildOpts, launcher: launcher, cancel: cancel}
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
-	go func() { defer s.wg.Done(); adm.Serve() }()
-	smtp.Serve()
-	if imapSrv != nil {
-		imapSrv.Serve()
-	}
-	if pop3 != nil {
-		pop3.Serve()
+	adm.Serve()
+	for _, l := range listeners {
+		l.svc.Serve()
 	}
 	log.Info("sluice started", "hostname", cfg.Hostname, "data_dir", cfg.DataDir, "tls", tlsConf != nil, "recovered_messages", data.Queue.Recovered().Messages)
 	return s, nil
@@ -421,41 +428,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.log.Info("shutting down")
 	graceCtx, cancel := context.WithTimeout(ctx, s.cfg.SMTP.ShutdownGrace.D())
 	defer cancel()
-	popDone := make(chan error, 1)
-	go func() {
-		if s.pop3 == nil {
-			popDone <- nil
-			return
-		}
-		popDone <- s.pop3.Shutdown(graceCtx)
-	}()
-	imapDone := make(chan error, 1)
-	go func() {
-		if s.imap == nil {
-			imapDone <- nil
-			return
-		}
-		imapDone <- s.imap.Shutdown(graceCtx)
-	}()
-	err := s.smtp.Shutdown(graceCtx)
-	if errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("closed connections still receiving messages after the grace period")
-		err = nil
-	}
-	if perr := <-popDone; errors.Is(perr, context.DeadlineExceeded) {
-		s.log.Warn("closed POP3 connections still busy after the grace period")
-	} else if perr != nil {
-		err = errors.Join(err, perr)
-	}
-	if ierr := <-imapDone; errors.Is(ierr, context.DeadlineExceeded) {
-		s.log.Warn("closed IMAP connections still busy after the grace period")
-	} else if ierr != nil {
-		err = errors.Join(err, ierr)
-	}
+	err := shutdownAll(graceCtx, s.listeners, s.log)
 	s.cancel()
 	adminCtx, cancel2 := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel2()
-	s.admin.Close(adminCtx)
+	s.admin.Shutdown(adminCtx)
 	s.wg.Wait()
 	s.pipes.Close(5 * time.Second)
 	if s.launcher != nil {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/mimelimit"
 )
 
@@ -79,17 +78,6 @@ const (
 	lineSpace        // in white space after the field name
 	lineOK           // past the colon, or in a continuation line
 )
-
-// shapeLimits are the header and MIME limits of the configuration.
-func shapeLimits(c *config.SMTP) *mimelimit.Limits {
-	return &mimelimit.Limits{
-		HeaderBytes:  int64(c.MaxHeaderSize),
-		HeaderFields: c.MaxHeaderFields,
-		FieldLength:  int(c.MaxHeaderFieldSize),
-		MaxDepth:     c.MaxMIMEDepth,
-		MaxParts:     c.MaxMIMEParts,
-	}
-}
 
 // shapeReply is the reply to a message refused by a header or MIME limit
 // (the error of dataReader), or nil for another error. Header limits are

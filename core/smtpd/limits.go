@@ -44,6 +44,58 @@ type trackedConn struct {
 	sessionEnd time.Time
 
 	sawInput bool // the client has sent something
+
+	// ahead is what watch read while the session waited, and aheadErr
+	// the error that read returned; the next Reads return them first.
+	ahead    []byte
+	aheadErr error
+}
+
+// aLongTimeAgo is a read deadline that ends a read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watch reads ahead from the client while the session waits for
+// something other than the client (a filter, a recipient callout), and
+// calls gone as soon as the client hangs up (or the connection is closed
+// under it). What that read gets, a pipelined command or an error, is
+// kept for the next Read. stop ends the watch and returns when the read
+// has: only then may the connection be read again.
+//
+// Called by the session while nothing else reads the connection: from
+// the connection's goroutine in a command, or from Data, which runs the
+// filters only after go-smtp has handed over the whole message and waits
+// for the reply.
+func (c *trackedConn) watch(gone func()) (stop func()) {
+	if len(c.ahead) > 0 || c.aheadErr != nil {
+		return func() {} // the client has said something already
+	}
+	var stopping atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b [1]byte
+		n, err := c.Conn.Read(b[:])
+		c.ahead = append(c.ahead, b[:n]...)
+		switch {
+		case err == nil:
+		case isTimeout(err):
+			// stop's deadline, or the session's own: the next Read
+			// reads again and finds out which.
+		default:
+			c.aheadErr = err
+			if !stopping.Load() {
+				gone()
+			}
+		}
+	}()
+	return func() {
+		stopping.Store(true)
+		c.Conn.SetReadDeadline(aLongTimeAgo)
+		<-done
+		// go-smtp sets a deadline before it reads a command, and Read one
+		// in message data.
+		c.SetReadDeadline(time.Time{})
+	}
 }
 
 // SetReadDeadline sets the read deadline, no later than the session's end.
@@ -66,6 +118,14 @@ func (c *trackedConn) SetDeadline(t time.Time) error {
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
+	if len(c.ahead) > 0 {
+		n := copy(p, c.ahead)
+		c.ahead = c.ahead[n:]
+		return n, nil
+	}
+	if c.aheadErr != nil {
+		return 0, c.aheadErr
+	}
 	inData := c.inData.Load()
 	if c.readTimeout > 0 && inData {
 		now := time.Now()

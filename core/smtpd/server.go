@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strings"
@@ -35,7 +36,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sluice-mail/sluice/core/auth"
-	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/mimelimit"
 	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
@@ -51,12 +52,27 @@ const (
 	KindSubmissions Kind = "submissions" // port 465: implicit TLS, AUTH required
 )
 
-// Options configures a Server.
+// Options configures a Server. core/server fills it from the config's
+// smtp section and hostname, where the defaults are documented.
 type Options struct {
-	Config *config.Config
-	Store  *store.Store
-	Queue  *queue.Queue
-	Auth   *auth.Authenticator
+	// Hostname is the name the server gives itself: in its greeting, EHLO
+	// reply, Received fields and 421 replies. Required.
+	Hostname string
+	// Listen lists the addresses Listen binds for each kind of listener
+	// (smtp.mx.listen and the others); a kind left out has no listener.
+	Listen map[Kind][]string
+	// RelayNetworks are the client ranges that may send mail to any
+	// domain on the MX listener without AUTH (smtp.relay_networks); nil
+	// means none.
+	RelayNetworks []netip.Prefix
+	// Limits bound what a client may do; a zero limit is no limit.
+	Limits Limits
+
+	// Store, Queue and Auth are the mailboxes, the queue and the password
+	// checks. Required.
+	Store *store.Store
+	Queue *queue.Queue
+	Auth  *auth.Authenticator
 	// Local delivers local recipients before the reply to DATA; nil
 	// leaves them all to the queue.
 	Local LocalDeliverer
@@ -71,6 +87,45 @@ type Options struct {
 	Relay Relay
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// Limits are the SMTP limits of the package doc, each the config key
+// of the same name under smtp (see there for its default and meaning). The
+// zero value of every field is no limit (or, for the tarpit, none).
+type Limits struct {
+	// MaxMessageSize is the largest message in bytes, advertised with
+	// SIZE (smtp.max_message_size).
+	MaxMessageSize int64
+	// MaxRecipients bounds the recipients of a message.
+	MaxRecipients int
+	// MaxLineLength bounds a command or message line, in octets.
+	MaxLineLength int
+	// MaxHops bounds the Received fields of a message.
+	MaxHops int
+	// Shape bounds the header sections and the MIME structure
+	// (smtp.max_header_size, max_header_fields, max_header_field_length,
+	// max_mime_depth, max_mime_parts).
+	Shape mimelimit.Limits
+	// MaxErrors is how many rejected commands a connection may send
+	// before it is closed.
+	MaxErrors int
+	// ReadTimeout bounds the wait for a command or for more data.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds the writing of a reply.
+	WriteTimeout time.Duration
+	// MinDataRate is the average rate, in bytes a second, a message must
+	// arrive at once ReadTimeout has passed since the transfer began.
+	MinDataRate int64
+	// MaxSessionTime bounds how long a connection may last.
+	MaxSessionTime time.Duration
+	// TarpitAfter is how many unknown recipients a client address may try
+	// before each further one is slowed down by TarpitDelay (see tarpit).
+	TarpitAfter int
+	TarpitDelay time.Duration
+	// MaxConnections bounds the open connections across all listeners,
+	// MaxConnectionsPerIP those from one address (IPv6: one /64).
+	MaxConnections      int
+	MaxConnectionsPerIP int
 }
 
 // Relay is what the MX listener needs to accept mail for routed domains
@@ -92,48 +147,48 @@ type LocalDeliverer interface {
 
 // Server runs the SMTP listeners.
 type Server struct {
-	opts      Options
-	relayNets []netip.Prefix
-	cfg       *config.Config
-	log       *slog.Logger
-	lim       *netlimit.Limiter[*trackedConn]
-	tarpit    *tarpit
-	closing   atomic.Bool
-	stop      chan struct{} // closed when Shutdown begins
-	servers   map[Kind]*smtp.Server
-	mu        sync.Mutex
-	listener  map[Kind][]net.Listener
-	wg        sync.WaitGroup
+	opts    Options
+	lims    Limits // opts.Limits, with no limit made explicit
+	log     *slog.Logger
+	lim     *netlimit.Limiter[*trackedConn]
+	tarpit  *tarpit
+	closing atomic.Bool
+	stop    chan struct{} // closed when Shutdown begins
+	// ctx is the parent of the sessions' contexts; cancel is called when
+	// Shutdown cuts the sessions off, or returns.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	servers  map[Kind]*smtp.Server
+	mu       sync.Mutex
+	listener map[Kind][]net.Listener
+	wg       sync.WaitGroup
 }
 
 // New returns a Server; Listen and Serve start it.
 func New(opts Options) (*Server, error) {
-	if opts.Config == nil || opts.Store == nil || opts.Queue == nil || opts.Auth == nil {
-		return nil, errors.New("smtpd: missing config, store, queue or authenticator")
+	if opts.Hostname == "" || opts.Store == nil || opts.Queue == nil || opts.Auth == nil {
+		return nil, errors.New("smtpd: missing hostname, store, queue or authenticator")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	cfg := opts.Config
-	var relayNets []netip.Prefix
-	for _, n := range cfg.SMTP.RelayNetworks {
-		p, err := config.ParsePrefix(n)
-		if err != nil {
-			return nil, fmt.Errorf("smtpd: relay_networks: %w", err)
+	lims := opts.Limits
+	for _, n := range []*int{&lims.MaxHops, &lims.MaxErrors} {
+		if *n <= 0 {
+			*n = math.MaxInt
 		}
-		relayNets = append(relayNets, p)
 	}
 	s := &Server{
-		relayNets: relayNets,
-		opts:      opts,
-		cfg:       cfg,
-		log:       opts.Logger,
-		lim:       netlimit.New[*trackedConn](cfg.SMTP.MaxConnections, cfg.SMTP.MaxConnectionsPerIP),
-		servers:   map[Kind]*smtp.Server{},
-		listener:  map[Kind][]net.Listener{},
-		tarpit:    &tarpit{after: cfg.SMTP.TarpitAfter, delay: cfg.SMTP.TarpitDelay.D()},
-		stop:      make(chan struct{}),
+		opts:     opts,
+		lims:     lims,
+		log:      opts.Logger,
+		lim:      netlimit.New[*trackedConn](lims.MaxConnections, lims.MaxConnectionsPerIP),
+		servers:  map[Kind]*smtp.Server{},
+		listener: map[Kind][]net.Listener{},
+		tarpit:   &tarpit{after: lims.TarpitAfter, delay: lims.TarpitDelay},
+		stop:     make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, k := range []Kind{KindMX, KindSubmission, KindSubmissions} {
 		s.servers[k] = s.newSMTPServer(k)
 	}
@@ -141,16 +196,16 @@ func New(opts Options) (*Server, error) {
 }
 
 func (s *Server) newSMTPServer(kind Kind) *smtp.Server {
-	cfg := s.cfg.SMTP
+	lims := s.lims
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return s.newSession(kind, c)
 	}))
-	srv.Domain = s.cfg.Hostname
-	srv.MaxMessageBytes = int64(cfg.MaxMessageSize)
-	srv.MaxRecipients = cfg.MaxRecipients
-	srv.MaxLineLength = cfg.MaxLineLength
-	srv.ReadTimeout = cfg.ReadTimeout.D()
-	srv.WriteTimeout = cfg.WriteTimeout.D()
+	srv.Domain = s.opts.Hostname
+	srv.MaxMessageBytes = lims.MaxMessageSize
+	srv.MaxRecipients = lims.MaxRecipients
+	srv.MaxLineLength = lims.MaxLineLength
+	srv.ReadTimeout = lims.ReadTimeout
+	srv.WriteTimeout = lims.WriteTimeout
 	srv.EnableSMTPUTF8 = true
 	// AUTH is offered only where AuthMechanisms returns mechanisms, which
 	// it does only over TLS; go-smtp's own check is thereby redundant.
@@ -192,16 +247,9 @@ func Panics() int64 { return panics.Load() }
 // Listen binds every configured listener, so that a port already in use
 // is reported before anything is served.
 func (s *Server) Listen() error {
-	for _, l := range []struct {
-		kind  Kind
-		addrs []string
-	}{
-		{KindMX, s.cfg.SMTP.MX.Listen},
-		{KindSubmission, s.cfg.SMTP.Submission.Listen},
-		{KindSubmissions, s.cfg.SMTP.Submissions.Listen},
-	} {
-		for _, addr := range l.addrs {
-			if err := s.ListenOn(l.kind, addr); err != nil {
+	for _, kind := range []Kind{KindMX, KindSubmission, KindSubmissions} {
+		for _, addr := range s.opts.Listen[kind] {
+			if err := s.ListenOn(kind, addr); err != nil {
 				s.closeListeners()
 				return err
 			}
@@ -223,11 +271,11 @@ func (s *Server) ListenOn(kind Kind, addr string) error {
 	var l net.Listener = &limitListener{
 		Listener: ln,
 		lim:      s.lim,
-		hostname: s.cfg.Hostname,
+		hostname: s.opts.Hostname,
 		plain:    kind != KindSubmissions,
-		timeout:  s.cfg.SMTP.ReadTimeout.D(),
-		minRate:  int64(s.cfg.SMTP.MinDataRate),
-		session:  s.cfg.SMTP.MaxSessionTime.D(),
+		timeout:  s.lims.ReadTimeout,
+		minRate:  s.lims.MinDataRate,
+		session:  s.lims.MaxSessionTime,
 		onRefuse: func(ip netip.Addr, reason string) {
 			s.log.Warn("connection refused", "listener", string(kind), "remote", ip.String(), "reason", reason)
 		},
@@ -287,6 +335,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.closing.Swap(true) {
 		close(s.stop)
 	}
+	defer s.cancel()
 	s.closeListeners()
 	for _, c := range s.lim.Snapshot() {
 		if !c.inData.Load() {
@@ -318,6 +367,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// go-smtp's Close does nothing once Shutdown has begun, so
 			// the connections still receiving are closed here. Their
 			// messages were never acknowledged; the clients will retry.
+			s.cancel()
 			for _, c := range s.lim.Snapshot() {
 				c.Close()
 			}
@@ -339,7 +389,7 @@ func (s *Server) say421(c *trackedConn) {
 	}
 	if w != nil {
 		w.SetWriteDeadline(time.Now().Add(time.Second))
-		fmt.Fprintf(w, "421 4.3.2 %s Service shutting down\r\n", s.cfg.Hostname)
+		fmt.Fprintf(w, "421 4.3.2 %s Service shutting down\r\n", s.opts.Hostname)
 	}
 	c.Close()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/delivery/local"
+	"github.com/sluice-mail/sluice/core/mimelimit"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
@@ -41,7 +42,7 @@ type testEnv struct {
 
 // directDelivery lists the tests whose server delivers local mail before
 // replying 250; the others leave it in the queue, where they inspect it.
-var directDelivery = map[string]bool{"TestDirectDelivery": true, "TestFilterJunkAndHeaders": true}
+var directDelivery = map[string]bool{"TestDirectDelivery": true, "TestFilterJunkAndHeaders": true, "TestAcceptedSurvivesHangup": true}
 
 var (
 	testHashes = map[string]string{}
@@ -94,6 +95,39 @@ func testConfig(t *testing.T) *config.Config {
 	return c
 }
 
+// optionsFrom is the part of Options that core/server fills from the
+// config, filled the same way (the listeners are left to ListenOn).
+func optionsFrom(t *testing.T, cfg *config.Config) Options {
+	t.Helper()
+	c := cfg.SMTP
+	o := Options{
+		Hostname: cfg.Hostname,
+		Limits: Limits{
+			MaxMessageSize: int64(c.MaxMessageSize), MaxRecipients: c.MaxRecipients, MaxLineLength: c.MaxLineLength, MaxHops: c.MaxHops,
+			Shape:       mimelimit.Limits{HeaderBytes: int64(c.MaxHeaderSize), HeaderFields: c.MaxHeaderFields, FieldLength: int(c.MaxHeaderFieldSize), MaxDepth: c.MaxMIMEDepth, MaxParts: c.MaxMIMEParts},
+			MaxErrors:   c.MaxErrors,
+			ReadTimeout: c.ReadTimeout.D(), WriteTimeout: c.WriteTimeout.D(), MinDataRate: int64(c.MinDataRate), MaxSessionTime: c.MaxSessionTime.D(),
+			TarpitAfter: c.TarpitAfter, TarpitDelay: c.TarpitDelay.D(),
+			MaxConnections: c.MaxConnections, MaxConnectionsPerIP: c.MaxConnectionsPerIP,
+		},
+	}
+	for _, n := range c.RelayNetworks {
+		p, err := config.ParsePrefix(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.RelayNetworks = append(o.RelayNetworks, p)
+	}
+	return o
+}
+
+// The pipeline names smtpd uses are the config's.
+func TestPipelineNames(t *testing.T) {
+	if pipelineInbound != config.PipelineInbound || pipelineOutbound != config.PipelineOutbound {
+		t.Errorf("smtpd's pipeline names %q, %q; the config's %q, %q", pipelineInbound, pipelineOutbound, config.PipelineInbound, config.PipelineOutbound)
+	}
+}
+
 // newServer starts a server with example.test, alice, bob and an alias
 // team@example.test -> alice, carol@remote.test on every kind of listener.
 //
@@ -140,11 +174,11 @@ func newServer(t *testing.T, options ...any) *testEnv {
 	if cfg.Queue.LocalWorkers > 0 && directDelivery[t.Name()] {
 		ld = local.New(local.Options{Queue: q, Store: st, Logger: log})
 	}
-	srv, err := New(Options{
-		Config: cfg, Store: st, Queue: q, Logger: log, Local: ld, Pipelines: pipes, Relay: relay,
-		Auth: &auth.Authenticator{Users: st, Throttle: &auth.Throttle{MaxPerIP: cfg.Auth.MaxFailuresPerIP, MaxPerUser: cfg.Auth.MaxFailuresPerUser, Window: cfg.Auth.FailureWindow.D()}},
-		TLS:  &tls.Config{Certificates: []tls.Certificate{testCert}, MinVersion: tls.VersionTLS12},
-	})
+	opts := optionsFrom(t, cfg)
+	opts.Store, opts.Queue, opts.Logger, opts.Local, opts.Pipelines, opts.Relay = st, q, log, ld, pipes, relay
+	opts.Auth = &auth.Authenticator{Users: st, Throttle: &auth.Throttle{MaxPerIP: cfg.Auth.MaxFailuresPerIP, MaxPerUser: cfg.Auth.MaxFailuresPerUser, Window: cfg.Auth.FailureWindow.D()}}
+	opts.TLS = &tls.Config{Certificates: []tls.Certificate{testCert}, MinVersion: tls.VersionTLS12}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

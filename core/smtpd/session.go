@@ -19,7 +19,6 @@ import (
 
 	"github.com/sluice-mail/sluice/core/address"
 	"github.com/sluice-mail/sluice/core/auth"
-	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/durable"
 	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/pipeline"
@@ -76,8 +75,14 @@ const (
 // from the connection's goroutine, except Data under BDAT, which it calls
 // from another goroutine while the connection's goroutine waits.
 type session struct {
-	srv       *Server
-	kind      Kind
+	srv  *Server
+	kind Kind
+	// ctx is what the session's filter calls, recipient callouts and
+	// logins run under: it is cancelled when the client hangs up, when the
+	// session ends (Logout), and when Shutdown cuts sessions off. What is
+	// done after the reply to DATA does not depend on it.
+	ctx       context.Context
+	cancel    context.CancelFunc
 	conn      *smtp.Conn
 	remote    netip.Addr
 	tc        *trackedConn // nil when the connection is not ours (tests)
@@ -124,8 +129,14 @@ type acceptedRcpt struct {
 	targets []store.Target
 }
 
-func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
+func (s *Server) newSession(kind Kind, c *smtp.Conn) (_ smtp.Session, err error) {
 	sess := &session{srv: s, kind: kind, conn: c}
+	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
+	defer func() {
+		if err != nil {
+			sess.cancel() // go-smtp calls Logout only for a session
+		}
+	}()
 	nc := c.Conn()
 	if tc, ok := nc.(*tls.Conn); ok {
 		st := tc.ConnectionState()
@@ -146,7 +157,7 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 		return nil, replyShuttingDown
 	}
 	if kind == KindMX {
-		for _, p := range s.relayNets {
+		for _, p := range s.opts.RelayNetworks {
 			if p.Contains(sess.remote.Unmap()) {
 				sess.relay = true
 				break
@@ -166,13 +177,20 @@ func (s *Server) newSession(kind Kind, c *smtp.Conn) (smtp.Session, error) {
 	return sess, nil
 }
 
+// The names of the pipelines in the config (config.PipelineInbound and
+// config.PipelineOutbound; a test checks that they agree).
+const (
+	pipelineInbound  = "inbound"
+	pipelineOutbound = "outbound"
+)
+
 // pipelineName is the pipeline that checks this session's mail: inbound
 // on the MX listener, outbound for our own users.
 func (s *session) pipelineName() string {
 	if s.kind == KindMX && !s.relay {
-		return config.PipelineInbound
+		return pipelineInbound
 	}
-	return config.PipelineOutbound
+	return pipelineOutbound
 }
 
 // pipeline returns the current pipeline for the session, held until
@@ -189,7 +207,7 @@ func (s *session) pipeline() (*pipeline.Pipeline, func()) {
 func (s *session) envelope() *sdk.Envelope {
 	env := &sdk.Envelope{
 		ClientIP: s.remote, HELO: s.conn.Hostname(), TLS: s.tlsStr, AuthUser: s.user, AuthAddresses: s.userAddrs,
-		Listener: string(s.kind), Pipeline: s.pipelineName(), Hostname: s.srv.cfg.Hostname,
+		Listener: string(s.kind), Pipeline: s.pipelineName(), Hostname: s.srv.opts.Hostname,
 	}
 	if s.tx != nil {
 		env.MailFrom = s.tx.from.String()
@@ -217,7 +235,9 @@ func (s *session) connectHook() error {
 	if !p.Has(pipeline.HookConnect) {
 		return nil
 	}
-	out := p.Connect(context.Background(), s.envelope())
+	ctx, done := s.waiting()
+	out := p.Connect(ctx, s.envelope())
+	done()
 	switch out.Action {
 	case pipeline.Reject, pipeline.Tempfail:
 		s.srv.log.Info("connection refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
@@ -230,6 +250,18 @@ func (s *session) connectHook() error {
 	}
 	s.carry = out
 	return nil
+}
+
+// waiting returns the context for a call that waits for something other
+// than the client (a filter, a recipient callout), and watches the
+// connection meanwhile, so that the context is cancelled as soon as the
+// client hangs up. done must be called when the call has returned, before
+// the connection is read again.
+func (s *session) waiting() (ctx context.Context, done func()) {
+	if s.tc == nil {
+		return s.ctx, func() {}
+	}
+	return s.ctx, s.tc.watch(s.cancel)
 }
 
 // validHelo accepts any printable ASCII name (clients send all sorts, and
@@ -269,7 +301,7 @@ func (s *session) hungUp() bool {
 // it closes the connection.
 func (s *session) fail(r *smtp.SMTPError) error {
 	s.errs++
-	if s.errs > s.srv.cfg.SMTP.MaxErrors {
+	if s.errs > s.srv.lims.MaxErrors {
 		s.srv.log.Info("closing connection after too many errors", "listener", string(s.kind), "remote", s.remote.String(), "errors", s.errs)
 		s.closeWith(lineTooManyErrs)
 	}
@@ -295,7 +327,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, s.fail(replyAuthInTx)
 	}
 	check := func(username, password string) error {
-		user, err := s.srv.opts.Auth.Authenticate(context.Background(), s.remote, username, password)
+		user, err := s.srv.opts.Auth.Authenticate(s.ctx, s.remote, username, password)
 		switch {
 		case err == nil:
 			s.user = user
@@ -357,7 +389,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return replyClosed
 	}
 	if s.srv.closing.Load() {
-		s.closeWith("421 4.3.2 " + s.srv.cfg.Hostname + " Service shutting down")
+		s.closeWith("421 4.3.2 " + s.srv.opts.Hostname + " Service shutting down")
 		return replyShuttingDown
 	}
 	if s.tx != nil {
@@ -390,7 +422,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	p, release := s.pipeline()
 	defer release()
 	if p.Has(pipeline.HookMail) {
-		out := p.Mail(context.Background(), s.envelope())
+		ctx, done := s.waiting()
+		out := p.Mail(ctx, s.envelope())
+		done()
 		if out.Action == pipeline.Reject || out.Action == pipeline.Tempfail {
 			s.tx = nil
 			s.srv.log.Info("sender refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "from", a.String(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
@@ -430,7 +464,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			// A domain we are the gateway for: its next hop says which
 			// addresses exist, so that mail for unknown ones is refused
 			// now rather than bounced later.
-			ok, err := relay.Verify(context.Background(), a.String())
+			ctx, done := s.waiting()
+			ok, err := relay.Verify(ctx, a.String())
+			done()
 			if err != nil {
 				s.srv.log.Warn("verifying recipient", "rcpt", a.String(), "err", err)
 				s.tx.rejected = append(s.tx.rejected, a.String()+" (451 verification failed)")
@@ -461,7 +497,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	p, release := s.pipeline()
 	defer release()
 	if p.Has(pipeline.HookRcpt) {
-		out := p.Rcpt(context.Background(), s.envelope(), a.String())
+		ctx, done := s.waiting()
+		out := p.Rcpt(ctx, s.envelope(), a.String())
+		done()
 		switch out.Action {
 		case pipeline.Reject:
 			s.tx.rejected = append(s.tx.rejected, fmt.Sprintf("%s (%d by %s)", a, out.Code, out.Stage))
@@ -564,7 +602,7 @@ func (s *session) Data(r io.Reader) error {
 				s.closeWith(lineDataBefore354)
 				return replyClosed
 			}
-			dr := newDotReader(br, int64(s.srv.cfg.SMTP.MaxMessageSize))
+			dr := newDotReader(br, s.srv.lims.MaxMessageSize)
 			defer func() {
 				// Whatever was refused early is read up to the end
 				// of the data here, not by go-smtp's reader.
@@ -590,9 +628,9 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 	if _, err := io.WriteString(ew, s.receivedHeader(id)); err != nil {
 		return nil, s.spoolFailed(id, err)
 	}
-	dr := newDataReader(r, s.srv.cfg.SMTP.MaxHops, shapeLimits(&s.srv.cfg.SMTP))
-	dr.maxLine = s.srv.cfg.SMTP.MaxLineLength
-	af := newAuthResultsFilter(ew, s.srv.cfg.Hostname)
+	dr := newDataReader(r, s.srv.lims.MaxHops, &s.srv.lims.Shape)
+	dr.maxLine = s.srv.lims.MaxLineLength
+	af := newAuthResultsFilter(ew, s.srv.opts.Hostname)
 	_, err := io.Copy(af, dr)
 	if err == nil {
 		err = af.Flush()
@@ -609,7 +647,7 @@ func (s *session) receive(w io.Writer, id string, r io.Reader) (*dataReader, err
 			// for a command line, the connection is closed: what follows
 			// cannot be told apart from commands.
 			s.finish("500 line too long; connection closed")
-			s.srv.log.Info("closing connection: line too long in message data", "listener", string(s.kind), "remote", s.remote.String(), "max_line_length", s.srv.cfg.SMTP.MaxLineLength)
+			s.srv.log.Info("closing connection: line too long in message data", "listener", string(s.kind), "remote", s.remote.String(), "max_line_length", s.srv.lims.MaxLineLength)
 			s.closeWith(lineTooLong)
 			return nil, replyClosed
 		case errors.Is(err, errMalformedHeader):
@@ -699,7 +737,9 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 		env := s.envelope()
 		env.QueueID = tmp.ID()
 		open := func() (io.ReadCloser, error) { return os.Open(tmp.Path()) }
-		out.Merge(p.Data(context.Background(), env, hdr, tmp.Size(), open))
+		ctx, done := s.waiting()
+		out.Merge(p.Data(ctx, env, hdr, tmp.Size(), open))
+		done()
 	}
 	switch out.Action {
 	case pipeline.Reject, pipeline.Tempfail:
@@ -712,7 +752,7 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	// Authentication-Results fields that claim to be ours were removed as
 	// the message arrived (authResultsFilter); ours go on top.
 	rp := queue.ReturnPathField(tx.from.String())
-	w, err := tmp.Finish(append([]byte(rp), out.HeaderBlock(s.srv.cfg.Hostname)...))
+	w, err := tmp.Finish(append([]byte(rp), out.HeaderBlock(s.srv.opts.Hostname)...))
 	if err != nil {
 		return s.spoolFailed(tmp.ID(), err)
 	}
@@ -891,6 +931,7 @@ func (s *session) Logout() error {
 	s.dataMu.Lock()
 	defer s.dataMu.Unlock()
 	s.finish("disconnected")
+	s.cancel()
 	if s.tc != nil {
 		s.tc.session.CompareAndSwap(s, nil)
 	}
@@ -915,7 +956,7 @@ func (s *session) receivedHeader(id string) string {
 	if s.tlsOn {
 		fmt.Fprintf(&b, "\t(using %s)\r\n", s.tlsStr)
 	}
-	fmt.Fprintf(&b, "\tby %s (Sluice) with %s id %s", s.srv.cfg.Hostname, proto, id)
+	fmt.Fprintf(&b, "\tby %s (Sluice) with %s id %s", s.srv.opts.Hostname, proto, id)
 	if len(s.tx.rcpts) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", s.tx.rcpts[0].addr.Quoted())
 	}

@@ -34,6 +34,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -53,8 +54,13 @@ type Options struct {
 	// Bouncer creates DSNs; nil means failures are only logged.
 	Bouncer *dsn.Bouncer
 	DNS     dns.Resolver
-	Config  config.Remote
-	Routes  []config.Route
+	// Config and Routes are the remote and routes sections of the
+	// config. A setting left at its zero value gets the config's default
+	// (config.Default, config.DefaultRoute), the one place where the
+	// defaults are written: so a zero that means something different
+	// from the default cannot be given here, and no setting has one.
+	Config config.Remote
+	Routes []config.Route
 	// Hostname is our name in EHLO.
 	Hostname string
 	Logger   *slog.Logger
@@ -152,32 +158,10 @@ func New(opts Options) (*Deliverer, error) {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
+	fillZero(&opts.Config, config.Default().Remote)
 	c := &opts.Config
-	if c.Workers <= 0 {
-		c.Workers = 64
-	}
-	if c.PerDestination <= 0 {
-		c.PerDestination = 10
-	}
-	if c.MessagesPerConn <= 0 {
-		c.MessagesPerConn = 100
-	}
-	if c.Port == 0 {
-		c.Port = 25
-	}
-	for _, p := range []*config.Duration{&c.ConnectTimeout, &c.CommandTimeout, &c.DataTimeout} {
-		if *p <= 0 {
-			*p = config.Duration(5 * time.Minute)
-		}
-	}
-	if len(c.Retry) == 0 {
-		c.Retry = []config.Duration{config.Duration(5 * time.Minute)}
-	}
-	if c.MaxAge <= 0 {
-		c.MaxAge = config.Duration(5 * 24 * time.Hour)
-	}
 	if opts.DNS == nil {
-		opts.DNS = dns.New(nil, 10*time.Second)
+		opts.DNS = dns.New(nil, config.Default().DNS.Timeout.D())
 	}
 	roots, err := loadRoots(c.TLSCAFile)
 	if err != nil {
@@ -203,12 +187,7 @@ func New(opts Options) (*Deliverer, error) {
 			rt.pass, _, _ = strings.Cut(string(b), "\n")
 			rt.pass = strings.TrimRight(rt.pass, "\r")
 		}
-		if rt.cfg.Port == 0 {
-			rt.cfg.Port = 25
-		}
-		if rt.cfg.TLS == "" {
-			rt.cfg.TLS = string(tlsOpportunistic)
-		}
+		fillZero(&rt.cfg, config.DefaultRoute())
 		d.routes = append(d.routes, rt)
 		for _, dom := range rc.Domains {
 			if dom == "*" {
@@ -219,6 +198,17 @@ func New(opts Options) (*Deliverer, error) {
 		}
 	}
 	return d, nil
+}
+
+// fillZero sets the fields of *dst that hold their zero value to those of
+// def (dst is a pointer to a struct of def's type).
+func fillZero[T any](dst *T, def T) {
+	v, d := reflect.ValueOf(dst).Elem(), reflect.ValueOf(def)
+	for i := 0; i < v.NumField(); i++ {
+		if f := v.Field(i); f.CanSet() && f.IsZero() {
+			f.Set(d.Field(i))
+		}
+	}
 }
 
 // Run delivers until ctx is done, then waits (at most ShutdownGrace) for

@@ -64,6 +64,9 @@ const maxInstances = 5
 // readBuffer is the size of the buffer the message is read through.
 const readBuffer = 32 << 10
 
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (f *filter) ConfigSpec() any { return &config{} }
+
 // Describe implements sdk.Describer.
 func (f *filter) Describe() (name, version string) { return "dkim-sign", "1.0.0" }
 

@@ -15,7 +15,7 @@
 // signatures (RFC 8463 section 4 suggests both while verifiers learn
 // Ed25519).
 //
-// What is signed (SECURITY.md): c=relaxed/relaxed, the whole body (never
+// What is signed (docs/security.md): c=relaxed/relaxed, the whole body (never
 // l=), and h= with From, To, Subject, Date and Message-ID each listed once
 // more than the message has them (over-signing, RFC 6376 section 8.15: a
 // copy added later breaks the signature), then Reply-To, Cc, In-Reply-To,

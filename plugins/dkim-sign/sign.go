@@ -48,7 +48,7 @@ const (
 const pipelineOutbound = "outbound"
 
 // overSigned are listed in h= once more than the message has them, so
-// that a copy added on the way breaks the signature (SECURITY.md, RFC
+// that a copy added on the way breaks the signature (docs/security.md, RFC
 // 6376 section 8.15); a missing one is listed once, so that it cannot be
 // added either.
 var overSigned = []string{"From", "To", "Subject", "Date", "Message-ID"}

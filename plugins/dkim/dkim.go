@@ -19,7 +19,7 @@ import (
 // plugin) or the stage's score to decide.
 //
 // A signature with a body length limit (l=) is reported as dkim=policy,
-// never as a pass: content past l= is unsigned (SECURITY.md). A DNS
+// never as a pass: content past l= is unsigned (docs/security.md). A DNS
 // failure is dkim=temperror, never a fail.
 type filter struct {
 	state atomic.Pointer[state] // replaced whole by Configure

@@ -1,10 +1,13 @@
 package docs
 
 import (
+	"go/parser"
+	"go/token"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -168,5 +171,50 @@ func TestEveryPluginDocumented(t *testing.T) {
 		if !checked {
 			t.Errorf("plugins/%s has no TestConfigReference calling docref.Check(t, %q, ...)", name, name)
 		}
+	}
+}
+
+// module is the repository's module path.
+const module = "github.com/sluice-mail/sluice/"
+
+// TestLayering checks the dependency rule of architecture.md in the
+// non-test code: cmd -> core -> sdk, plugins -> sdk only; sdk imports
+// nothing of Sluice's outside sdk/, core nothing of cmd or plugins, and a
+// plugin nothing of core or cmd.
+func TestLayering(t *testing.T) {
+	allowed := map[string][]string{ // top-level directory -> what it may import
+		"sdk":     {"sdk"},
+		"plugins": {"sdk", "plugins"},
+		"core":    {"core", "sdk"},
+	}
+	files := 0
+	repoFiles(t, func(path string, data []byte) {
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return
+		}
+		top, _, _ := strings.Cut(path, "/")
+		may, ok := allowed[top]
+		if !ok {
+			return
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, data, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files++
+		for _, imp := range f.Imports {
+			p := strings.Trim(imp.Path.Value, `"`)
+			rest, ours := strings.CutPrefix(p, module)
+			if !ours {
+				continue
+			}
+			dir, _, _ := strings.Cut(rest, "/")
+			if !slices.Contains(may, dir) {
+				t.Errorf("%s imports %s: %s/ may import only %s", path, p, top, strings.Join(may, ", "))
+			}
+		}
+	})
+	if files == 0 {
+		t.Error("no Go files looked at")
 	}
 }

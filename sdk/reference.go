@@ -107,20 +107,21 @@ func Reference(plugin string, spec any) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# The %s plugin: the keys of a stage's config mapping, with their defaults.\n", plugin)
-	writeFields(&b, v.Elem(), "", "")
+	writeFields(&b, v.Elem(), "", "", map[reflect.Type]string{})
 	return b.String()
 }
 
 // writeFields writes the keys of struct v; prefix starts each line (""
-// for keys, "#  " for the keys of a list's entries).
-func writeFields(w io.Writer, v reflect.Value, indent, prefix string) {
+// for keys, "#  " for the keys of a list's entries). documented holds the
+// entry types documented so far, with the key that documented them.
+func writeFields(w io.Writer, v reflect.Value, indent, prefix string, documented map[reflect.Type]string) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		fv := v.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if f.Anonymous && name == "" && fv.Kind() == reflect.Struct {
-			writeFields(w, fv, indent, prefix)
+			writeFields(w, fv, indent, prefix, documented)
 			continue
 		}
 		if !f.IsExported() || name == "-" {
@@ -134,7 +135,7 @@ func writeFields(w io.Writer, v reflect.Value, indent, prefix string) {
 		}
 		if fv.Kind() == reflect.Struct && !isScalar(fv.Type()) {
 			fmt.Fprintf(w, "%s%s%s:\n", prefix, indent, name)
-			writeFields(w, fv, indent+"  ", prefix)
+			writeFields(w, fv, indent+"  ", prefix, documented)
 			continue
 		}
 		fmt.Fprintf(w, "%s%s%s: %s\n", prefix, indent, name, yamlValue(fv))
@@ -143,13 +144,17 @@ func writeFields(w io.Writer, v reflect.Value, indent, prefix string) {
 			if hasDefaultTag(et) {
 				panic(fmt.Sprintf("sdk: %s.%s: the entries of a list or a mapping cannot have default tags", t.Name(), f.Name))
 			}
-			e := reflect.New(et)
 			what := "Each entry of the list"
 			if fv.Type().Kind() == reflect.Map {
 				what = "Each value of the mapping"
 			}
+			if first, ok := documented[et]; ok {
+				fmt.Fprintf(w, "%s%s# %s has the same keys as in %s.\n", prefix, indent, what, first)
+				continue
+			}
+			documented[et] = name
 			fmt.Fprintf(w, "%s%s# %s has these keys:\n", prefix, indent, what)
-			writeFields(w, e.Elem(), indent, prefix+"#  ")
+			writeFields(w, reflect.New(et).Elem(), indent, prefix+"#  ", documented)
 		}
 	}
 }

@@ -25,6 +25,7 @@ type refConfig struct {
 	Mode    string            `json:"mode" default:"\"5\"" doc:"A string that looks like a number."`
 	Actions map[string]string `json:"actions" default:"{\"reject\": \"reject\"}" doc:"What each answer does."`
 	Zones   []refEntry        `json:"zones" doc:"The lists."`
+	More    []refEntry        `json:"more" doc:"More lists."`
 	Limit   *int              `json:"limit" doc:"No limit when left out."`
 }
 
@@ -56,6 +57,9 @@ zones: []
 #  zone: ""
 #  # Added when listed.
 #  score: 0
+# More lists.
+more: []
+# Each entry of the list has the same keys as in zones.
 # No limit when left out.
 limit: null
 `

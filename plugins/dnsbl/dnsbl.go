@@ -84,12 +84,12 @@ type zoneConfig struct {
 // defaults (docs/plugins.md); sdk.Config.Decode applies the defaults.
 // Public resolvers are refused by most lists: give dns_servers of your own.
 type config struct {
-	Zones       []zoneConfig `json:"zones" doc:"Lists checked with the client's IP address."`
+	Zones       []zoneConfig `json:"zones" doc:"Lists checked with the client's IP address. At least one of zones, helo_zones and sender_zones must have a list."`
 	HELOZones   []zoneConfig `json:"helo_zones" doc:"Lists checked with the HELO/EHLO name, when it is a domain name (not an address literal)."`
 	SenderZones []zoneConfig `json:"sender_zones" doc:"Lists checked with the domain of MAIL FROM (not for the null sender)."`
 	resolver.Config
 	Timeout    sdk.Duration `json:"timeout" default:"5s" doc:"Bounds each zone's query. More than 0."`
-	OnDNSError string       `json:"on_dns_error" default:"skip" doc:"What a zone that fails (times out, answers SERVFAIL or an error code) does: skip skips it with a DNSBL_TIMEOUT, DNSBL_FAIL or DNSBL_REFUSED symbol, error fails the check and lets the stage's on_error decide. At least one of zones, helo_zones and sender_zones must be given."`
+	OnDNSError string       `json:"on_dns_error" default:"skip" doc:"What a zone that fails (times out, answers SERVFAIL or an error code) does: skip skips it with a DNSBL_TIMEOUT, DNSBL_FAIL or DNSBL_REFUSED symbol, error fails the check and lets the stage's on_error decide."`
 }
 
 // kind is what a zone is asked about.

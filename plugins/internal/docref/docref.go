@@ -31,8 +31,9 @@ func Block(reference string) string { return "```yaml\n" + reference + "```\n" }
 // Check fails t unless docs/plugins.md holds f's configuration reference
 // between Begin(plugin) and End(plugin); f must describe itself as plugin
 // and implement sdk.ConfigDocumenter. With -update-docs it rewrites the
-// block instead ('go test ./plugins/... -run TestConfigReference
-// -update-docs').
+// block instead ('go test ./plugins/NAME -run TestConfigReference
+// -update-docs'; name several plugin packages to update them all: the
+// flag exists only in the packages that call Check).
 func Check(t *testing.T, plugin string, f sdk.Filter) {
 	t.Helper()
 	if d, ok := f.(sdk.Describer); !ok {
@@ -49,8 +50,8 @@ func Check(t *testing.T, plugin string, f sdk.Filter) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// go test ./plugins/... -update-docs runs the packages at once: one
-	// at a time rewrites the file.
+	// go test with several plugin packages runs them at once: one at a
+	// time rewrites the file.
 	lock, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)

@@ -15,17 +15,22 @@ import (
 // root is the repository, seen from this package's directory.
 const root = ".."
 
-// documents returns README.md and docs/*.md, relative to root.
+// documents returns the Markdown files of the repository (README.md,
+// docs/*.md and the READMEs of sdk/ and plugins/), as paths under root.
 func documents(t *testing.T) []string {
 	t.Helper()
-	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
-	if err != nil {
-		t.Fatal(err)
+	var docs []string
+	repoFiles(t, func(path string, _ []byte) {
+		if strings.HasSuffix(path, ".md") {
+			docs = append(docs, filepath.Join(root, filepath.FromSlash(path)))
+		}
+	})
+	for _, want := range []string{"README.md", "docs/architecture.md", "docs/security.md", "docs/plugins.md", "docs/contributing.md"} {
+		if !slices.Contains(docs, filepath.Join(root, filepath.FromSlash(want))) {
+			t.Fatalf("no %s", want)
+		}
 	}
-	if len(docs) == 0 {
-		t.Fatal("no docs/*.md")
-	}
-	return append([]string{filepath.Join(root, "README.md")}, docs...)
+	return docs
 }
 
 // repoFiles calls f with every file of the repository outside .git and
@@ -73,9 +78,9 @@ func TestNoOutsideReferences(t *testing.T) {
 // mdLink matches a Markdown link or image target: [text](target).
 var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
 
-// TestRelativeLinks: every relative link in README.md and docs/*.md names
-// a file or directory of the repository (an #anchor after it is not
-// checked).
+// TestRelativeLinks: every relative link in the Markdown files (README.md,
+// docs/*.md and the others) names a file or directory of the repository
+// (an #anchor after it is not checked).
 func TestRelativeLinks(t *testing.T) {
 	for _, doc := range documents(t) {
 		data, err := os.ReadFile(doc)
@@ -109,8 +114,8 @@ var (
 	testFunc = regexp.MustCompile(`(?m)^func (Test[A-Za-z0-9_]+)\(`)
 )
 
-// TestCitedTestsExist: every TestXxx that README.md or docs/*.md names is
-// a test function somewhere in the repository, so that the documents
+// TestCitedTestsExist: every TestXxx that a Markdown file names is a test
+// function somewhere in the repository, so that the documents
 // cannot cite a test that was renamed or removed.
 func TestCitedTestsExist(t *testing.T) {
 	have := map[string]bool{}

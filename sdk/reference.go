@@ -25,7 +25,9 @@ import (
 //	}
 //
 // Config.Decode applies the `default` tags before it decodes the stage's
-// mapping, so the tag is the default the plugin runs with; Reference
+// mapping, so the tag is the default the plugin runs with. (As with any
+// value decoded over another, a list the stage sets replaces the default,
+// while a mapping it sets is added to the default's keys.) Reference
 // prints the same tags, and a plugin whose filter implements
 // ConfigDocumenter prints it when run as "PROGRAM --config-reference",
 // which is what 'sluice config defaults --plugin NAME' shows. The

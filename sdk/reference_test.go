@@ -80,11 +80,11 @@ limit: null
 // it leaves out; a key it sets, even to zero, wins.
 func TestDecodeDefaults(t *testing.T) {
 	var c refConfig
-	if err := (Config{Stage: "s", JSON: []byte(`{"timeout": "0s", "zones": [{"zone": "z"}]}`)}).Decode(&c); err != nil {
+	if err := (Config{Stage: "s", JSON: []byte(`{"timeout": "0s", "zones": [{"zone": "z"}], "actions": {"greylist": "tempfail"}}`)}).Decode(&c); err != nil {
 		t.Fatal(err)
 	}
 	if c.Address != "tcp://127.0.0.1:3310" || c.Timeout != 0 || c.MaxSize == nil || *c.MaxSize != 25<<20 ||
-		!c.Enforce || c.Mode != "5" || c.Actions["reject"] != "reject" || c.Limit != nil {
+		!c.Enforce || c.Mode != "5" || c.Actions["reject"] != "reject" || c.Actions["greylist"] != "tempfail" || c.Limit != nil {
 		t.Errorf("decoded %+v", c)
 	}
 	if len(c.Zones) != 1 || c.Zones[0].Zone != "z" {

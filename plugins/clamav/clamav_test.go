@@ -324,6 +324,8 @@ func TestConfigInvalid(t *testing.T) {
 		{map[string]any{"max_size": "lots"}, "invalid size"},
 		{map[string]any{"oversize": "drop"}, "oversize"},
 		{map[string]any{"oversize": "Accept"}, "oversize"},
+		{map[string]any{"oversize": ""}, "oversize"}, // set empty: not the default
+		{map[string]any{"address": ""}, "address"},
 		{map[string]any{"timeout": -1}, "negative"},
 		{map[string]any{"timeout": "-1s"}, "negative duration"},
 		{map[string]any{"max_connections": 0}, "max_connections 0: it must be at least 1"},

@@ -357,6 +357,8 @@ func TestConfigureRefuses(t *testing.T) {
 		{"bad on_dns_error", map[string]any{"zones": []any{z("bl.test")}, "on_dns_error": "ignore"}, "on_dns_error"},
 		{"bad server", map[string]any{"zones": []any{z("bl.test")}, "dns_servers": []string{"127.0.0.1"}}, "host:port"},
 		{"bad timeout", map[string]any{"zones": []any{z("bl.test")}, "timeout": "soon"}, "invalid duration"},
+		{"timeout 0", map[string]any{"zones": []any{z("bl.test")}, "timeout": 0}, "timeout 0s: it must be more than 0"},
+		{"empty on_dns_error", map[string]any{"zones": []any{z("bl.test")}, "on_dns_error": ""}, "on_dns_error"},
 		{"unknown key", map[string]any{"zones": []any{z("bl.test", "scor", 1)}}, "scor"},
 	}
 	for _, tt := range tests {

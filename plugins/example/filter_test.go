@@ -84,6 +84,8 @@ func TestConfigureRefuses(t *testing.T) {
 		{"bad pattern", map[string]any{"pattern": `(unclosed`}, "pattern"},
 		{"bad action", map[string]any{"pattern": `x`, "action": "explode"}, "explode"},
 		{"unknown key", map[string]any{"pattern": `x`, "patern": `y`}, "patern"},
+		{"empty text", map[string]any{"pattern": `x`, "text": " "}, "text must not be empty"},
+		{"empty action", map[string]any{"pattern": `x`, "action": ""}, "action"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -613,6 +613,7 @@ func TestConfigureRefuses(t *testing.T) {
 		{"negative recipients", map[string]any{"recipients_per_hour": -1}, "recipients_per_hour"},
 		{"not a number", map[string]any{"messages_per_hour": "many"}, "messages_per_hour"},
 		{"bad action", map[string]any{"action": "discard"}, "discard"},
+		{"empty action", map[string]any{"action": ""}, "action"},
 		{"text on two lines", map[string]any{"text": "a\nb"}, "text"},
 		{"per_user unknown key", map[string]any{"per_user": map[string]any{"a@example.com": map[string]any{"messages": 5}}}, "messages"},
 		{"per_user negative", map[string]any{"per_user": map[string]any{"a@example.com": map[string]any{"messages_per_hour": -5}}}, "a@example.com"},

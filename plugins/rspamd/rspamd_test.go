@@ -413,6 +413,10 @@ func TestConfigureRefuses(t *testing.T) {
 		{"bad max_size", map[string]any{"max_size": "lots"}, "invalid size"},
 		{"unknown key", map[string]any{"urll": "http://127.0.0.1:11333"}, "urll"},
 		{"max_connections 0", map[string]any{"max_connections": 0}, "max_connections 0: it must be at least 1"},
+		// A key set to zero is a value, not the default.
+		{"timeout 0", map[string]any{"timeout": 0}, "timeout 0s: it must be more than 0"},
+		{"max_size 0", map[string]any{"max_size": 0}, "max_size 0: it must be more than 0"},
+		{"empty url", map[string]any{"url": ""}, "url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +24,15 @@ type Config struct {
 
 // Decode decodes the configuration into v, refusing keys that v does not
 // have, so that a typo in the YAML is an error rather than a silent
-// default.
+// default. When v points to a struct, the fields with a `default` tag are
+// set to it first (see Defaults), so a key the mapping leaves out has its
+// documented default.
 func (c Config) Decode(v any) error {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && rv.Elem().Kind() == reflect.Struct {
+		if err := Defaults(v); err != nil {
+			return fmt.Errorf("stage %s: config: %w", c.Stage, err)
+		}
+	}
 	data := c.JSON
 	if len(data) == 0 {
 		data = []byte("{}")

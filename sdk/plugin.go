@@ -64,7 +64,13 @@ const maxGRPCMessage = 16 << 20
 // names is not among its ancestors. Sluice on Linux also has the kernel
 // kill its plugins when it dies; this covers other systems and other
 // hosts.
+//
+// Run with the single argument ConfigReferenceFlag, it prints the filter's
+// configuration reference (see ConfigDocumenter) and exits.
 func Serve(f Filter) {
+	if len(os.Args) == 2 && os.Args[1] == ConfigReferenceFlag {
+		os.Exit(printReference(os.Stdout, os.Stderr, f))
+	}
 	if os.Getenv(handshake.MagicCookieKey) != handshake.MagicCookieValue {
 		name := filepath.Base(os.Args[0])
 		fmt.Fprintf(os.Stderr, "%s is a Sluice filter plugin (protocol version %d).\n"+

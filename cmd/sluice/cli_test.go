@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -178,4 +179,35 @@ func TestUserRemoveConfirm(t *testing.T) {
 	mustRun("pw\n", "added bob@corp.test\n", "user", "add", "bob@corp.test", "--password-stdin")
 	mustRun("", "removed bob@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "bob@corp.test", "--yes")
 	mustRun("", "removed domain corp.test\n", "domain", "rm", "corp.test")
+}
+
+// TestConfigDefaultsPlugin: 'config defaults --plugin NAME' prints what
+// docs/plugins.md shows for the plugin, from the plugin program in the
+// config's plugins.dir; an unknown plugin is an error that names it.
+func TestConfigDefaultsPlugin(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("plugins:\n  dir: "+filepath.Join(filepath.Dir(sluiceBin), "plugins")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI("", "-c", cfg, "config", "defaults", "--plugin", "clamav")
+	if code != 0 || errOut != "" {
+		t.Fatalf("config defaults --plugin clamav: exit %d, stderr %q", code, errOut)
+	}
+	doc, err := os.ReadFile("../../docs/plugins.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "```yaml\n"+out+"```\n<!-- END clamav CONFIG REFERENCE -->") || !strings.Contains(out, "max_connections: 12\n") {
+		t.Errorf("config defaults --plugin clamav printed\n%s\nwhich is not docs/plugins.md's clamav reference", out)
+	}
+	out, errOut, code = runCLI("", "-c", cfg, "config", "defaults", "--plugin", "nosuch")
+	if code != 1 || out != "" || !strings.Contains(errOut, "plugin nosuch") {
+		t.Errorf("config defaults --plugin nosuch: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// A plugin that does not answer (this one does not use the SDK's
+	// Serve) is an error with what it said.
+	out, errOut, code = runCLI("", "-c", cfg, "config", "defaults", "--plugin", "faulty")
+	if code != 1 || out != "" || !strings.Contains(errOut, "plugin faulty") {
+		t.Errorf("config defaults --plugin faulty: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 }

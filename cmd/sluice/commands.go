@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
@@ -21,6 +22,7 @@ import (
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/server"
+	"github.com/sluice-mail/sluice/sdk"
 )
 
 var commands = map[string]command{
@@ -52,8 +54,11 @@ var groups = map[string]map[string]command{
 		"check": {args: "config check", help: "Validate a config file, and who can change the files it names, without starting anything.\nWarns about risky settings, such as submission listeners without a sender policy.", exec: configCheck, max: 0},
 		"example": {args: "config example NAME", help: "Print a shipped example config: dev, standalone or gateway.",
 			exec: configExample, min: 1, max: 1},
-		"defaults": {args: "config defaults", help: "Print every config key with its documentation and default value.",
-			exec: func(c *ctx) error { fmt.Fprint(c.stdout, config.Reference()); return nil }, max: 0},
+		"defaults": {args: "config defaults", help: "Print every config key with its documentation and default value.\nWith --plugin, the keys of that plugin's config mapping instead (docs/plugins.md).",
+			setup: func(fs *flag.FlagSet) {
+				fs.String("plugin", "", "a plugin's `name` (in plugins.dir) or path")
+			},
+			exec: configDefaults, max: 0},
 	},
 	"domain": {
 		"add": {args: "domain add DOMAIN", help: "Add a local domain.", exec: domainAdd, min: 1, max: 1},
@@ -238,6 +243,40 @@ func configCheck(c *ctx) error {
 		return fmt.Errorf("%s: sluice serve would refuse to start: files it trusts can be changed by users other than root and run_as:\n%s", c.configPath, strings.Join(problems, "\n"))
 	}
 	fmt.Fprintf(c.stdout, "%s: OK (hostname %s, data in %s)\n", c.configPath, cfg.Hostname, cfg.DataDir)
+	return nil
+}
+
+// configDefaults prints the core config reference, or with --plugin the
+// reference the plugin program prints when run with
+// sdk.ConfigReferenceFlag: each plugin declares its own keys.
+func configDefaults(c *ctx) error {
+	name := c.str("plugin")
+	if name == "" {
+		fmt.Fprint(c.stdout, config.Reference())
+		return nil
+	}
+	// The config says where the plugins are; without one, they are
+	// beside this program.
+	cfg, err := config.Load(c.configPath)
+	if err != nil {
+		if c.flagSet("c") || c.flagSet("config") || !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		cfg = config.Default()
+	}
+	path := pipeline.PluginPath(cfg, name)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, sdk.ConfigReferenceFlag)
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = c.stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("plugin %s (%s): %s", name, path, msg)
+	}
 	return nil
 }
 

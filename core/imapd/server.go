@@ -14,7 +14,7 @@
 // STARTTLS, LOGINDISABLED is advertised. With auth.plaintext_loopback,
 // clients on a loopback address may log in without TLS.
 //
-// Limits (../shared/SECURITY.md): imapserver caps commands at 50 KiB and
+// Limits (docs/security.md): imapserver caps commands at 50 KiB and
 // literals outside APPEND at 4 KiB, checks an APPEND literal's size before
 // asking for it, gives an unauthenticated client 30 seconds per command
 // and hangs up after an unknown command before login. This package adds

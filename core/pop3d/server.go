@@ -33,7 +33,7 @@
 // today) is still sent with CRLFs, and is then a little larger than its
 // listed size.
 //
-// Limits (../shared/SECURITY.md): command lines of 255 octets (a longer
+// Limits (docs/security.md): command lines of 255 octets (a longer
 // one gets -ERR and the connection is closed), SASL response lines of
 // maxSASLLine, message numbers of at most ten digits, maxErrors rejected
 // commands per connection, preAuthTimeout for each command before login

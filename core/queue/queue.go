@@ -7,7 +7,7 @@
 // and a record in a bbolt database, which holds the envelope and the state
 // of each recipient.
 //
-// The durability contract (see ARCHITECTURE.md): the spool file is written
+// The durability contract (see docs/architecture.md): the spool file is written
 // and fsynced, its directory is fsynced, and the record is committed, all
 // before the SMTP server replies 250. (A message whose recipients were all
 // delivered before the commit needs neither the record nor the directory

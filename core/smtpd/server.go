@@ -3,7 +3,7 @@
 // STARTTLS, RFC 3207) and submissions (465, implicit TLS, RFC 8314), with
 // SASL AUTH (RFC 4954) on the last two.
 //
-// It enforces the limits of ../shared/SECURITY.md: line length, message
+// It enforces the limits of docs/security.md: line length, message
 // size (SIZE, RFC 1870), recipients, Received-header hops, read and write
 // timeouts, a minimum data rate and a longest session, connections per IP
 // and in total, errors per connection, a tarpit for unknown recipients,

@@ -80,11 +80,8 @@ const (
 )
 
 const (
-	defaultAddress = "tcp://127.0.0.1:3310"
-	defaultPort    = "3310"
-	defaultMaxSize = 25 << 20
-	// defaultMaxConnections is MaxThreads of Debian's stock clamd.conf.
-	defaultMaxConnections = 12
+	// defaultPort is clamd's port when the address leaves it out.
+	defaultPort = "3310"
 
 	// dialTimeout bounds connecting to clamd when the context allows
 	// longer.
@@ -104,41 +101,15 @@ const (
 )
 
 // Config is the plugin's configuration: the "config" mapping of its stage.
+// The tags are its documentation and defaults (docs/plugins.md,
+// 'sluice config defaults --plugin clamav'); sdk.Config.Decode applies the
+// defaults.
 type Config struct {
-	// Address is clamd's socket: "tcp://host:port" (the port defaults to
-	// 3310) or "unix:///run/clamav/clamd.ctl". Default
-	// "tcp://127.0.0.1:3310".
-	Address string `json:"address"`
-	// MaxSize is the largest message sent to clamd; a larger one gets the
-	// Oversize outcome without being scanned. Default 25MiB; it must be
-	// more than 0. Keep it at most clamd's StreamMaxLength: a message
-	// between the two is sent and refused by clamd, with the same
-	// outcome.
-	MaxSize *sdk.Size `json:"max_size"`
-	// Oversize is what a message that could not be scanned for its size
-	// gets: over MaxSize, refused by clamd ("INSTREAM size limit
-	// exceeded"), or reported by clamd as over one of its other limits
-	// (a "Heuristics.Limits.Exceeded" signature, with AlertExceedsMax).
-	// "quarantine" (default), "tempfail" (452 4.3.4), "reject" (552 5.3.4)
-	// or "accept". Every outcome adds the CLAMAV_OVERSIZE symbol; "accept"
-	// lets such messages through unscanned and has to be chosen
-	// explicitly.
-	Oversize string `json:"oversize"`
-	// Timeout bounds one scan (connecting, sending, waiting for the
-	// answer) in addition to the stage's deadline. Zero (default): the
-	// stage's deadline alone. Waiting for one of MaxConnections does not
-	// count against it (only against the stage's deadline).
-	Timeout sdk.Duration `json:"timeout"`
-	// MaxConnections is how many scans the plugin sends to clamd at once;
-	// more wait for a turn, within the stage's deadline, instead of
-	// failing. Default 12, MaxThreads of Debian's stock clamd.conf: set
-	// it to clamd's MaxThreads, less what other clients of the same
-	// clamd use. It is per stage (each stage runs its own plugin
-	// process). Load is not an error: a clamd whose listen backlog
-	// (MaxConnectionQueueLength) is full is also tried again, with
-	// random backoff, until the deadline; only clamd down (connection
-	// refused, no socket) fails a scan at once.
-	MaxConnections *int `json:"max_connections"`
+	Address        string       `json:"address" default:"tcp://127.0.0.1:3310" doc:"clamd's socket: tcp://host:port (the port defaults to 3310) or unix:///run/clamav/clamd.ctl."`
+	MaxSize        sdk.Size     `json:"max_size" default:"25MiB" doc:"The largest message sent to clamd; a larger one gets the oversize outcome without being scanned. More than 0. Keep it at most clamd's StreamMaxLength: a message between the two is sent and refused by clamd, with the same outcome."`
+	Oversize       string       `json:"oversize" default:"quarantine" doc:"What a message that could not be scanned for its size gets (over max_size, refused by clamd as over StreamMaxLength, or reported by clamd as over one of its other limits with AlertExceedsMax): quarantine, tempfail (452 4.3.4), reject (552 5.3.4) or accept. Every outcome adds the CLAMAV_OVERSIZE symbol; accept lets such messages through unscanned and has to be chosen explicitly."`
+	Timeout        sdk.Duration `json:"timeout" doc:"Bounds one scan (connecting, sending, waiting for the answer) besides the stage's timeout. 0: the stage's timeout alone. Waiting for one of max_connections counts only against the stage's timeout."`
+	MaxConnections int          `json:"max_connections" default:"12" doc:"How many scans the stage sends to clamd at once; more wait for a turn within the stage's timeout instead of failing. The default is MaxThreads of Debian's stock clamd.conf: set it to clamd's MaxThreads, less what other clients of the same clamd use. A clamd whose listen backlog is full is tried again with random backoff until the deadline; only clamd down (connection refused, no socket) fails a scan at once."`
 }
 
 // settings is a validated Config.
@@ -155,23 +126,15 @@ type settings struct {
 }
 
 func (c Config) settings() (*settings, error) {
-	st := &settings{address: c.Address, maxSize: defaultMaxSize, oversize: c.Oversize, timeout: c.Timeout.D()}
-	if st.address == "" {
-		st.address = defaultAddress
-	}
+	st := &settings{address: c.Address, maxSize: int64(c.MaxSize), oversize: c.Oversize, timeout: c.Timeout.D()}
 	var err error
 	if st.network, st.addr, err = parseAddress(st.address); err != nil {
 		return nil, err
 	}
-	if c.MaxSize != nil {
-		if *c.MaxSize <= 0 {
-			return nil, fmt.Errorf("max_size %d: it must be more than 0", *c.MaxSize)
-		}
-		st.maxSize = int64(*c.MaxSize)
+	if st.maxSize <= 0 {
+		return nil, fmt.Errorf("max_size %d: it must be more than 0", st.maxSize)
 	}
 	switch st.oversize {
-	case "":
-		st.oversize = oversizeQuarantine
 	case oversizeQuarantine, oversizeTempfail, oversizeReject, oversizeAccept:
 	default:
 		return nil, fmt.Errorf("oversize %q: want %s, %s, %s or %s", st.oversize,
@@ -180,11 +143,8 @@ func (c Config) settings() (*settings, error) {
 	if st.timeout < 0 {
 		return nil, fmt.Errorf("timeout %v: it must not be negative", st.timeout)
 	}
-	st.maxConns = defaultMaxConnections
-	if c.MaxConnections != nil {
-		if st.maxConns = *c.MaxConnections; st.maxConns < 1 {
-			return nil, fmt.Errorf("max_connections %d: it must be at least 1", st.maxConns)
-		}
+	if st.maxConns = c.MaxConnections; st.maxConns < 1 {
+		return nil, fmt.Errorf("max_connections %d: it must be at least 1", st.maxConns)
 	}
 	st.slots = make(chan struct{}, st.maxConns)
 	return st, nil
@@ -235,13 +195,20 @@ type scanner struct {
 
 func newScanner() *scanner {
 	s := &scanner{log: pluginLogger(os.Stderr)}
-	st, err := Config{}.settings()
+	var c Config
+	if err := sdk.Defaults(&c); err != nil {
+		panic(err)
+	}
+	st, err := c.settings()
 	if err != nil {
 		panic(err) // the defaults are valid
 	}
 	s.cfg.Store(st)
 	return s
 }
+
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (s *scanner) ConfigSpec() any { return &Config{} }
 
 // Describe implements sdk.Describer.
 func (s *scanner) Describe() (name, version string) { return pluginName, pluginVersion }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/plugins/clamav/clamdtest"
+	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
@@ -261,7 +262,7 @@ func decode(t *testing.T, config map[string]any) (*settings, error) {
 }
 
 func TestConfigValid(t *testing.T) {
-	def := settings{address: defaultAddress, network: "tcp", addr: "127.0.0.1:3310", maxSize: 25 << 20, oversize: "quarantine", maxConns: 12}
+	def := settings{address: "tcp://127.0.0.1:3310", network: "tcp", addr: "127.0.0.1:3310", maxSize: 25 << 20, oversize: "quarantine", maxConns: 12}
 	tests := []struct {
 		config map[string]any
 		want   func(s *settings)
@@ -323,6 +324,8 @@ func TestConfigInvalid(t *testing.T) {
 		{map[string]any{"max_size": "lots"}, "invalid size"},
 		{map[string]any{"oversize": "drop"}, "oversize"},
 		{map[string]any{"oversize": "Accept"}, "oversize"},
+		{map[string]any{"oversize": ""}, "oversize"}, // set empty: not the default
+		{map[string]any{"address": ""}, "address"},
 		{map[string]any{"timeout": -1}, "negative"},
 		{map[string]any{"timeout": "-1s"}, "negative duration"},
 		{map[string]any{"max_connections": 0}, "max_connections 0: it must be at least 1"},
@@ -424,6 +427,16 @@ func TestClean(t *testing.T) {
 }
 
 // The verdict for each oversize setting.
+// withOversize sets the oversize key of config, unless oversize is "" (the
+// default).
+func withOversize(config map[string]any, oversize string) map[string]any {
+	if oversize != "" {
+		config["oversize"] = oversize
+	}
+	return config
+}
+
+// oversizeWant is what each oversize setting gives; "" leaves it out.
 var oversizeWant = []struct {
 	oversize string
 	want     sdk.Verdict // without Reason and Symbol details
@@ -459,7 +472,7 @@ func checkOversize(t *testing.T, v sdk.Verdict, err error, oversize string, want
 func TestOverMaxSize(t *testing.T) {
 	f := startFake(t, fakeOpts{answer: "stream: OK\x00"})
 	for _, tt := range oversizeWant {
-		r := start(t, map[string]any{"address": f.addr, "max_size": "1KiB", "oversize": tt.oversize})
+		r := start(t, withOversize(map[string]any{"address": f.addr, "max_size": "1KiB"}, tt.oversize))
 		v, err := check(t, r, bigMessage(1025))
 		checkOversize(t, v, err, tt.oversize, tt.want, "max_size 1024")
 	}
@@ -492,7 +505,7 @@ func TestOverMaxSizeWhileStreaming(t *testing.T) {
 func TestClamdSizeLimit(t *testing.T) {
 	f := startFake(t, fakeOpts{limit: 1 << 20})
 	for _, tt := range oversizeWant {
-		r := start(t, map[string]any{"address": f.addr, "oversize": tt.oversize})
+		r := start(t, withOversize(map[string]any{"address": f.addr}, tt.oversize))
 		v, err := check(t, r, bigMessage(8<<20))
 		checkOversize(t, v, err, tt.oversize, tt.want, "INSTREAM size limit exceeded")
 	}
@@ -933,3 +946,7 @@ func (b *syncBuffer) Reset() {
 	defer b.mu.Unlock()
 	b.buf.Reset()
 }
+
+// TestConfigReference keeps the reference in docs/plugins.md equal to
+// Config's tags.
+func TestConfigReference(t *testing.T) { docref.Check(t, "clamav", newScanner()) }

@@ -15,7 +15,7 @@
 // signatures (RFC 8463 section 4 suggests both while verifiers learn
 // Ed25519).
 //
-// What is signed (SECURITY.md): c=relaxed/relaxed, the whole body (never
+// What is signed (docs/security.md): c=relaxed/relaxed, the whole body (never
 // l=), and h= with From, To, Subject, Date and Message-ID each listed once
 // more than the message has them (over-signing, RFC 6376 section 8.15: a
 // copy added later breaks the signature), then Reply-To, Cc, In-Reply-To,
@@ -56,19 +56,7 @@
 // 'sluice dkim keygen DOMAIN SELECTOR' makes a key, prints its DNS record
 // and this snippet.
 //
-// Configuration keys (keys is required, with at least one key):
-//
-//	keys                  the signing keys, each with:
-//	  domain              d=, the domain it signs for (IDNs are turned into A-labels)
-//	  selector            s=, the selector its DNS record is published under
-//	  key_file            absolute path of the PEM private key: PKCS#8 ("PRIVATE KEY",
-//	                      RSA or Ed25519, as 'sluice dkim keygen' writes) or PKCS#1
-//	                      ("RSA PRIVATE KEY"); unencrypted; RSA of 1024 to 4096 bits
-//	  algorithm           rsa-sha256 or ed25519-sha256 ("rsa" and "ed25519" too); optional:
-//	                      it follows from the key, and when given must agree with it
-//	  subdomains          false; true signs mail from any subdomain of domain as well
-//
-// Every key file is read and checked in Configure: a missing, unreadable
-// or unsuitable key refuses the configuration (and a reload keeps the old
-// keys). A key file readable by every user is accepted with a warning.
+// The configuration keys are documented in their declaration, config in
+// keys.go, which docs/plugins.md and 'sluice config defaults --plugin
+// dkim-sign' print.
 package main

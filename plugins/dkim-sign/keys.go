@@ -16,24 +16,19 @@ import (
 	"github.com/sluice-mail/sluice/plugins/internal/mailauth"
 )
 
-// config is the stage's configuration (doc.go lists the keys).
+// config is the stage's configuration. The tags are its documentation
+// (docs/plugins.md, 'sluice config defaults --plugin dkim-sign').
 type config struct {
-	Keys []keyConfig `json:"keys"`
+	Keys []keyConfig `json:"keys" doc:"The signing keys; at least one. Every key file is read and checked when the stage is configured: a missing, unreadable or unsuitable key refuses the configuration (a reload keeps the old keys). A key file readable by every user is accepted with a warning."`
 }
 
 // keyConfig is one entry of keys.
 type keyConfig struct {
-	// Domain is d=. Required.
-	Domain string `json:"domain"`
-	// Selector is s=. Required.
-	Selector string `json:"selector"`
-	// KeyFile is the absolute path of the PEM private key. Required.
-	KeyFile string `json:"key_file"`
-	// Algorithm is a= as the key implies it; "" takes it from the key.
-	Algorithm string `json:"algorithm"`
-	// Subdomains lets the key sign for the domain's subdomains too.
-	// Default false.
-	Subdomains bool `json:"subdomains"`
+	Domain     string `json:"domain" doc:"d=, the domain the key signs for (IDNs are turned into A-labels). Required."`
+	Selector   string `json:"selector" doc:"s=, the selector its DNS record is published under. Required."`
+	KeyFile    string `json:"key_file" doc:"The absolute path of the PEM private key: PKCS#8 (PRIVATE KEY, RSA or Ed25519, as 'sluice dkim keygen' writes) or PKCS#1 (RSA PRIVATE KEY); unencrypted; RSA of 1024 to 4096 bits. Required."`
+	Algorithm  string `json:"algorithm" doc:"rsa-sha256 or ed25519-sha256 (rsa and ed25519 too). Empty: it follows from the key; when given it must agree with it."`
+	Subdomains bool   `json:"subdomains" doc:"Sign mail from any subdomain of domain as well."`
 }
 
 // Algorithms (a=), RFC 8301 and RFC 8463.

@@ -48,7 +48,7 @@ const (
 const pipelineOutbound = "outbound"
 
 // overSigned are listed in h= once more than the message has them, so
-// that a copy added on the way breaks the signature (SECURITY.md, RFC
+// that a copy added on the way breaks the signature (docs/security.md, RFC
 // 6376 section 8.15); a missing one is listed once, so that it cannot be
 // added either.
 var overSigned = []string{"From", "To", "Subject", "Date", "Message-ID"}
@@ -63,6 +63,9 @@ const maxInstances = 5
 
 // readBuffer is the size of the buffer the message is read through.
 const readBuffer = 32 << 10
+
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (f *filter) ConfigSpec() any { return &config{} }
 
 // Describe implements sdk.Describer.
 func (f *filter) Describe() (name, version string) { return "dkim-sign", "1.0.0" }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
+	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/plugins/internal/mailauth"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
@@ -699,3 +700,7 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }
+
+// TestConfigReference keeps the reference in docs/plugins.md equal to
+// config's tags.
+func TestConfigReference(t *testing.T) { docref.Check(t, "dkim-sign", newFilter()) }

@@ -19,7 +19,7 @@ import (
 // plugin) or the stage's score to decide.
 //
 // A signature with a body length limit (l=) is reported as dkim=policy,
-// never as a pass: content past l= is unsigned (SECURITY.md). A DNS
+// never as a pass: content past l= is unsigned (docs/security.md). A DNS
 // failure is dkim=temperror, never a fail.
 type filter struct {
 	state atomic.Pointer[state] // replaced whole by Configure
@@ -30,26 +30,30 @@ type state struct {
 	res *mailauth.Resolver
 }
 
-// config is the stage's configuration.
+// config is the stage's configuration. The tags are its documentation
+// and defaults (docs/plugins.md); sdk.Config.Decode applies the defaults.
 type config struct {
 	resolver.Config
-	// Timeout bounds each DNS lookup. Default 5s.
-	Timeout sdk.Duration `json:"timeout"`
-	// MaxSignatures is how many signatures are verified, the first ones
-	// in the header; the rest are left out of the results. Default 5.
-	MaxSignatures int `json:"max_signatures"`
-	// FailScore is added when a signature fails and none passes.
-	// Default 0.
-	FailScore float64 `json:"fail_score"`
+	Timeout       sdk.Duration `json:"timeout" default:"5s" doc:"Bounds each DNS lookup. More than 0."`
+	MaxSignatures int          `json:"max_signatures" default:"5" doc:"How many signatures are verified, the first ones in the header; the rest are left out of the results. 1 to 20."`
+	FailScore     float64      `json:"fail_score" doc:"Added to the message's score when a signature fails and none passes."`
 }
 
 // maxMaxSignatures bounds max_signatures: each signature costs a DNS
 // lookup and a hash of the whole body.
 const maxMaxSignatures = 20
 
+// defaultConfig is the configuration a stage without a config mapping has.
 func defaultConfig() config {
-	return config{Timeout: sdk.Duration(resolver.DefaultTimeout), MaxSignatures: mailauth.DefaultMaxSignatures}
+	var c config
+	if err := sdk.Defaults(&c); err != nil {
+		panic(err)
+	}
+	return c
 }
+
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (f *filter) ConfigSpec() any { return &config{} }
 
 func newFilter() *filter {
 	f := &filter{}

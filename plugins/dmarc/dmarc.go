@@ -41,24 +41,12 @@ type state struct {
 // config is the stage's configuration.
 type config struct {
 	resolver.Config
-	// Timeout bounds each DNS lookup. Default 5s.
-	Timeout sdk.Duration `json:"timeout"`
-	// Enforce applies the domain owner's policy (reject, quarantine).
-	// When false, results are only reported and scored. Default true.
-	Enforce bool `json:"enforce"`
-	// HonorPct applies pct=: a failing message outside the sample gets
-	// the next lower policy (RFC 7489 section 6.6.4). When false the
-	// policy applies to every failing message. Default true.
-	HonorPct bool `json:"honor_pct"`
-	// OnTemperror is what a temperror does: "continue" (report it, the
-	// default) or "tempfail" (refuse with 451 so that the client tries
-	// again later, unless the policy is known to be p=none).
-	OnTemperror string `json:"on_temperror"`
-	// MaxSignatures is how many DKIM signatures are verified. Default 5.
-	MaxSignatures int `json:"max_signatures"`
-	// FailScore is added when DMARC fails, whatever the policy.
-	// Default 0.
-	FailScore float64 `json:"fail_score"`
+	Timeout       sdk.Duration `json:"timeout" default:"5s" doc:"Bounds each DNS lookup. More than 0."`
+	Enforce       bool         `json:"enforce" default:"true" doc:"Apply the domain owner's policy (reject, quarantine). When false, results are only reported and scored."`
+	HonorPct      bool         `json:"honor_pct" default:"true" doc:"Apply pct=: a failing message outside the sample gets the next lower policy (RFC 7489 section 6.6.4). When false the policy applies to every failing message."`
+	OnTemperror   string       `json:"on_temperror" default:"continue" doc:"What a temperror (a DNS failure) does: continue (report it) or tempfail (refuse with 451 4.7.1 so that the client tries again later, unless the policy is known to be p=none)."`
+	MaxSignatures int          `json:"max_signatures" default:"5" doc:"How many DKIM signatures are verified. 1 to 20."`
+	FailScore     float64      `json:"fail_score" doc:"Added to the message's score when DMARC fails, whatever the policy."`
 }
 
 const (
@@ -67,15 +55,17 @@ const (
 	maxMaxSignatures    = 20
 )
 
+// defaultConfig is the configuration a stage without a config mapping has.
 func defaultConfig() config {
-	return config{
-		Timeout:       sdk.Duration(resolver.DefaultTimeout),
-		Enforce:       true,
-		HonorPct:      true,
-		OnTemperror:   onTemperrorContinue,
-		MaxSignatures: mailauth.DefaultMaxSignatures,
+	var c config
+	if err := sdk.Defaults(&c); err != nil {
+		panic(err)
 	}
+	return c
 }
+
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (f *filter) ConfigSpec() any { return &config{} }
 
 // Decision reasons, for Sluice's log and the message trace.
 const (

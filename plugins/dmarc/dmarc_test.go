@@ -8,6 +8,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/plugins/internal/mailauth/authtest"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
@@ -255,3 +256,7 @@ func TestConfigure(t *testing.T) {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }
+
+// TestConfigReference keeps the reference in docs/plugins.md equal to
+// config's tags.
+func TestConfigReference(t *testing.T) { docref.Check(t, "dmarc", newFilter()) }

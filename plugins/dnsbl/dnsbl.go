@@ -74,43 +74,22 @@ const cacheMax = 10000
 
 // zoneConfig is one list in the configuration.
 type zoneConfig struct {
-	// Zone is the list's DNS zone, such as "zen.spamhaus.org". Required.
-	Zone string `json:"zone"`
-	// Score is added to the message's score when the list lists it.
-	// Default 0: the listing is only reported.
-	Score float64 `json:"score"`
-	// Reject refuses the client (at connect for IP and HELO lists, at
-	// MAIL FROM for sender lists) with 554 5.7.1. Default false.
-	Reject bool `json:"reject"`
-	// Codes are the answers that count as listed: addresses such as
-	// "127.0.0.2" or prefixes such as "127.0.1.0/24". Empty: any answer
-	// in 127.0.0.0/8 except 127.255.255.0/24, which Spamhaus and others
-	// use for errors (.252 bad query, .254 query through a public
-	// resolver, .255 too many queries) and which counts as a failure of
-	// the list.
-	Codes []string `json:"codes"`
+	Zone   string   `json:"zone" doc:"The list's DNS zone, such as zen.spamhaus.org. Required."`
+	Score  float64  `json:"score" doc:"Added to the message's score when the list lists it; 0 only reports the listing."`
+	Reject bool     `json:"reject" doc:"Refuse a listed client with 554 5.7.1: at connect for IP and HELO lists, at MAIL FROM for sender lists."`
+	Codes  []string `json:"codes" doc:"The answers that count as listed: addresses such as 127.0.0.2 or prefixes such as 127.0.1.0/24. Empty: any answer in 127.0.0.0/8 except 127.255.255.0/24, which Spamhaus and others use for errors (.252 bad query, .254 query through a public resolver, .255 too many queries) and which counts as a failure of the list."`
 }
 
-// config is the stage's configuration.
+// config is the stage's configuration. The tags are its documentation and
+// defaults (docs/plugins.md); sdk.Config.Decode applies the defaults.
+// Public resolvers are refused by most lists: give dns_servers of your own.
 type config struct {
-	// Zones are checked with the client's IP address.
-	Zones []zoneConfig `json:"zones"`
-	// HELOZones are checked with the HELO/EHLO name, when it is a domain
-	// name (not an address literal).
-	HELOZones []zoneConfig `json:"helo_zones"`
-	// SenderZones are checked with the domain of MAIL FROM (not for the
-	// null sender).
-	SenderZones []zoneConfig `json:"sender_zones"`
-	// DNS servers as host:port; empty means the system's resolver. Public
-	// resolvers are refused by most lists: use your own.
+	Zones       []zoneConfig `json:"zones" doc:"Lists checked with the client's IP address. At least one of zones, helo_zones and sender_zones must have a list."`
+	HELOZones   []zoneConfig `json:"helo_zones" doc:"Lists checked with the HELO/EHLO name, when it is a domain name (not an address literal)."`
+	SenderZones []zoneConfig `json:"sender_zones" doc:"Lists checked with the domain of MAIL FROM (not for the null sender)."`
 	resolver.Config
-	// Timeout bounds each zone's query. Default 5s.
-	Timeout sdk.Duration `json:"timeout"`
-	// OnDNSError is what a zone that fails (times out, answers SERVFAIL or
-	// an error code) does: "skip" (the default) skips it with a
-	// DNSBL_TIMEOUT, DNSBL_FAIL or DNSBL_REFUSED symbol, "error" fails the
-	// check and lets the stage's on_error decide.
-	OnDNSError string `json:"on_dns_error"`
+	Timeout    sdk.Duration `json:"timeout" default:"5s" doc:"Bounds each zone's query. More than 0."`
+	OnDNSError string       `json:"on_dns_error" default:"skip" doc:"What a zone that fails (times out, answers SERVFAIL or an error code) does: skip skips it with a DNSBL_TIMEOUT, DNSBL_FAIL or DNSBL_REFUSED symbol, error fails the check and lets the stage's on_error decide."`
 }
 
 // kind is what a zone is asked about.
@@ -158,6 +137,9 @@ func newDNSBL() *dnsbl {
 	return &dnsbl{cache: map[string]cacheEntry{}, now: time.Now}
 }
 
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (d *dnsbl) ConfigSpec() any { return &config{} }
+
 // Describe implements sdk.Describer.
 func (d *dnsbl) Describe() (name, version string) { return "dnsbl", "1.0.0" }
 
@@ -168,11 +150,11 @@ func (d *dnsbl) Configure(_ context.Context, cfg sdk.Config) error {
 		return err
 	}
 	s := &settings{timeout: c.Timeout.D()}
-	if s.timeout == 0 {
-		s.timeout = resolver.DefaultTimeout
+	if s.timeout <= 0 {
+		return fmt.Errorf("dnsbl: config: timeout %v: it must be more than 0", s.timeout)
 	}
 	switch c.OnDNSError {
-	case "", onDNSErrorSkip:
+	case onDNSErrorSkip:
 	case onDNSErrorError:
 		s.errorFails = true
 	default:

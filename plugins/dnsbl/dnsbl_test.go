@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
@@ -356,6 +357,8 @@ func TestConfigureRefuses(t *testing.T) {
 		{"bad on_dns_error", map[string]any{"zones": []any{z("bl.test")}, "on_dns_error": "ignore"}, "on_dns_error"},
 		{"bad server", map[string]any{"zones": []any{z("bl.test")}, "dns_servers": []string{"127.0.0.1"}}, "host:port"},
 		{"bad timeout", map[string]any{"zones": []any{z("bl.test")}, "timeout": "soon"}, "invalid duration"},
+		{"timeout 0", map[string]any{"zones": []any{z("bl.test")}, "timeout": 0}, "timeout 0s: it must be more than 0"},
+		{"empty on_dns_error", map[string]any{"zones": []any{z("bl.test")}, "on_dns_error": ""}, "on_dns_error"},
 		{"unknown key", map[string]any{"zones": []any{z("bl.test", "scor", 1)}}, "scor"},
 	}
 	for _, tt := range tests {
@@ -375,3 +378,7 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }
+
+// TestConfigReference keeps the reference in docs/plugins.md equal to
+// config's tags.
+func TestConfigReference(t *testing.T) { docref.Check(t, "dnsbl", newDNSBL()) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"mime"
 	"regexp"
+	"strings"
 	"sync"
 
 	"github.com/sluice-mail/sluice/sdk"
@@ -17,9 +18,8 @@ import (
 // may be hostile: say that the message was refused, never why, and never
 // quote the pattern. The reason goes to Sluice's log instead.
 const (
-	replyCode        = 550
-	replyEnhanced    = "5.7.1"
-	defaultReplyText = "Message refused"
+	replyCode     = 550
+	replyEnhanced = "5.7.1"
 )
 
 // reasonSubjectMatched names the decision in Sluice's log and in the
@@ -39,19 +39,16 @@ const symbolSubject = "EXAMPLE_SUBJECT"
 //
 // sdk.Config.Decode fills it from JSON and refuses keys it does not have,
 // so a misspelt key is an error at start rather than a silent default.
+//
+// The tags document each key: json is its name, default its value when
+// the mapping leaves it out (Decode applies it), doc what it does. They
+// are what 'sluice config defaults --plugin example' prints (through
+// ConfigSpec below) and what docs/plugins.md shows, so the documentation
+// cannot drift from the code.
 type config struct {
-	// Pattern is a regular expression in Go's syntax (RE2, see
-	// https://pkg.go.dev/regexp/syntax), matched against the decoded
-	// Subject. Required. Matching is case-sensitive unless the pattern
-	// starts with (?i).
-	Pattern string `json:"pattern"`
-	// Action is what a match does: "reject" (the default) refuses the
-	// message during the SMTP session, "quarantine" accepts it and holds
-	// it for an administrator.
-	Action string `json:"action"`
-	// Text is the text of the SMTP reply when a match is rejected.
-	// Default: "Message refused".
-	Text string `json:"text"`
+	Pattern string `json:"pattern" doc:"A regular expression in Go's syntax (RE2, https://pkg.go.dev/regexp/syntax), matched against the decoded Subject. Required. Matching is case-sensitive unless the pattern starts with (?i)."`
+	Action  string `json:"action" default:"reject" doc:"What a match does: reject refuses the message during the SMTP session (550 5.7.1), quarantine accepts it and holds it for an administrator."`
+	Text    string `json:"text" default:"Message refused" doc:"The text of the SMTP reply when a match is rejected. Not empty."`
 }
 
 // subjectFilter is the plugin. It implements sdk.Filter (Configure and
@@ -78,6 +75,10 @@ type settings struct {
 
 func newSubjectFilter() *subjectFilter { return &subjectFilter{} }
 
+// ConfigSpec gives the configuration's declaration (sdk.ConfigDocumenter),
+// for 'sluice config defaults --plugin example'.
+func (f *subjectFilter) ConfigSpec() any { return &config{} }
+
 // Describe gives the plugin's name and version for Sluice's log.
 func (f *subjectFilter) Describe() (name, version string) { return "example", "1.0.0" }
 
@@ -99,15 +100,15 @@ func (f *subjectFilter) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	s := &settings{re: re, text: c.Text}
 	switch c.Action {
-	case "", "reject":
+	case "reject":
 		s.action = sdk.Reject
 	case "quarantine":
 		s.action = sdk.Quarantine
 	default:
 		return fmt.Errorf("example: config: action %q is not reject or quarantine", c.Action)
 	}
-	if s.text == "" {
-		s.text = defaultReplyText
+	if strings.TrimSpace(s.text) == "" {
+		return errors.New("example: config: text must not be empty")
 	}
 	f.mu.Lock()
 	f.settings = s

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
@@ -83,6 +84,8 @@ func TestConfigureRefuses(t *testing.T) {
 		{"bad pattern", map[string]any{"pattern": `(unclosed`}, "pattern"},
 		{"bad action", map[string]any{"pattern": `x`, "action": "explode"}, "explode"},
 		{"unknown key", map[string]any{"pattern": `x`, "patern": `y`}, "patern"},
+		{"empty text", map[string]any{"pattern": `x`, "text": " "}, "text must not be empty"},
+		{"empty action", map[string]any{"pattern": `x`, "action": ""}, "action"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,3 +117,7 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe = %+v, %v, want example with the data hook only", info, err)
 	}
 }
+
+// TestConfigReference keeps the reference in docs/plugins.md equal to
+// config's tags.
+func TestConfigReference(t *testing.T) { docref.Check(t, "example", newSubjectFilter()) }

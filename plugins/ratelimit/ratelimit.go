@@ -30,10 +30,9 @@ const (
 	reasonRecipients = "rate-limit-recipients" // the recipients would pass recipients_per_hour
 )
 
-// Defaults.
+// Defaults that are not configuration (the configuration's are in its
+// tags).
 const (
-	defaultMessagesPerHour   = 200
-	defaultRecipientsPerHour = 1000
 	// defaultFlushEvery is the most often the state file is written.
 	defaultFlushEvery = 2 * time.Second
 	// defaultMaxSenders bounds the number of senders counted at once.
@@ -46,35 +45,21 @@ const (
 	actionReject   = "reject"
 )
 
-// limitsConfig is a pair of limits; a key left out takes the default (for
-// the global limits) or the global value (in per_user).
+// limitsConfig is a sender's pair of limits in per_user; a key left out
+// takes the global value.
 type limitsConfig struct {
-	// MessagesPerHour is the number of messages a sender may send in an
-	// hour; 0 is no limit. Default 200.
-	MessagesPerHour *int `json:"messages_per_hour"`
-	// RecipientsPerHour is the number of recipients, summed over the
-	// messages, a sender may send to in an hour; 0 is no limit. Default
-	// 1000.
-	RecipientsPerHour *int `json:"recipients_per_hour"`
+	MessagesPerHour   *int `json:"messages_per_hour" doc:"This sender's messages_per_hour; left out, the global one."`
+	RecipientsPerHour *int `json:"recipients_per_hour" doc:"This sender's recipients_per_hour; left out, the global one."`
 }
 
-// config is the stage's "config" mapping.
+// config is the stage's "config" mapping. The tags are its documentation
+// and defaults (docs/plugins.md); sdk.Config.Decode applies the defaults.
 type config struct {
-	// MessagesPerHour: see limitsConfig. Default 200.
-	MessagesPerHour *int `json:"messages_per_hour"`
-	// RecipientsPerHour: see limitsConfig. Default 1000.
-	RecipientsPerHour *int `json:"recipients_per_hour"`
-	// PerUser gives some senders other limits: the key is a user as
-	// Sluice authenticates them (alice@example.com) or, for mail without
-	// authentication, a client IP address (192.0.2.25). Default none.
-	PerUser map[string]limitsConfig `json:"per_user"`
-	// Action is what a sender over a limit gets: "tempfail" (the
-	// default), 451 4.7.1, or "reject", 550 5.7.1.
-	Action string `json:"action"`
-	// Text is the reply's text. Default: "Sending rate limit exceeded,
-	// try again later" for tempfail, "Sending rate limit exceeded" for
-	// reject.
-	Text string `json:"text"`
+	MessagesPerHour   int                     `json:"messages_per_hour" default:"200" doc:"The number of messages a sender may send in an hour; 0 is no limit."`
+	RecipientsPerHour int                     `json:"recipients_per_hour" default:"1000" doc:"The number of recipients, summed over the messages, a sender may send to in an hour; 0 is no limit."`
+	PerUser           map[string]limitsConfig `json:"per_user" doc:"Other limits for some senders: the key is a user as Sluice authenticates them (alice@example.com) or, for mail without authentication, a client IP address (192.0.2.25)."`
+	Action            string                  `json:"action" default:"tempfail" doc:"What a sender over a limit gets: tempfail (451 4.7.1) or reject (550 5.7.1)."`
+	Text              string                  `json:"text" doc:"The reply's text, one line. Empty: \"Sending rate limit exceeded, try again later\" for tempfail, \"Sending rate limit exceeded\" for reject."`
 }
 
 // limits is a checked pair of limits; 0 is no limit.
@@ -134,6 +119,9 @@ func newRateLimit() *rateLimit {
 	}
 }
 
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (f *rateLimit) ConfigSpec() any { return &config{} }
+
 // Describe implements sdk.Describer.
 func (f *rateLimit) Describe() (name, version string) { return "ratelimit", "1.0.0" }
 
@@ -148,7 +136,7 @@ func (f *rateLimit) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	s := &settings{perKey: map[string]limits{}}
 	var err error
-	if s.global, err = parseLimits(limits{defaultMessagesPerHour, defaultRecipientsPerHour}, c.MessagesPerHour, c.RecipientsPerHour); err != nil {
+	if s.global, err = parseLimits(limits{}, &c.MessagesPerHour, &c.RecipientsPerHour); err != nil {
 		return fmt.Errorf("ratelimit: config: %w", err)
 	}
 	for k, lc := range c.PerUser {
@@ -164,7 +152,7 @@ func (f *rateLimit) Configure(_ context.Context, cfg sdk.Config) error {
 		}
 	}
 	switch c.Action {
-	case "", actionTempfail:
+	case actionTempfail:
 		s.action, s.code, s.enhanced, s.text = sdk.Tempfail, codeTempfail, enhancedTempfail, textTempfail
 	case actionReject:
 		s.action, s.code, s.enhanced, s.text = sdk.Reject, codeReject, enhancedReject, textReject

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
@@ -612,6 +613,7 @@ func TestConfigureRefuses(t *testing.T) {
 		{"negative recipients", map[string]any{"recipients_per_hour": -1}, "recipients_per_hour"},
 		{"not a number", map[string]any{"messages_per_hour": "many"}, "messages_per_hour"},
 		{"bad action", map[string]any{"action": "discard"}, "discard"},
+		{"empty action", map[string]any{"action": ""}, "action"},
 		{"text on two lines", map[string]any{"text": "a\nb"}, "text"},
 		{"per_user unknown key", map[string]any{"per_user": map[string]any{"a@example.com": map[string]any{"messages": 5}}}, "messages"},
 		{"per_user negative", map[string]any{"per_user": map[string]any{"a@example.com": map[string]any{"messages_per_hour": -5}}}, "a@example.com"},
@@ -648,3 +650,7 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe = %+v, %v, want ratelimit with the mail, rcpt and data hooks", info, err)
 	}
 }
+
+// TestConfigReference keeps the reference in docs/plugins.md equal to
+// config's tags.
+func TestConfigReference(t *testing.T) { docref.Check(t, "ratelimit", newRateLimit()) }

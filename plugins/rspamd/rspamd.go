@@ -48,19 +48,10 @@ import (
 	"github.com/sluice-mail/sluice/sdk"
 )
 
-// Defaults of the configuration.
-const (
-	defaultURL     = "http://127.0.0.1:11333"
-	defaultTimeout = 20 * time.Second
-	// defaultMaxSize keeps large messages, which are rarely spam and slow
-	// to scan, away from rspamd. rspamd itself refuses messages over its
-	// max_message setting, 50 MiB by default.
-	defaultMaxSize = 20 << 20
-	// defaultMaxConnections is as many connections as the plugin keeps
-	// open between scans (MaxIdleConnsPerHost): a scan never waits for
-	// a new connection while rspamd can take it on a kept one.
-	defaultMaxConnections = 32
-)
+// idleConnections is as many connections as the plugin keeps open between
+// scans (MaxIdleConnsPerHost), max_connections' default: a scan never
+// waits for a new connection while rspamd can take it on a kept one.
+const idleConnections = 32
 
 // retryFirst and retryMost bound the pause before connecting again after
 // a connection attempt failed for load: up to retryFirst at first, each
@@ -125,37 +116,19 @@ var defaultActions = map[string]sdk.Action{
 	actionQuarantine:     sdk.Quarantine,
 }
 
-// config is the stage's configuration.
+// config is the stage's configuration. The tags are its documentation and
+// defaults (docs/plugins.md); sdk.Config.Decode applies the defaults.
+// max_size keeps large messages, which are rarely spam and slow to scan,
+// away from rspamd; rspamd itself refuses messages over its max_message
+// setting, 50 MiB by default.
 type config struct {
-	// URL is rspamd's normal worker (or its controller, or a proxy in
-	// front of it). Without a path, /checkv2 is used. Default
-	// http://127.0.0.1:11333.
-	URL string `json:"url"`
-	// Timeout bounds one scan, from connecting to the end of the answer;
-	// the stage's own timeout also applies. Default 20s.
-	Timeout sdk.Duration `json:"timeout"`
-	// Password, when set, is sent in rspamd's Password header (needed
-	// when the URL is the controller and the client is not in its
-	// secure_ip). Default: none.
-	Password string `json:"password"`
-	// MaxSize is the largest message sent to rspamd; larger ones are not
-	// scanned and get the symbol RSPAMD_SKIPPED_SIZE. Default 20MiB.
-	MaxSize sdk.Size `json:"max_size"`
-	// SpamHeader is the name of a header field ("X-Spam" is usual) added
-	// with the value "Yes" when rspamd answers "add header" or "rewrite
-	// subject". Empty (the default) adds none.
-	SpamHeader string `json:"spam_header"`
-	// Actions changes what rspamd's actions do: a mapping from an rspamd
-	// action ("reject", "soft reject", "greylist", "add header", "rewrite
-	// subject", "no action", or a custom one) to continue, reject,
-	// tempfail, quarantine or discard, such as {reject: quarantine}.
-	// Actions not named keep their default (see the package comment).
-	Actions map[string]string `json:"actions"`
-	// MaxConnections is how many scans go to rspamd at once; the others
-	// wait for their turn, within the stage's deadline (the timeout
-	// setting starts when a scan gets its turn). Default 32. It is per
-	// stage (each stage runs its own plugin process).
-	MaxConnections *int `json:"max_connections"`
+	URL            string            `json:"url" default:"http://127.0.0.1:11333" doc:"rspamd's normal worker (or its controller, or a proxy in front of it), http:// or https://. Without a path, /checkv2 is used."`
+	Timeout        sdk.Duration      `json:"timeout" default:"20s" doc:"Bounds one scan, from connecting to the end of the answer; the stage's own timeout also applies. More than 0."`
+	Password       string            `json:"password" doc:"When set, sent in rspamd's Password header (needed when the URL is the controller and the client is not in its secure_ip)."`
+	MaxSize        sdk.Size          `json:"max_size" default:"20MiB" doc:"The largest message sent to rspamd; larger ones are not scanned and get the symbol RSPAMD_SKIPPED_SIZE. More than 0."`
+	SpamHeader     string            `json:"spam_header" doc:"The name of a header field (X-Spam is usual) added with the value Yes when rspamd answers add header or rewrite subject. Empty adds none."`
+	Actions        map[string]string `json:"actions" doc:"Changes what rspamd's actions do: a mapping from an rspamd action (reject, soft reject, greylist, add header, rewrite subject, no action, or a custom one) to continue, reject, tempfail, quarantine or discard, such as {reject: quarantine}. Actions not named keep their default: reject rejects (554 5.7.1), soft reject and greylist tempfail (451 4.7.1), discard discards, quarantine quarantines, add header, rewrite subject and no action continue."`
+	MaxConnections int               `json:"max_connections" default:"32" doc:"How many scans go to rspamd at once; the others wait for their turn within the stage's timeout (the timeout key starts when a scan gets its turn). Per stage: each stage runs its own plugin process."`
 }
 
 // settings is a checked configuration.
@@ -183,11 +156,14 @@ func newRspamd() *rspamd {
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         retryDial((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
-		MaxIdleConnsPerHost: defaultMaxConnections,
+		MaxIdleConnsPerHost: idleConnections,
 		IdleConnTimeout:     90 * time.Second,
 	}
 	return &rspamd{client: &http.Client{Transport: tr}}
 }
+
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (r *rspamd) ConfigSpec() any { return &config{} }
 
 // Describe implements sdk.Describer.
 func (r *rspamd) Describe() (name, version string) { return "rspamd", "1.0.0" }
@@ -202,9 +178,6 @@ func (r *rspamd) Configure(_ context.Context, cfg sdk.Config) error {
 		url: c.URL, timeout: c.Timeout.D(), password: c.Password, maxSize: int64(c.MaxSize),
 		spamHeader: strings.TrimSpace(c.SpamHeader), actions: map[string]sdk.Action{},
 	}
-	if s.url == "" {
-		s.url = defaultURL
-	}
 	u, err := url.Parse(s.url)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("rspamd: config: url %q is not an http:// or https:// URL", c.URL)
@@ -213,11 +186,11 @@ func (r *rspamd) Configure(_ context.Context, cfg sdk.Config) error {
 		u.Path = checkPath
 	}
 	s.url = u.String()
-	if s.timeout == 0 {
-		s.timeout = defaultTimeout
+	if s.timeout <= 0 {
+		return fmt.Errorf("rspamd: config: timeout %v: it must be more than 0", s.timeout)
 	}
-	if s.maxSize == 0 {
-		s.maxSize = defaultMaxSize
+	if s.maxSize <= 0 {
+		return fmt.Errorf("rspamd: config: max_size %d: it must be more than 0", s.maxSize)
 	}
 	if s.spamHeader != "" && (strings.ContainsAny(s.spamHeader, ": \t\r\n") || !isPrintableASCII(s.spamHeader)) {
 		return fmt.Errorf("rspamd: config: spam_header %q is not a header field name", c.SpamHeader)
@@ -232,11 +205,8 @@ func (r *rspamd) Configure(_ context.Context, cfg sdk.Config) error {
 		}
 		s.actions[strings.ToLower(strings.TrimSpace(k))] = a
 	}
-	s.maxConns = defaultMaxConnections
-	if c.MaxConnections != nil {
-		if s.maxConns = *c.MaxConnections; s.maxConns < 1 {
-			return fmt.Errorf("rspamd: config: max_connections %d: it must be at least 1", s.maxConns)
-		}
+	if s.maxConns = c.MaxConnections; s.maxConns < 1 {
+		return fmt.Errorf("rspamd: config: max_connections %d: it must be at least 1", s.maxConns)
 	}
 	r.mu.Lock()
 	if r.settings != nil && r.settings.maxConns == s.maxConns {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
@@ -412,6 +413,10 @@ func TestConfigureRefuses(t *testing.T) {
 		{"bad max_size", map[string]any{"max_size": "lots"}, "invalid size"},
 		{"unknown key", map[string]any{"urll": "http://127.0.0.1:11333"}, "urll"},
 		{"max_connections 0", map[string]any{"max_connections": 0}, "max_connections 0: it must be at least 1"},
+		// A key set to zero is a value, not the default.
+		{"timeout 0", map[string]any{"timeout": 0}, "timeout 0s: it must be more than 0"},
+		{"max_size 0", map[string]any{"max_size": 0}, "max_size 0: it must be more than 0"},
+		{"empty url", map[string]any{"url": ""}, "url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -429,7 +434,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := f.settings
-	if s.url != "http://127.0.0.1:11333/checkv2" || s.timeout != defaultTimeout || s.maxSize != defaultMaxSize || s.spamHeader != "" || s.password != "" || s.maxConns != 32 || cap(s.slots) != 32 {
+	if s.url != "http://127.0.0.1:11333/checkv2" || s.timeout != 20*time.Second || s.maxSize != 20<<20 || s.spamHeader != "" || s.password != "" || s.maxConns != 32 || cap(s.slots) != 32 {
 		t.Errorf("defaults = %+v", s)
 	}
 	info, err := sdktest.Start(t, newRspamd(), nil).Describe(context.Background())
@@ -519,3 +524,7 @@ func TestRetryDial(t *testing.T) {
 		t.Errorf("EAGAIN until the deadline: %v after %d attempts", err, *calls)
 	}
 }
+
+// TestConfigReference keeps the reference in docs/plugins.md equal to
+// config's tags.
+func TestConfigReference(t *testing.T) { docref.Check(t, "rspamd", newRspamd()) }

@@ -35,26 +35,14 @@ const (
 	reasonHeaderMalformed  = "header-malformed"        // a From or Sender field does not parse
 )
 
-// config is the stage's "config" mapping. Pointers tell a key left out
-// (the default) from one set to false or "".
+// config is the stage's "config" mapping. The tags are its documentation
+// and defaults (docs/plugins.md); sdk.Config.Decode applies the defaults.
 type config struct {
-	// CheckHeaderFrom checks, at data, every address of the header From
-	// and Sender fields. Default true.
-	CheckHeaderFrom *bool `json:"check_header_from"`
-	// RecipientDelimiter separates a sub-address from the local part
-	// (user+tag@domain counts as user@domain); set it as the store's
-	// recipient_delimiter. Default "+"; "" compares whole local parts.
-	RecipientDelimiter *string `json:"recipient_delimiter"`
-	// AllowNullSender allows the null reverse-path <>. Default true.
-	AllowNullSender *bool `json:"allow_null_sender"`
-	// AllowUnauthenticated lets mail without AUTH (relay networks)
-	// through unchecked; false refuses it with 550 5.7.1. Default true.
-	AllowUnauthenticated *bool `json:"allow_unauthenticated"`
-	// Allow gives users addresses beyond their own and their aliases':
-	// user (as Sluice authenticates them, such as alice@example.com, or
-	// "*" for every user) to patterns: an address, "*@domain" or "*".
-	// Default none.
-	Allow map[string][]string `json:"allow"`
+	CheckHeaderFrom      bool                `json:"check_header_from" default:"true" doc:"Check, at data, every address of the header From and Sender fields as well as MAIL FROM."`
+	RecipientDelimiter   string              `json:"recipient_delimiter" default:"+" doc:"Separates a sub-address from the local part (user+tag@domain counts as user@domain); set it as the store's recipient_delimiter. Empty compares whole local parts."`
+	AllowNullSender      bool                `json:"allow_null_sender" default:"true" doc:"Allow the null reverse-path <>."`
+	AllowUnauthenticated bool                `json:"allow_unauthenticated" default:"true" doc:"Let mail without AUTH (relay networks) through unchecked; false refuses it with 550 5.7.1."`
+	Allow                map[string][]string `json:"allow" doc:"Addresses users may send as beyond their own and their aliases': a user (as Sluice authenticates them, such as alice@example.com, or * for every user) to patterns: an address, *@domain or *."`
 }
 
 // settings is a checked configuration.
@@ -87,6 +75,9 @@ type senderPolicy struct {
 
 func newSenderPolicy() *senderPolicy { return &senderPolicy{} }
 
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (f *senderPolicy) ConfigSpec() any { return &config{} }
+
 // Describe implements sdk.Describer.
 func (f *senderPolicy) Describe() (name, version string) { return "senderpolicy", "1.0.0" }
 
@@ -96,22 +87,10 @@ func (f *senderPolicy) Configure(_ context.Context, cfg sdk.Config) error {
 	if err := cfg.Decode(&c); err != nil {
 		return err
 	}
-	s := &settings{headers: true, delim: "+", allowNull: true, allowUnauth: true, perUser: map[string][]pattern{}}
-	if c.CheckHeaderFrom != nil {
-		s.headers = *c.CheckHeaderFrom
-	}
-	if c.AllowNullSender != nil {
-		s.allowNull = *c.AllowNullSender
-	}
-	if c.AllowUnauthenticated != nil {
-		s.allowUnauth = *c.AllowUnauthenticated
-	}
-	if c.RecipientDelimiter != nil {
-		d := *c.RecipientDelimiter
-		if strings.ContainsAny(d, "@\"\\ \t\r\n") || len(d) > 8 {
-			return fmt.Errorf("senderpolicy: config: recipient_delimiter %q: use a short string such as \"+\" or \"-\", without @, quotes or spaces", d)
-		}
-		s.delim = d
+	s := &settings{headers: c.CheckHeaderFrom, delim: c.RecipientDelimiter, allowNull: c.AllowNullSender,
+		allowUnauth: c.AllowUnauthenticated, perUser: map[string][]pattern{}}
+	if d := s.delim; strings.ContainsAny(d, "@\"\\ \t\r\n") || len(d) > 8 {
+		return fmt.Errorf("senderpolicy: config: recipient_delimiter %q: use a short string such as \"+\" or \"-\", without @, quotes or spaces", d)
 	}
 	for user, list := range c.Allow {
 		key := strings.ToLower(strings.TrimSpace(user))

@@ -11,39 +11,19 @@ import (
 )
 
 // config is the stage's configuration (the "config" mapping of a spam
-// stage in Sluice's YAML). Every field's zero value means its default.
+// stage in Sluice's YAML). The tags are its documentation and defaults
+// (docs/plugins.md); sdk.Config.Decode applies the defaults.
 type config struct {
-	// Bayes turns the Bayesian classifier on or off. Default true. Off,
-	// the filter needs no state directory and scores with heuristics
-	// only, and Learn fails.
-	Bayes *bool `json:"bayes"`
-	// MinLearned is how many spam and how many ham messages the
-	// classifier must have learned (each) before it scores; below that
-	// only heuristics count (symbol BAYES_UNTRAINED). Default 200.
-	MinLearned *int `json:"min_learned"`
-	// BayesScores overrides the score of BAYES_xx symbols, by name (see
-	// bayesBands). Default: the table in bayes.go.
-	BayesScores map[string]float64 `json:"bayes_scores"`
-	// Scores overrides the score of heuristic symbols, by name. A score
-	// of 0 turns a heuristic off. Default: the table in heuristics.go.
-	Scores map[string]float64 `json:"scores"`
-	// Disable lists heuristic symbols that are not checked at all.
-	// Default none.
-	Disable []string `json:"disable"`
-	// MaxBytes is how much of a message is examined (header and body);
-	// the rest is not read. Default 10MiB. At least 64KiB.
-	MaxBytes sdk.Size `json:"max_bytes"`
-	// MaxPartBytes is how much of each part's decoded body is examined.
-	// Default 256KiB. At least 4KiB, at most max_bytes.
-	MaxPartBytes sdk.Size `json:"max_part_bytes"`
-	// MaxDepth caps MIME nesting; deeper multiparts are not opened.
-	// Default 16, at most 100.
-	MaxDepth int `json:"max_depth"`
-	// MaxParts caps the MIME parts examined. Default 256, at most 10000.
-	MaxParts int `json:"max_parts"`
-	// MaxTokens caps the distinct tokens taken from one message for the
-	// classifier. Default 5000.
-	MaxTokens int `json:"max_tokens"`
+	Bayes        bool               `json:"bayes" default:"true" doc:"The Bayesian classifier. Off, the filter needs no state directory and scores with heuristics only, and learning fails."`
+	MinLearned   int                `json:"min_learned" default:"200" doc:"How many spam and how many ham messages the classifier must have learned (each) before it scores; below that only heuristics count (symbol BAYES_UNTRAINED). 1 to 1000000000."`
+	BayesScores  map[string]float64 `json:"bayes_scores" doc:"Overrides the score of BAYES_xx symbols, by name (the table in plugins/spam/bayes.go). -100 to 100."`
+	Scores       map[string]float64 `json:"scores" doc:"Overrides the score of heuristic symbols, by name (the table in plugins/spam/heuristics.go). A score of 0 turns a heuristic off. -100 to 100."`
+	Disable      []string           `json:"disable" doc:"Heuristic symbols that are not checked at all."`
+	MaxBytes     sdk.Size           `json:"max_bytes" default:"10MiB" doc:"How much of a message is examined (header and body); the rest is not read. 64KiB to 1GiB."`
+	MaxPartBytes sdk.Size           `json:"max_part_bytes" default:"256KiB" doc:"How much of each part's decoded body is examined. At least 4KiB; more than max_bytes counts as max_bytes."`
+	MaxDepth     int                `json:"max_depth" default:"16" doc:"Caps MIME nesting; deeper multiparts are not opened. 1 to 100."`
+	MaxParts     int                `json:"max_parts" default:"256" doc:"Caps the MIME parts examined. 1 to 10000."`
+	MaxTokens    int                `json:"max_tokens" default:"5000" doc:"Caps the distinct tokens taken from one message for the classifier. 100 to 100000."`
 }
 
 // settings is a validated config with its defaults filled in.
@@ -60,7 +40,11 @@ type settings struct {
 }
 
 func defaultSettings() settings {
-	s, err := config{}.settings()
+	var c config
+	if err := sdk.Defaults(&c); err != nil {
+		panic(err)
+	}
+	s, err := c.settings()
 	if err != nil {
 		panic(err) // the defaults are valid; a test checks it
 	}
@@ -70,19 +54,13 @@ func defaultSettings() settings {
 // settings validates c and fills in the defaults.
 func (c config) settings() (settings, error) {
 	s := settings{
-		bayes: true, minLearned: 200,
-		maxBytes: 10 << 20, maxPartBytes: 256 << 10, maxDepth: 16, maxParts: 256, maxTokens: 5000,
+		bayes: c.Bayes, minLearned: c.MinLearned,
+		maxBytes: int64(c.MaxBytes), maxDepth: c.MaxDepth, maxParts: c.MaxParts, maxTokens: c.MaxTokens,
 		scores: map[string]float64{},
 	}
 	var errs []error
-	if c.Bayes != nil {
-		s.bayes = *c.Bayes
-	}
-	if c.MinLearned != nil {
-		if *c.MinLearned < 1 || *c.MinLearned > 1e9 {
-			errs = append(errs, fmt.Errorf("min_learned %d: want 1 to 1000000000", *c.MinLearned))
-		}
-		s.minLearned = *c.MinLearned
+	if c.MinLearned < 1 || c.MinLearned > 1e9 {
+		errs = append(errs, fmt.Errorf("min_learned %d: want 1 to 1000000000", c.MinLearned))
 	}
 	for i, b := range bayesBands {
 		s.bayesScores[i] = b.score
@@ -126,35 +104,21 @@ func (c config) settings() (settings, error) {
 			delete(s.scores, name)
 		}
 	}
-	if c.MaxBytes != 0 {
-		if c.MaxBytes < 64<<10 || c.MaxBytes > 1<<30 {
-			errs = append(errs, fmt.Errorf("max_bytes %d: want 64KiB to 1GiB", c.MaxBytes))
-		}
-		s.maxBytes = int64(c.MaxBytes)
+	if c.MaxBytes < 64<<10 || c.MaxBytes > 1<<30 {
+		errs = append(errs, fmt.Errorf("max_bytes %d: want 64KiB to 1GiB", c.MaxBytes))
 	}
-	if c.MaxPartBytes != 0 {
-		if c.MaxPartBytes < 4<<10 || int64(c.MaxPartBytes) > s.maxBytes {
-			errs = append(errs, fmt.Errorf("max_part_bytes %d: want 4KiB to max_bytes (%d)", c.MaxPartBytes, s.maxBytes))
-		}
-		s.maxPartBytes = int(min(c.MaxPartBytes, 1<<30))
+	if c.MaxPartBytes < 4<<10 {
+		errs = append(errs, fmt.Errorf("max_part_bytes %d: want at least 4KiB", c.MaxPartBytes))
 	}
-	if c.MaxDepth != 0 {
-		if c.MaxDepth < 1 || c.MaxDepth > 100 {
-			errs = append(errs, fmt.Errorf("max_depth %d: want 1 to 100", c.MaxDepth))
-		}
-		s.maxDepth = c.MaxDepth
+	s.maxPartBytes = int(min(int64(c.MaxPartBytes), s.maxBytes, 1<<30))
+	if c.MaxDepth < 1 || c.MaxDepth > 100 {
+		errs = append(errs, fmt.Errorf("max_depth %d: want 1 to 100", c.MaxDepth))
 	}
-	if c.MaxParts != 0 {
-		if c.MaxParts < 1 || c.MaxParts > 10000 {
-			errs = append(errs, fmt.Errorf("max_parts %d: want 1 to 10000", c.MaxParts))
-		}
-		s.maxParts = c.MaxParts
+	if c.MaxParts < 1 || c.MaxParts > 10000 {
+		errs = append(errs, fmt.Errorf("max_parts %d: want 1 to 10000", c.MaxParts))
 	}
-	if c.MaxTokens != 0 {
-		if c.MaxTokens < 100 || c.MaxTokens > 100000 {
-			errs = append(errs, fmt.Errorf("max_tokens %d: want 100 to 100000", c.MaxTokens))
-		}
-		s.maxTokens = c.MaxTokens
+	if c.MaxTokens < 100 || c.MaxTokens > 100000 {
+		errs = append(errs, fmt.Errorf("max_tokens %d: want 100 to 100000", c.MaxTokens))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return settings{}, fmt.Errorf("spam: config: %w", err)

@@ -34,6 +34,9 @@ type scorer struct {
 
 func newScorer() *scorer { return &scorer{} }
 
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (sc *scorer) ConfigSpec() any { return &config{} }
+
 // Describe implements sdk.Describer.
 func (sc *scorer) Describe() (string, string) { return "spam", version }
 

@@ -18,6 +18,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
@@ -528,6 +529,7 @@ func TestConfigValidation(t *testing.T) {
 		{"scores": map[string]float64{"SUBJ_ALL_CAPS": 0, "HTML_FORM": 3}, "disable": []string{"MISSING_TO"}},
 		{"max_bytes": "20MiB", "max_part_bytes": "1MiB", "max_depth": 5, "max_parts": 50, "max_tokens": 1000},
 		{"max_bytes": 65536},
+		{"max_part_bytes": "20MiB"}, // counts as max_bytes
 	}
 	for _, cfg := range valid {
 		r := sdktest.StartUnconfigured(t, newScorer())
@@ -545,8 +547,9 @@ func TestConfigValidation(t *testing.T) {
 		{"disable": []string{"NO_SUCH_RULE"}},
 		{"max_bytes": 1000},
 		{"max_bytes": "ten megabytes"},
-		{"max_part_bytes": "20MiB"},
+		{"max_part_bytes": "1KiB"},
 		{"max_depth": 1000},
+		{"max_depth": 0},
 		{"max_parts": -1},
 		{"max_tokens": 10},
 	}
@@ -655,3 +658,7 @@ func TestREADME(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigReference keeps the reference in docs/plugins.md equal to
+// config's tags.
+func TestConfigReference(t *testing.T) { docref.Check(t, "spam", newScorer()) }

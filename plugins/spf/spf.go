@@ -34,25 +34,12 @@ type state struct {
 // config is the stage's configuration.
 type config struct {
 	resolver.Config
-	// Timeout bounds each DNS lookup. Default 5s.
-	Timeout sdk.Duration `json:"timeout"`
-	// OnFail is what an SPF fail of the MAIL FROM identity does, besides
-	// adding fail_score: "score" (nothing more, the default),
-	// "quarantine", or "reject" (at MAIL FROM when the mail hook runs,
-	// after DATA otherwise).
-	OnFail string `json:"on_fail"`
-	// FailScore is added for a fail. Default 5.
-	FailScore float64 `json:"fail_score"`
-	// SoftfailScore is added for a softfail. Default 2.
-	SoftfailScore float64 `json:"softfail_score"`
-	// CheckHELO also checks the HELO name when MAIL FROM is not null: its
-	// result is reported and scored like MAIL FROM's, never enforced.
-	// Default false.
-	CheckHELO bool `json:"check_helo"`
-	// OnTemperror is what a temperror (a DNS failure) does: "continue"
-	// (report it, the default) or "tempfail" (refuse with 451 so that the
-	// client tries again later).
-	OnTemperror string `json:"on_temperror"`
+	Timeout       sdk.Duration `json:"timeout" default:"5s" doc:"Bounds each DNS lookup. More than 0."`
+	OnFail        string       `json:"on_fail" default:"score" doc:"What an SPF fail of the MAIL FROM identity does besides adding fail_score: score (nothing more), quarantine, or reject (550 5.7.23, at MAIL FROM when the stage runs the mail hook, after DATA otherwise)."`
+	FailScore     float64      `json:"fail_score" default:"5" doc:"Added to the message's score for a fail."`
+	SoftfailScore float64      `json:"softfail_score" default:"2" doc:"Added to the message's score for a softfail."`
+	CheckHELO     bool         `json:"check_helo" doc:"Also check the HELO name when MAIL FROM is not null: its result is reported and scored like MAIL FROM's, never enforced."`
+	OnTemperror   string       `json:"on_temperror" default:"continue" doc:"What a temperror (a DNS failure) does: continue (report it) or tempfail (refuse with 451 so that the client tries again later)."`
 }
 
 const (
@@ -64,15 +51,17 @@ const (
 	onTemperrorTempfail = "tempfail"
 )
 
+// defaultConfig is the configuration a stage without a config mapping has.
 func defaultConfig() config {
-	return config{
-		Timeout:       sdk.Duration(resolver.DefaultTimeout),
-		OnFail:        onFailScore,
-		FailScore:     5,
-		SoftfailScore: 2,
-		OnTemperror:   onTemperrorContinue,
+	var c config
+	if err := sdk.Defaults(&c); err != nil {
+		panic(err)
 	}
+	return c
 }
+
+// ConfigSpec implements sdk.ConfigDocumenter.
+func (f *filter) ConfigSpec() any { return &config{} }
 
 // Decision reasons, for Sluice's log and the message trace.
 const (

@@ -52,7 +52,7 @@ var requiredDKIMTags = []string{"v", "a", "b", "bh", "d", "h", "s"}
 // were left. A message without signatures gives no results and is not
 // read at all.
 //
-// A signature with a body length limit (l=) is never a pass (SECURITY.md:
+// A signature with a body length limit (l=) is never a pass (docs/security.md:
 // content past l= is unsigned, and anyone could have appended it): its
 // result is Policy with ReasonBodyLength. A DNS failure is TempError; a
 // missing or revoked key, a bad key record or an expired signature is

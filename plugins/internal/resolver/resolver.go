@@ -15,7 +15,7 @@ import (
 type Config struct {
 	// Servers are DNS servers as host:port; empty means the system
 	// resolver.
-	Servers []string `json:"dns_servers"`
+	Servers []string `json:"dns_servers" doc:"DNS servers as host:port, asked in turn; empty means the system's resolver."`
 }
 
 // New returns a resolver that asks servers in turn (a failed server is

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluice-mail/sluice/plugins/clamav/clamdtest"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
 
@@ -185,12 +186,12 @@ func (f *fakeClamd) waitEnded(t *testing.T, within time.Duration) {
 
 // ---- Helpers.
 
-func start(t *testing.T, config map[string]any) *sdk.Remote {
+func start(t *testing.T, config map[string]any) *host.Remote {
 	t.Helper()
 	return sdktest.Start(t, newScanner(), config)
 }
 
-func check(t *testing.T, r *sdk.Remote, raw string) (sdk.Verdict, error) {
+func check(t *testing.T, r *host.Remote, raw string) (sdk.Verdict, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

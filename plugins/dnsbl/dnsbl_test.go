@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
@@ -41,7 +42,7 @@ TIMEOUT 99.2.0.192.slow.test.
 SERVFAIL spammer.example.broken.test.
 `
 
-func start(t *testing.T, srv *dnstest.Server, cfg map[string]any) *sdk.Remote {
+func start(t *testing.T, srv *dnstest.Server, cfg map[string]any) *host.Remote {
 	t.Helper()
 	cfg["dns_servers"] = []string{srv.Addr}
 	if _, ok := cfg["timeout"]; !ok {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/internal/pluginpb"
+	"github.com/sluice-mail/sluice/sdk/internal/wire"
 )
 
 type server struct {
@@ -111,10 +112,9 @@ func (grpcPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientCo
 }
 
 func main() {
-	handshake, _ := sdk.HostConfig()
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: handshake,
-		Plugins:         plugin.PluginSet{sdk.PluginName: grpcPlugin{}},
+		HandshakeConfig: wire.Handshake,
+		Plugins:         plugin.PluginSet{wire.PluginName: grpcPlugin{}},
 		GRPCServer:      plugin.DefaultGRPCServer,
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // testFilter refuses MAIL FROM spammer@ and a message whose Subject is
@@ -620,7 +621,7 @@ var adminCases = []adminCase{
 		return PipelineTestParams{Path: e.file("a.eml", testMessage), From: "x@remote.test", To: []string{"alice@example.test"}}
 	}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		r := unmarshal[PipelineTestResult](t, res)
-		if r.Outcome.Action != pipeline.Continue || r.Outcome.Code != 0 || !strings.Contains(r.Outcome.Header, "X-Test: checked") || len(r.Stages) == 0 {
+		if r.Outcome.Action != verdict.Continue || r.Outcome.Code != 0 || !strings.Contains(r.Outcome.Header, "X-Test: checked") || len(r.Stages) == 0 {
 			t.Errorf("result %+v", r)
 		}
 	}},
@@ -628,21 +629,21 @@ var adminCases = []adminCase{
 		return PipelineTestParams{Path: e.file("a.eml", "Subject: reject\r\n\r\nbody\r\n"), From: "x@remote.test", To: []string{"alice@example.test"}}
 	}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		r := unmarshal[PipelineTestResult](t, res)
-		if r.Outcome.Action != pipeline.Reject || r.Outcome.Code != 554 || r.Outcome.Text != "5.7.1 Bad content" || r.Outcome.Stage != "test" {
+		if r.Outcome.Action != verdict.Reject || r.Outcome.Code != 554 || r.Outcome.Text != "5.7.1 Bad content" || r.Outcome.Stage != "test" {
 			t.Errorf("result %+v", r)
 		}
 	}},
 	{name: "pipeline.test reject at MAIL", setup: func(e *env) { withPipelines(e) }, method: "pipeline.test", paramsFn: func(e *env) any {
 		return PipelineTestParams{Path: e.file("a.eml", testMessage), From: "spammer@remote.test", To: []string{"alice@example.test"}}
 	}, check: func(t *testing.T, e *env, res json.RawMessage) {
-		if r := unmarshal[PipelineTestResult](t, res); r.Outcome.Action != pipeline.Reject || r.Outcome.Code != 550 {
+		if r := unmarshal[PipelineTestResult](t, res); r.Outcome.Action != verdict.Reject || r.Outcome.Code != 550 {
 			t.Errorf("result %+v", r)
 		}
 	}},
 	{name: "pipeline.test outbound with a user", setup: func(e *env) { withPipelines(e); e.user("alice@example.test") }, method: "pipeline.test", paramsFn: func(e *env) any {
 		return PipelineTestParams{Path: e.file("a.eml", testMessage), Pipeline: "outbound", User: "alice@example.test", From: "alice@example.test", To: []string{"x@remote.test"}}
 	}, check: func(t *testing.T, e *env, res json.RawMessage) {
-		if r := unmarshal[PipelineTestResult](t, res); r.Outcome.Action != pipeline.Continue {
+		if r := unmarshal[PipelineTestResult](t, res); r.Outcome.Action != verdict.Continue {
 			t.Errorf("result %+v", r)
 		}
 	}},

@@ -2,13 +2,14 @@
 // and merges their verdicts into one outcome.
 //
 // A Pipeline is an ordered list of stages, each an sdk.Filter (a plugin
-// process in production, an in-process filter in tests). At each SMTP
+// process in production, which core/pluginset starts; an in-process filter
+// in tests). This package does not start plugins. At each SMTP
 // hook, the stages that implement it run concurrently, each under its own
 // timeout; their results are then merged in the order of the YAML, so the
 // outcome does not depend on which stage answered first:
 //
 //   - A stage's verdict is first mapped through its actions: a reject may
-//     be configured to quarantine, a score past junk_at to Junk, and so on.
+//     be configured to quarantine, a score past junk_at to verdict.Junk, and so on.
 //     A stage that failed (crashed, timed out, errored) gets its on_error:
 //     tempfail, accept or reject.
 //   - The first stage, in YAML order, whose action is reject, tempfail or
@@ -39,23 +40,10 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/trace"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
-
-// Action is what happens to a message (or, at RCPT, a recipient).
-type Action string
-
-const (
-	Continue   Action = "continue"
-	Reject     Action = "reject"
-	Tempfail   Action = "tempfail"
-	Quarantine Action = "quarantine"
-	Junk       Action = "junk"
-	Discard    Action = "discard"
-)
-
-// decisive reports whether an action ends the evaluation.
-func (a Action) decisive() bool { return a == Reject || a == Tempfail || a == Discard }
 
 // Hooks, in the order they run.
 const (
@@ -134,33 +122,10 @@ type Pipeline struct {
 	Log      *slog.Logger
 }
 
-// Symbol is a named part of a stage's score.
-type Symbol struct {
-	Name   string  `json:"name"`
-	Score  float64 `json:"score,omitempty"`
-	Detail string  `json:"detail,omitempty"`
-}
-
-// StageResult is one stage's result at one hook: an entry of the trace.
-type StageResult struct {
-	Stage   string   `json:"stage"`
-	Hook    string   `json:"hook"`
-	Action  Action   `json:"action"`            // after the stage's actions and on_error
-	Verdict string   `json:"verdict,omitempty"` // what the plugin said, when it differs
-	Score   float64  `json:"score"`
-	Symbols []Symbol `json:"symbols"`
-	Reason  string   `json:"reason,omitempty"`
-	Error   string   `json:"error,omitempty"` // the plugin failed; Action is its on_error
-	Ms      float64  `json:"ms"`
-	// WaitMs is how long the check waited for its turn (max_concurrency),
-	// included in Ms.
-	WaitMs float64 `json:"wait_ms,omitempty"`
-}
-
 // Outcome is the merged result of a hook.
 type Outcome struct {
-	Action Action
-	// For Reject and Tempfail: the SMTP reply.
+	Action verdict.Action
+	// For verdict.Reject and verdict.Tempfail: the SMTP reply.
 	Code     int
 	Enhanced string
 	Text     string
@@ -173,7 +138,7 @@ type Outcome struct {
 	// AddHeaders and AuthResults come from the stages, in stage order.
 	AddHeaders  []sdk.HeaderField
 	AuthResults []sdk.AuthResult
-	Trace       []StageResult
+	Trace       []trace.StageResult
 }
 
 // Merge folds a later hook's outcome into o, for a transaction that
@@ -186,13 +151,11 @@ func (o *Outcome) Merge(later Outcome) {
 	o.AuthResults = append(o.AuthResults, later.AuthResults...)
 	o.Trace = append(o.Trace, later.Trace...)
 	switch {
-	case later.Action.decisive():
+	case later.Action.Decisive():
 		o.Action, o.Code, o.Enhanced, o.Text, o.Stage, o.Reason = later.Action, later.Code, later.Enhanced, later.Text, later.Stage, later.Reason
-	case o.Action.decisive():
-	case later.Action == Quarantine || (later.Action == Junk && o.Action != Quarantine):
+	case o.Action.Decisive():
+	case later.Action == verdict.Quarantine || (later.Action == verdict.Junk && o.Action != verdict.Quarantine):
 		o.Action, o.Stage, o.Reason = later.Action, later.Stage, later.Reason
-	case o.Action == "":
-		o.Action = later.Action
 	}
 }
 
@@ -276,7 +239,7 @@ type stageRun struct {
 
 func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Context, *Stage) (sdk.Verdict, error)) Outcome {
 	stages := p.stagesFor(hook)
-	out := Outcome{Action: Continue}
+	out := Outcome{Action: verdict.Continue}
 	if len(stages) == 0 {
 		return out
 	}
@@ -317,7 +280,7 @@ func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Cont
 		}
 		timer.Stop()
 	}
-	var sticky Action = Continue
+	var sticky verdict.Action = verdict.Continue
 	var stickyStage, stickyReason string
 	decided := false
 	for i, s := range stages {
@@ -332,14 +295,14 @@ func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Cont
 		}
 		switch {
 		case decided:
-		case act.decisive():
+		case act.Decisive():
 			decided = true
 			out.Action, out.Stage, out.Reason = act, s.Name, res.Reason
 			if res.Error != "" {
 				out.Reason = "plugin failed: " + res.Error
 			}
 			out.Code, out.Enhanced, out.Text = reply(act, runs[i], hook)
-		case act == Quarantine || (act == Junk && sticky != Quarantine):
+		case act == verdict.Quarantine || (act == verdict.Junk && sticky != verdict.Quarantine):
 			sticky, stickyStage, stickyReason = act, s.Name, res.Reason
 		}
 	}
@@ -362,8 +325,8 @@ func safeCheck(ctx context.Context, s *Stage, check func(context.Context, *Stage
 
 // result maps one stage's verdict (or failure) to its action and trace
 // entry.
-func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Action) {
-	res := StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000, Symbols: []Symbol{}}
+func (p *Pipeline) result(hook string, s *Stage, r stageRun) (trace.StageResult, verdict.Action) {
+	res := trace.StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000, Symbols: []verdict.Symbol{}}
 	if r.wait >= time.Millisecond {
 		res.WaitMs = float64(r.wait.Microseconds()) / 1000
 	}
@@ -371,11 +334,11 @@ func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Actio
 		res.Error = errorText(r.err)
 		switch s.OnError {
 		case "accept":
-			res.Action = Continue
+			res.Action = verdict.Continue
 		case "reject":
-			res.Action = Reject
+			res.Action = verdict.Reject
 		default:
-			res.Action = Tempfail
+			res.Action = verdict.Tempfail
 		}
 		if p.Log != nil {
 			p.Log.Warn("filter stage failed", "stage", s.Name, "hook", hook, "err", res.Error, "on_error", s.OnError)
@@ -384,16 +347,20 @@ func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Actio
 	}
 	v := r.v
 	res.Score, res.Reason = v.Score, clean(v.Reason, 500)
-	res.Symbols = []Symbol{}
+	res.Symbols = []verdict.Symbol{}
 	for _, sym := range v.Symbols {
-		res.Symbols = append(res.Symbols, Symbol{Name: clean(sym.Name, 100), Score: sym.Score, Detail: clean(sym.Detail, 300)})
+		res.Symbols = append(res.Symbols, verdict.Symbol{Name: clean(sym.Name, 100), Score: sym.Score, Detail: clean(sym.Detail, 300)})
 	}
-	act := verdictAction(v.Action)
+	said := v.Action
+	if !said.Valid() {
+		said = verdict.Continue // an in-process filter's bug (the plugin host refuses such verdicts)
+	}
+	act := said
 	switch {
-	case act == Reject && s.Actions.Reject != "":
-		act = Action(s.Actions.Reject)
-	case act == Quarantine && s.Actions.Quarantine != "":
-		act = Action(s.Actions.Quarantine)
+	case act == verdict.Reject && s.Actions.Reject != "":
+		act, _ = verdict.ParseAction(s.Actions.Reject)
+	case act == verdict.Quarantine && s.Actions.Quarantine != "":
+		act, _ = verdict.ParseAction(s.Actions.Quarantine)
 	}
 	if byScore := scoreAction(s.Actions, v.Score); severity(byScore) > severity(act) {
 		act = byScore
@@ -401,55 +368,39 @@ func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Actio
 			res.Reason = fmt.Sprintf("score %.2f", v.Score)
 		}
 	}
-	if hook != HookData && (act == Discard) {
-		act = Continue // only a whole message can be discarded
+	if hook != HookData && (act == verdict.Discard) {
+		act = verdict.Continue // only a whole message can be discarded
 	}
 	res.Action = act
-	if string(act) != verdictAction(v.Action).String() {
-		res.Verdict = verdictAction(v.Action).String()
+	if act != said {
+		res.Verdict = said.String()
 	}
 	return res, act
 }
 
-func (a Action) String() string { return string(a) }
-
-func verdictAction(a sdk.Action) Action {
-	switch a {
-	case sdk.Reject:
-		return Reject
-	case sdk.Tempfail:
-		return Tempfail
-	case sdk.Quarantine:
-		return Quarantine
-	case sdk.Discard:
-		return Discard
-	}
-	return Continue
-}
-
 // scoreAction is the most severe action whose threshold the score reaches.
-func scoreAction(a config.Actions, score float64) Action {
+func scoreAction(a config.Actions, score float64) verdict.Action {
 	switch {
 	case a.RejectAt > 0 && score >= a.RejectAt:
-		return Reject
+		return verdict.Reject
 	case a.QuarantineAt > 0 && score >= a.QuarantineAt:
-		return Quarantine
+		return verdict.Quarantine
 	case a.JunkAt > 0 && score >= a.JunkAt:
-		return Junk
+		return verdict.Junk
 	}
-	return Continue
+	return verdict.Continue
 }
 
 // severity orders actions for the score thresholds of one stage.
-func severity(a Action) int {
-	return slices.Index([]Action{Continue, Junk, Quarantine, Discard, Tempfail, Reject}, a)
+func severity(a verdict.Action) int {
+	return slices.Index([]verdict.Action{verdict.Continue, verdict.Junk, verdict.Quarantine, verdict.Discard, verdict.Tempfail, verdict.Reject}, a)
 }
 
 // reply returns the SMTP reply for a decisive action: the plugin's when it
 // is well formed and of the right class, a default otherwise.
-func reply(a Action, r stageRun, hook string) (int, string, string) {
+func reply(a verdict.Action, r stageRun, hook string) (int, string, string) {
 	switch a {
-	case Reject:
+	case verdict.Reject:
 		code, enh, text := 550, "5.7.1", "Message refused"
 		if hook == HookRcpt {
 			text = "Recipient refused"
@@ -461,7 +412,7 @@ func reply(a Action, r stageRun, hook string) (int, string, string) {
 			return pick(r.v, code, enh, text, 5)
 		}
 		return code, enh, text
-	case Tempfail:
+	case verdict.Tempfail:
 		code, enh, text := 451, "4.7.1", "Try again later"
 		if r.err != nil {
 			return 451, "4.3.0", "Temporary filter failure, try again later"

@@ -27,7 +27,9 @@ import (
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
+	"github.com/sluice-mail/sluice/core/trace"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 func reply(code, c1, c2, c3 int, msg string) *smtp.SMTPError {
@@ -220,10 +222,10 @@ func (s *session) connectHook() error {
 	}
 	out := p.Connect(context.Background(), s.envelope())
 	switch out.Action {
-	case pipeline.Reject, pipeline.Tempfail:
+	case verdict.Reject, verdict.Tempfail:
 		s.srv.log.Info("connection refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
 		r := hookReply(out)
-		if out.Action == pipeline.Tempfail {
+		if out.Action == verdict.Tempfail {
 			r.Code = 421
 		}
 		s.closeWith(fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message))
@@ -392,10 +394,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	defer release()
 	if p.Has(pipeline.HookMail) {
 		out := p.Mail(context.Background(), s.envelope())
-		if out.Action == pipeline.Reject || out.Action == pipeline.Tempfail {
+		if out.Action == verdict.Reject || out.Action == verdict.Tempfail {
 			s.tx = nil
 			s.srv.log.Info("sender refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "from", a.String(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
-			if out.Action == pipeline.Reject {
+			if out.Action == verdict.Reject {
 				return s.fail(hookReply(out))
 			}
 			return hookReply(out)
@@ -464,10 +466,10 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if p.Has(pipeline.HookRcpt) {
 		out := p.Rcpt(context.Background(), s.envelope(), a.String())
 		switch out.Action {
-		case pipeline.Reject:
+		case verdict.Reject:
 			s.tx.rejected = append(s.tx.rejected, fmt.Sprintf("%s (%d by %s)", a, out.Code, out.Stage))
 			return s.fail(hookReply(out))
-		case pipeline.Tempfail:
+		case verdict.Tempfail:
 			s.tx.rejected = append(s.tx.rejected, fmt.Sprintf("%s (%d by %s)", a, out.Code, out.Stage))
 			return hookReply(out)
 		}
@@ -693,7 +695,7 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	if err := tmp.Flush(); err != nil {
 		return s.spoolFailed(tmp.ID(), err)
 	}
-	out := pipeline.Outcome{Action: pipeline.Continue}
+	out := pipeline.Outcome{Action: verdict.Continue}
 	out.Merge(tx.carry)
 	if p.Has(pipeline.HookData) {
 		header, _ := sdk.ParseHeader(bufio.NewReader(bytes.NewReader(dr.header)))
@@ -703,10 +705,10 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 		out.Merge(p.Data(context.Background(), env, header, tmp.Size(), open))
 	}
 	switch out.Action {
-	case pipeline.Reject, pipeline.Tempfail:
+	case verdict.Reject, verdict.Tempfail:
 		s.finish(fmt.Sprintf("%d by filter %s: %s", out.Code, out.Stage, out.Reason))
 		return hookReply(out)
-	case pipeline.Discard:
+	case verdict.Discard:
 		s.finishDiscarded(tmp.ID(), tx, out)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + tmp.ID()}
 	}
@@ -722,13 +724,13 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	m.ReturnPath = int64(len(rp))
 	m.Pipeline, m.Score, m.Trace = p.Name, out.Score, out.Trace
 	switch out.Action {
-	case pipeline.Quarantine:
+	case verdict.Quarantine:
 		m.Status = queue.StatusQuarantine
 		m.HoldReason = "quarantined by " + out.Stage
 		if out.Reason != "" {
 			m.HoldReason += ": " + out.Reason
 		}
-	case pipeline.Junk:
+	case verdict.Junk:
 		for i := range m.Rcpts {
 			if m.Rcpts[i].Route == queue.RouteLocal {
 				m.Rcpts[i].Mailbox = "Junk"
@@ -839,7 +841,7 @@ func (s *session) finishAccepted(m *queue.Message) {
 // compactTrace writes a trace on one line for the log, which is the only
 // record of it for mail delivered at once: "spam/data=junk(6.50)
 // clamav/data=continue".
-func compactTrace(trace []pipeline.StageResult) string {
+func compactTrace(trace []trace.StageResult) string {
 	parts := make([]string, 0, len(trace))
 	for _, r := range trace {
 		p := fmt.Sprintf("%s/%s=%s", r.Stage, r.Hook, r.Action)

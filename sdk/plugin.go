@@ -152,7 +152,7 @@ func (s *grpcServer) Describe(context.Context, *pluginpb.DescribeRequest) (*plug
 	if d, ok := s.impl.(Describer); ok {
 		name, version = d.Describe()
 	}
-	return &pluginpb.DescribeResponse{Name: name, Version: version, Hooks: Hooks(s.impl)}, nil
+	return &pluginpb.DescribeResponse{Name: name, Version: version, Hooks: wire.HooksToPB(Hooks(s.impl))}, nil
 }
 
 func (s *grpcServer) Configure(ctx context.Context, req *pluginpb.ConfigureRequest) (_ *pluginpb.ConfigureResponse, err error) {
@@ -281,12 +281,13 @@ func verdictToPB(v Verdict, err error) (*pluginpb.Verdict, error) {
 	if err != nil {
 		return nil, status.Error(codes.Unknown, err.Error())
 	}
-	if !v.Action.Valid() {
+	action, ok := wire.ActionToPB(v.Action)
+	if !ok {
 		return nil, status.Errorf(codes.Internal, "filter returned an unknown action %d", int(v.Action))
 	}
 	u := wire.ValidUTF8
 	pv := &pluginpb.Verdict{
-		Action: pluginpb.Action(v.Action), Code: int32(v.Code), EnhancedCode: u(v.EnhancedCode), Text: u(v.Text),
+		Action: action, Code: int32(v.Code), EnhancedCode: u(v.EnhancedCode), Text: u(v.Text),
 		Reason: u(v.Reason), Score: v.Score,
 	}
 	for _, h := range v.AddHeaders {

@@ -604,7 +604,7 @@ func printTrace(c *ctx, trace []trace.StageResult) {
 		if r.Error != "" {
 			why = "failed: " + r.Error
 		}
-		rows = append(rows, []string{"  " + r.Stage, r.Hook, r.Action.String(), fmt.Sprintf("%.2f", r.Score), fmt.Sprintf("%.1f", r.Ms), clip(strings.Join(syms, " "), 60), clip(why, 60)})
+		rows = append(rows, []string{"  " + r.Stage, string(r.Hook), r.Action.String(), fmt.Sprintf("%.2f", r.Score), fmt.Sprintf("%.1f", r.Ms), clip(strings.Join(syms, " "), 60), clip(why, 60)})
 	}
 	c.table("  STAGE\tHOOK\tACTION\tSCORE\tMS\tSYMBOLS\tREASON", rows)
 }

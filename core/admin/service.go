@@ -233,7 +233,7 @@ func (s *Service) status(ctx context.Context, _ json.RawMessage) (any, error) {
 		if set := s.Pipelines.Current(); set != nil {
 			for stage, p := range pluginset.Plugins(set) {
 				info := p.Info()
-				st.Plugins = append(st.Plugins, PluginStatus{Stage: stage, Name: info.Name, Version: info.Version, Hooks: strings.Join(info.Hooks, ","), PID: p.PID(), Restarts: p.Restarts()})
+				st.Plugins = append(st.Plugins, PluginStatus{Stage: stage, Name: info.Name, Version: info.Version, Hooks: info.HookList(), PID: p.PID(), Restarts: p.Restarts()})
 			}
 			slices.SortFunc(st.Plugins, func(a, b PluginStatus) int { return strings.Compare(a.Stage, b.Stage) })
 		}
@@ -845,7 +845,7 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 		Stages:  out.Trace,
 	}
 	if decided() {
-		res.Outcome.Code, res.Outcome.Text = out.Code, out.Enhanced+" "+out.Text
+		res.Outcome.Code, res.Outcome.Text = out.Code, out.Enhanced.String()+" "+out.Text
 	}
 	if res.Stages == nil {
 		res.Stages = []trace.StageResult{}

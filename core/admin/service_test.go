@@ -58,7 +58,7 @@ func (f testFilter) Learn(_ context.Context, m *sdk.Message, spam bool) error {
 // stage that learns, and an outbound one with a stage that does not.
 func withPipelines(e *env) testFilter {
 	f := testFilter{spam: new(atomic.Int32), ham: new(atomic.Int32)}
-	hooks := map[string]bool{pipeline.HookMail: true, pipeline.HookData: true}
+	hooks := map[verdict.Hook]bool{verdict.HookMail: true, verdict.HookData: true}
 	set := pipeline.NewSet(
 		&pipeline.Pipeline{Name: "inbound", Hostname: "mx.example.test", Stages: []*pipeline.Stage{{
 			Name: "test", Filter: f, Hooks: hooks, Timeout: 10 * time.Second, OnError: "tempfail", Learns: true}}},

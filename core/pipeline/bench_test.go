@@ -26,7 +26,7 @@ func BenchmarkDataStage(b *testing.B) {
 	open := func() (io.ReadCloser, error) { return os.Open(f) }
 	header := sdk.Header{{Name: "Subject", Value: "x"}}
 	run := func(b *testing.B, filter sdk.Filter) {
-		p := &Pipeline{Stages: []*Stage{{Name: "s", Filter: filter, Hooks: map[string]bool{HookData: true}, Timeout: 5 * time.Second, OnError: "tempfail"}}}
+		p := &Pipeline{Stages: []*Stage{{Name: "s", Filter: filter, Hooks: map[verdict.Hook]bool{verdict.HookData: true}, Timeout: 5 * time.Second, OnError: "tempfail"}}}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			if o := p.Data(context.Background(), &sdk.Envelope{}, header, int64(len(body)), open); o.Action != verdict.Continue {

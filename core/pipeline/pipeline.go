@@ -45,21 +45,13 @@ import (
 	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
-// Hooks, in the order they run.
-const (
-	HookConnect = sdk.HookConnect
-	HookMail    = sdk.HookMail
-	HookRcpt    = sdk.HookRcpt
-	HookData    = sdk.HookData
-)
-
 // Stage is one filter of a pipeline.
 type Stage struct {
 	Name    string
 	Filter  sdk.Filter
-	Hooks   map[string]bool // the hooks this stage runs
+	Hooks   map[verdict.Hook]bool // the hooks this stage runs
 	Timeout time.Duration
-	OnError string // tempfail, accept or reject
+	OnError config.OnError // what a failed check does; "" is tempfail
 	Actions config.Actions
 	// Learns is set when the filter learns from examples (sdk.Learner).
 	Learns bool
@@ -127,7 +119,7 @@ type Outcome struct {
 	Action verdict.Action
 	// For verdict.Reject and verdict.Tempfail: the SMTP reply.
 	Code     int
-	Enhanced string
+	Enhanced verdict.EnhancedCode
 	Text     string
 	// Stage is the stage that decided (for a decisive action); Reason is
 	// its reason, for the log.
@@ -160,7 +152,7 @@ func (o *Outcome) Merge(later Outcome) {
 }
 
 // Stages returns the stages that run at hook.
-func (p *Pipeline) stagesFor(hook string) []*Stage {
+func (p *Pipeline) stagesFor(hook verdict.Hook) []*Stage {
 	if p == nil {
 		return nil
 	}
@@ -174,14 +166,14 @@ func (p *Pipeline) stagesFor(hook string) []*Stage {
 }
 
 // Has reports whether any stage runs at hook.
-func (p *Pipeline) Has(hook string) bool { return len(p.stagesFor(hook)) > 0 }
+func (p *Pipeline) Has(hook verdict.Hook) bool { return len(p.stagesFor(hook)) > 0 }
 
 // Empty reports whether the pipeline has no stages at all.
 func (p *Pipeline) Empty() bool { return p == nil || len(p.Stages) == 0 }
 
 // Connect runs the connect hook.
 func (p *Pipeline) Connect(ctx context.Context, env *sdk.Envelope) Outcome {
-	return p.run(ctx, HookConnect, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+	return p.run(ctx, verdict.HookConnect, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
 		c, ok := s.Filter.(sdk.ConnectChecker)
 		if !ok {
 			return sdk.Accept(), nil
@@ -192,7 +184,7 @@ func (p *Pipeline) Connect(ctx context.Context, env *sdk.Envelope) Outcome {
 
 // Mail runs the MAIL hook.
 func (p *Pipeline) Mail(ctx context.Context, env *sdk.Envelope) Outcome {
-	return p.run(ctx, HookMail, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+	return p.run(ctx, verdict.HookMail, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
 		c, ok := s.Filter.(sdk.MailChecker)
 		if !ok {
 			return sdk.Accept(), nil
@@ -203,7 +195,7 @@ func (p *Pipeline) Mail(ctx context.Context, env *sdk.Envelope) Outcome {
 
 // Rcpt runs the RCPT hook for one recipient.
 func (p *Pipeline) Rcpt(ctx context.Context, env *sdk.Envelope, rcpt string) Outcome {
-	return p.run(ctx, HookRcpt, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+	return p.run(ctx, verdict.HookRcpt, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
 		c, ok := s.Filter.(sdk.RcptChecker)
 		if !ok {
 			return sdk.Accept(), nil
@@ -219,7 +211,7 @@ type Opener func() (io.ReadCloser, error)
 // Data runs the data hook: every stage gets the envelope, the parsed
 // header and its own stream of the message.
 func (p *Pipeline) Data(ctx context.Context, env *sdk.Envelope, header sdk.Header, size int64, open Opener) Outcome {
-	return p.run(ctx, HookData, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+	return p.run(ctx, verdict.HookData, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
 		r, err := open()
 		if err != nil {
 			return sdk.Verdict{}, fmt.Errorf("pipeline: opening the message: %w", err)
@@ -237,7 +229,7 @@ type stageRun struct {
 	wait time.Duration // for a turn, within dur
 }
 
-func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Context, *Stage) (sdk.Verdict, error)) Outcome {
+func (p *Pipeline) run(ctx context.Context, hook verdict.Hook, check func(context.Context, *Stage) (sdk.Verdict, error)) Outcome {
 	stages := p.stagesFor(hook)
 	out := Outcome{Action: verdict.Continue}
 	if len(stages) == 0 {
@@ -325,21 +317,14 @@ func safeCheck(ctx context.Context, s *Stage, check func(context.Context, *Stage
 
 // result maps one stage's verdict (or failure) to its action and trace
 // entry.
-func (p *Pipeline) result(hook string, s *Stage, r stageRun) (trace.StageResult, verdict.Action) {
+func (p *Pipeline) result(hook verdict.Hook, s *Stage, r stageRun) (trace.StageResult, verdict.Action) {
 	res := trace.StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000, Symbols: []verdict.Symbol{}}
 	if r.wait >= time.Millisecond {
 		res.WaitMs = float64(r.wait.Microseconds()) / 1000
 	}
 	if r.err != nil {
 		res.Error = errorText(r.err)
-		switch s.OnError {
-		case "accept":
-			res.Action = verdict.Continue
-		case "reject":
-			res.Action = verdict.Reject
-		default:
-			res.Action = verdict.Tempfail
-		}
+		res.Action = s.OnError.Action()
 		if p.Log != nil {
 			p.Log.Warn("filter stage failed", "stage", s.Name, "hook", hook, "err", res.Error, "on_error", s.OnError)
 		}
@@ -355,20 +340,14 @@ func (p *Pipeline) result(hook string, s *Stage, r stageRun) (trace.StageResult,
 	if !said.Valid() {
 		said = verdict.Continue // an in-process filter's bug (the plugin host refuses such verdicts)
 	}
-	act := said
-	switch {
-	case act == verdict.Reject && s.Actions.Reject != "":
-		act, _ = verdict.ParseAction(s.Actions.Reject)
-	case act == verdict.Quarantine && s.Actions.Quarantine != "":
-		act, _ = verdict.ParseAction(s.Actions.Quarantine)
-	}
+	act := s.Actions.Map(said)
 	if byScore := scoreAction(s.Actions, v.Score); severity(byScore) > severity(act) {
 		act = byScore
 		if res.Reason == "" {
 			res.Reason = fmt.Sprintf("score %.2f", v.Score)
 		}
 	}
-	if hook != HookData && (act == verdict.Discard) {
+	if hook != verdict.HookData && (act == verdict.Discard) {
 		act = verdict.Continue // only a whole message can be discarded
 	}
 	res.Action = act
@@ -398,14 +377,14 @@ func severity(a verdict.Action) int {
 
 // reply returns the SMTP reply for a decisive action: the plugin's when it
 // is well formed and of the right class, a default otherwise.
-func reply(a verdict.Action, r stageRun, hook string) (int, string, string) {
+func reply(a verdict.Action, r stageRun, hook verdict.Hook) (int, verdict.EnhancedCode, string) {
 	switch a {
 	case verdict.Reject:
-		code, enh, text := 550, "5.7.1", "Message refused"
-		if hook == HookRcpt {
+		code, enh, text := 550, verdict.EnhancedCode{Class: 5, Subject: 7, Detail: 1}, "Message refused"
+		if hook == verdict.HookRcpt {
 			text = "Recipient refused"
 		}
-		if hook == HookConnect {
+		if hook == verdict.HookConnect {
 			code, text = 554, "Connection refused"
 		}
 		if r.err == nil && r.v.Action == sdk.Reject {
@@ -413,43 +392,32 @@ func reply(a verdict.Action, r stageRun, hook string) (int, string, string) {
 		}
 		return code, enh, text
 	case verdict.Tempfail:
-		code, enh, text := 451, "4.7.1", "Try again later"
+		code, enh, text := 451, verdict.EnhancedCode{Class: 4, Subject: 7, Detail: 1}, "Try again later"
 		if r.err != nil {
-			return 451, "4.3.0", "Temporary filter failure, try again later"
+			return 451, verdict.EnhancedCode{Class: 4, Subject: 3, Detail: 0}, "Temporary filter failure, try again later"
 		}
 		if r.v.Action == sdk.Tempfail {
 			return pick(r.v, code, enh, text, 4)
 		}
 		return code, enh, text
 	}
-	return 250, "2.0.0", ""
+	return 250, verdict.EnhancedCode{Class: 2, Subject: 0, Detail: 0}, ""
 }
 
-func pick(v sdk.Verdict, code int, enh, text string, class int) (int, string, string) {
+// pick takes the plugin's reply where it is of the right class. The
+// enhanced code travels as text in sdk.Verdict (the plugin API and the
+// wire); it is parsed, and checked, here, once.
+func pick(v sdk.Verdict, code int, enh verdict.EnhancedCode, text string, class int) (int, verdict.EnhancedCode, string) {
 	if v.Code/100 == class && v.Code >= class*100+21 && v.Code <= class*100+99 {
 		code = v.Code
 	}
-	if validEnhanced(v.EnhancedCode, class) {
-		enh = v.EnhancedCode
+	if e, err := verdict.ParseEnhancedCode(v.EnhancedCode); err == nil && e.Class == class {
+		enh = e
 	}
 	if t := clean(v.Text, 200); t != "" {
 		text = t
 	}
 	return code, enh, text
-}
-
-// validEnhanced checks an RFC 3463 status code of the given class.
-func validEnhanced(s string, class int) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 || parts[0] != fmt.Sprint(class) {
-		return false
-	}
-	for _, p := range parts[1:] {
-		if p == "" || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
-			return false
-		}
-	}
-	return true
 }
 
 // clean makes a string from a plugin safe for a reply, a header comment or

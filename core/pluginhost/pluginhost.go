@@ -250,7 +250,7 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	}
 	p.client, p.remote, p.started = client, remote, time.Now()
 	p.gen++
-	p.log.Info("plugin started", "plugin", info.Name, "version", info.Version, "hooks", strings.Join(info.Hooks, ","), "path", p.spec.Path)
+	p.log.Info("plugin started", "plugin", info.Name, "version", info.Version, "hooks", info.HookList(), "path", p.spec.Path)
 	return nil
 }
 

@@ -21,7 +21,7 @@ import (
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/pluginhost"
-	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // PluginDir returns where the built-in plugins are for c: its
@@ -113,9 +113,9 @@ func Build(ctx context.Context, c *config.Config, log *slog.Logger, opts Options
 				}
 			}
 			plugins[key] = plug
-			hooks := map[string]bool{}
+			hooks := map[verdict.Hook]bool{}
 			info := plug.Info()
-			for _, h := range []string{pipeline.HookConnect, pipeline.HookMail, pipeline.HookRcpt, pipeline.HookData} {
+			for _, h := range verdict.StageHooks() {
 				if info.Has(h) && (len(st.Hooks) == 0 || slices.Contains(st.Hooks, h)) {
 					hooks[h] = true
 				}
@@ -125,7 +125,7 @@ func Build(ctx context.Context, c *config.Config, log *slog.Logger, opts Options
 					log.Warn("the plugin does not implement a hook the stage asks for", "pipeline", name, "stage", st.Name, "hook", h)
 				}
 			}
-			p.Stages = append(p.Stages, &pipeline.Stage{Name: st.Name, Filter: plug, Hooks: hooks, Timeout: st.Timeout.D(), OnError: st.OnError, Actions: st.Actions, Learns: info.Has(sdk.HookLearn),
+			p.Stages = append(p.Stages, &pipeline.Stage{Name: st.Name, Filter: plug, Hooks: hooks, Timeout: st.Timeout.D(), OnError: st.OnError, Actions: st.Actions, Learns: info.Has(verdict.HookLearn),
 				MaxConcurrency: st.MaxConcurrency, QueueTimeout: st.QueueTimeout.D()})
 		}
 		pipes = append(pipes, p)

@@ -84,7 +84,7 @@ pipelines:
 	defer h.Close(time.Second)
 	set, release := h.Acquire()
 	in := set.Get("inbound")
-	if len(in.Stages) != 2 || !in.Stages[0].Hooks[pipeline.HookConnect] || in.Stages[1].Hooks[pipeline.HookConnect] || !in.Stages[1].Hooks[pipeline.HookData] {
+	if len(in.Stages) != 2 || !in.Stages[0].Hooks[verdict.HookConnect] || in.Stages[1].Hooks[verdict.HookConnect] || !in.Stages[1].Hooks[verdict.HookData] {
 		t.Fatalf("stages = %+v %+v", in.Stages[0], in.Stages[1])
 	}
 	if s := in.Stages[1]; s.MaxConcurrency != 3 || s.QueueTimeout != 45*time.Second || in.Stages[0].MaxConcurrency != 0 {

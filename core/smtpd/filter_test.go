@@ -65,7 +65,7 @@ func (subjectFilter) CheckRcpt(_ context.Context, e *sdk.Envelope, rcpt string) 
 }
 
 func filterSet() *pipeline.Set {
-	all := map[string]bool{pipeline.HookConnect: true, pipeline.HookMail: true, pipeline.HookRcpt: true, pipeline.HookData: true}
+	all := map[verdict.Hook]bool{verdict.HookConnect: true, verdict.HookMail: true, verdict.HookRcpt: true, verdict.HookData: true}
 	return pipeline.NewSet(&pipeline.Pipeline{Name: "inbound", Hostname: "mx.example.test", Stages: []*pipeline.Stage{{
 		Name: "subject", Filter: subjectFilter{}, Hooks: all, Timeout: 5 * time.Second, OnError: "tempfail",
 		Actions: config.Actions{JunkAt: 5},

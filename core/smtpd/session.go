@@ -205,8 +205,8 @@ func (s *session) envelope() *sdk.Envelope {
 
 // hookReply turns a decisive outcome into the SMTP reply.
 func hookReply(o pipeline.Outcome) *smtp.SMTPError {
-	var enh smtp.EnhancedCode
-	if _, err := fmt.Sscanf(o.Enhanced, "%d.%d.%d", &enh[0], &enh[1], &enh[2]); err != nil {
+	enh := smtp.EnhancedCode{o.Enhanced.Class, o.Enhanced.Subject, o.Enhanced.Detail}
+	if o.Enhanced == (verdict.EnhancedCode{}) {
 		enh = smtp.EnhancedCode{o.Code / 100, 0, 0}
 	}
 	return &smtp.SMTPError{Code: o.Code, EnhancedCode: enh, Message: o.Text}
@@ -217,7 +217,7 @@ func hookReply(o pipeline.Outcome) *smtp.SMTPError {
 func (s *session) connectHook() error {
 	p, release := s.pipeline()
 	defer release()
-	if !p.Has(pipeline.HookConnect) {
+	if !p.Has(verdict.HookConnect) {
 		return nil
 	}
 	out := p.Connect(context.Background(), s.envelope())
@@ -392,7 +392,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.tx = tx
 	p, release := s.pipeline()
 	defer release()
-	if p.Has(pipeline.HookMail) {
+	if p.Has(verdict.HookMail) {
 		out := p.Mail(context.Background(), s.envelope())
 		if out.Action == verdict.Reject || out.Action == verdict.Tempfail {
 			s.tx = nil
@@ -463,7 +463,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	p, release := s.pipeline()
 	defer release()
-	if p.Has(pipeline.HookRcpt) {
+	if p.Has(verdict.HookRcpt) {
 		out := p.Rcpt(context.Background(), s.envelope(), a.String())
 		switch out.Action {
 		case verdict.Reject:
@@ -697,7 +697,7 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	}
 	out := pipeline.Outcome{Action: verdict.Continue}
 	out.Merge(tx.carry)
-	if p.Has(pipeline.HookData) {
+	if p.Has(verdict.HookData) {
 		header, _ := sdk.ParseHeader(bufio.NewReader(bytes.NewReader(dr.header)))
 		env := s.envelope()
 		env.QueueID = tmp.ID()

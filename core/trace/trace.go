@@ -13,7 +13,7 @@ import "github.com/sluice-mail/sluice/sdk/verdict"
 // StageResult is one stage's result at one hook: an entry of the trace.
 type StageResult struct {
 	Stage   string           `json:"stage"`
-	Hook    string           `json:"hook"`
+	Hook    verdict.Hook     `json:"hook"`
 	Action  verdict.Action   `json:"action"`            // after the stage's actions and on_error
 	Verdict string           `json:"verdict,omitempty"` // what the plugin said, when it differs
 	Score   float64          `json:"score"`

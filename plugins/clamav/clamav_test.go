@@ -379,7 +379,7 @@ func TestLogShape(t *testing.T) {
 
 func TestDescribe(t *testing.T) {
 	info, err := start(t, nil).Describe(context.Background())
-	if err != nil || info.Name != "clamav" || info.Version == "" || !reflect.DeepEqual(info.Hooks, []string{sdk.HookData}) {
+	if err != nil || info.Name != "clamav" || info.Version == "" || !reflect.DeepEqual(info.Hooks, []sdk.Hook{sdk.HookData}) {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

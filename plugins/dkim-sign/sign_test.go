@@ -696,7 +696,7 @@ func TestFieldValue(t *testing.T) {
 
 func TestDescribe(t *testing.T) {
 	info, err := start(t, keyCfg("example.com", "s1", stdEd25519(t))).Describe(context.Background())
-	if err != nil || info.Name != "dkim-sign" || strings.Join(info.Hooks, ",") != "data" {
+	if err != nil || info.Name != "dkim-sign" || info.HookList() != "data" {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

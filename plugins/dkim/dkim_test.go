@@ -195,7 +195,7 @@ func TestConfigure(t *testing.T) {
 		}
 	}
 	info, err := sdktest.Start(t, newFilter(), nil).Describe(context.Background())
-	if err != nil || info.Name != "dkim" || strings.Join(info.Hooks, ",") != "data" {
+	if err != nil || info.Name != "dkim" || info.HookList() != "data" {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

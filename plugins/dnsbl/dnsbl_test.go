@@ -372,7 +372,7 @@ func TestConfigureRefuses(t *testing.T) {
 func TestDescribe(t *testing.T) {
 	r := sdktest.StartUnconfigured(t, newDNSBL())
 	info, err := r.Describe(context.Background())
-	if err != nil || info.Name != "dnsbl" || strings.Join(info.Hooks, ",") != "connect,mail,data" {
+	if err != nil || info.Name != "dnsbl" || info.HookList() != "connect,mail,data" {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

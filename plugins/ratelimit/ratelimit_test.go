@@ -645,7 +645,7 @@ func TestDefaults(t *testing.T) {
 func TestDescribe(t *testing.T) {
 	r := start(t, newFilter(newClock()), nil)
 	info, err := r.Describe(context.Background())
-	if err != nil || info.Name != "ratelimit" || strings.Join(info.Hooks, ",") != "mail,rcpt,data" {
+	if err != nil || info.Name != "ratelimit" || info.HookList() != "mail,rcpt,data" {
 		t.Errorf("Describe = %+v, %v, want ratelimit with the mail, rcpt and data hooks", info, err)
 	}
 }

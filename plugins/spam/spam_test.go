@@ -168,7 +168,7 @@ func viewToken(sc *scorer, tok string, s, h *uint32) error {
 func TestDescribe(t *testing.T) {
 	r := newRemote(t, nil)
 	info, err := r.Describe(context.Background())
-	if err != nil || info.Name != "spam" || info.Version != version || strings.Join(info.Hooks, ",") != "data,learn" {
+	if err != nil || info.Name != "spam" || info.Version != version || info.HookList() != "data,learn" {
 		t.Fatalf("Describe = %+v, %v", info, err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-plugin"
@@ -48,17 +50,16 @@ func newRemote(c *grpc.ClientConn) any { return &Remote{c: pluginpb.NewFilterCli
 type Info struct {
 	Name    string
 	Version string
-	Hooks   []string
+	Hooks   []sdk.Hook
 }
 
 // Has reports whether the plugin implements a hook.
-func (i Info) Has(hook string) bool {
-	for _, h := range i.Hooks {
-		if h == hook {
-			return true
-		}
-	}
-	return false
+func (i Info) Has(hook sdk.Hook) bool { return slices.Contains(i.Hooks, hook) }
+
+// HookList returns the hooks separated by commas, "mail,data", for logs
+// and listings.
+func (i Info) HookList() string {
+	return strings.Join(wire.HooksToPB(i.Hooks), ",")
 }
 
 // Remote is the host's side of a plugin: a Filter (with every add-on
@@ -74,7 +75,7 @@ func (r *Remote) Describe(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	return Info{Name: resp.GetName(), Version: resp.GetVersion(), Hooks: resp.GetHooks()}, nil
+	return Info{Name: resp.GetName(), Version: resp.GetVersion(), Hooks: wire.HooksFromPB(resp.GetHooks())}, nil
 }
 
 // Configure implements sdk.Filter.
@@ -206,12 +207,13 @@ func verdictFromPB(pv *pluginpb.Verdict, err error) (sdk.Verdict, error) {
 	if err != nil {
 		return sdk.Verdict{}, err
 	}
-	v := sdk.Verdict{
-		Action: sdk.Action(pv.GetAction()), Code: int(pv.GetCode()), EnhancedCode: pv.GetEnhancedCode(),
-		Text: pv.GetText(), Reason: pv.GetReason(), Score: pv.GetScore(),
-	}
-	if !v.Action.Valid() {
+	action, ok := wire.ActionFromPB(pv.GetAction())
+	if !ok {
 		return sdk.Verdict{}, fmt.Errorf("%w: action %d", ErrBadVerdict, int(pv.GetAction()))
+	}
+	v := sdk.Verdict{
+		Action: action, Code: int(pv.GetCode()), EnhancedCode: pv.GetEnhancedCode(),
+		Text: pv.GetText(), Reason: pv.GetReason(), Score: pv.GetScore(),
 	}
 	for _, h := range pv.GetAddHeaders() {
 		v.AddHeaders = append(v.AddHeaders, sdk.HeaderField{Name: h.GetName(), Value: h.GetValue()})

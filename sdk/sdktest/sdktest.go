@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,7 +32,7 @@ func Start(t testing.TB, f sdk.Filter, config any) *host.Remote {
 		t.Fatalf("sdktest: Configure: %v", err)
 	}
 	want := sdk.Hooks(f)
-	if strings.Join(info.Hooks, ",") != strings.Join(want, ",") {
+	if !slices.Equal(info.Hooks, want) {
 		t.Fatalf("sdktest: Describe says hooks %v, the filter implements %v", info.Hooks, want)
 	}
 	return r

@@ -18,6 +18,9 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+
+	"github.com/sluice-mail/sluice/sdk/internal/pluginpb"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // ProtocolVersion is the version of the plugin protocol
@@ -89,3 +92,44 @@ func ValidUTF8(s string) string {
 }
 
 var _ plugin.GRPCPlugin = (*Plugin)(nil)
+
+// The protocol's action enum is the wire encoding of verdict.Action, and
+// these two functions are the one place that converts between them. The
+// values are the same numbers; Junk has none (a filter cannot return it).
+
+// ActionToPB encodes a filter's action; ok is false for an action a filter
+// may not return.
+func ActionToPB(a verdict.Action) (_ pluginpb.Action, ok bool) {
+	if !a.Valid() {
+		return 0, false
+	}
+	return pluginpb.Action(a), true
+}
+
+// ActionFromPB decodes an action from the wire; ok is false for a value
+// the protocol does not define.
+func ActionFromPB(a pluginpb.Action) (_ verdict.Action, ok bool) {
+	v := verdict.Action(a)
+	if !v.Valid() {
+		return 0, false
+	}
+	return v, true
+}
+
+// HooksToPB and HooksFromPB convert the hooks of Describe.
+func HooksToPB(hooks []verdict.Hook) []string {
+	out := make([]string, len(hooks))
+	for i, h := range hooks {
+		out[i] = string(h)
+	}
+	return out
+}
+
+// HooksFromPB converts the hook names a plugin describes.
+func HooksFromPB(hooks []string) []verdict.Hook {
+	out := make([]verdict.Hook, len(hooks))
+	for i, h := range hooks {
+		out[i] = verdict.Hook(h)
+	}
+	return out
+}

@@ -38,7 +38,7 @@ type server struct {
 }
 
 func (server) Describe(context.Context, *pluginpb.DescribeRequest) (*pluginpb.DescribeResponse, error) {
-	return &pluginpb.DescribeResponse{Name: "faulty", Version: "1", Hooks: []string{sdk.HookConnect, sdk.HookData}}, nil
+	return &pluginpb.DescribeResponse{Name: "faulty", Version: "1", Hooks: wire.HooksToPB([]sdk.Hook{sdk.HookConnect, sdk.HookData})}, nil
 }
 
 func (server) Configure(_ context.Context, req *pluginpb.ConfigureRequest) (*pluginpb.ConfigureResponse, error) {

@@ -34,6 +34,9 @@ const ProtocolVersion = wire.ProtocolVersion
 // should not (plugins/internal/statelock).
 const HostPIDEnv = "SLUICE_HOST_PID"
 
+// init hands sdk/host the gRPC server below, so that it can serve a
+// filter in the host's own process (sdktest) while plugin authors see
+// only Serve.
 func init() {
 	wire.RegisterFilter = func(s *grpc.Server, f any) { pluginpb.RegisterFilterServer(s, &grpcServer{impl: f.(Filter)}) }
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
-	"github.com/sluice-mail/sluice/core/pipeline"
+	"github.com/sluice-mail/sluice/core/pluginset"
 )
 
 func TestShippedConfigsValidate(t *testing.T) {
@@ -94,7 +94,7 @@ func TestShippedPipelinesStart(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Plugins.Dir, c.DataDir = dir, t.TempDir()
-		set, err := pipeline.Build(context.Background(), c, log, pipeline.BuildOptions{})
+		set, err := pluginset.Build(context.Background(), c, log, pluginset.Options{})
 		if err != nil {
 			t.Errorf("configs/%s.yaml: %v", n, err)
 			continue

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 // pluginhost (no parent-death signal, no HostPIDEnv): it starts the
 // plugin at path, prints its PID and waits to be killed.
 func runHost(path string) {
-	handshake, plugins := sdk.HostConfig()
+	handshake, plugins := host.PluginConfig()
 	c := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig: handshake, Plugins: plugins, Cmd: exec.Command(path),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC}, Logger: hclog.NewNullLogger(),
@@ -87,7 +88,7 @@ func TestServeExitsWhenHostDies(t *testing.T) {
 // the plugin got going) exits at once.
 func TestServeExitsWithoutItsHost(t *testing.T) {
 	noop := buildNoop(t)
-	handshake, _ := sdk.HostConfig()
+	handshake, _ := host.PluginConfig()
 	gone := exec.Command("true")
 	if err := gone.Run(); err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestServeExitsWithoutItsHost(t *testing.T) {
 // grandparent, runs.
 func TestServeRunsUnderAWrapper(t *testing.T) {
 	noop := buildNoop(t)
-	handshake, _ := sdk.HostConfig()
+	handshake, _ := host.PluginConfig()
 	// The shell stays the plugin's parent (no exec), as a wrapper script
 	// that does more after the plugin would.
 	cmd := exec.Command("/bin/sh", "-c", `"$0"; :`, noop)

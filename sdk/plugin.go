@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -12,9 +11,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -23,20 +20,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-mail/sluice/sdk/internal/pluginpb"
+	"github.com/sluice-mail/sluice/sdk/internal/wire"
 )
 
 // ProtocolVersion is the version of the plugin protocol this SDK speaks
 // (sdk/proto/sluice/plugin/v1).
-const ProtocolVersion = 1
-
-// handshake is shared by Sluice and its plugins. The cookie only keeps a
-// plugin from being run by hand by mistake; it is not a security measure
-// (Sluice can check plugin binaries against a SHA-256 instead).
-var handshake = plugin.HandshakeConfig{
-	ProtocolVersion:  ProtocolVersion,
-	MagicCookieKey:   "SLUICE_PLUGIN",
-	MagicCookieValue: "b6a3c0d1e2f7",
-}
+const ProtocolVersion = wire.ProtocolVersion
 
 // HostPIDEnv is the environment variable in which a host (Sluice's
 // core/pluginhost) passes its process ID to the plugins it starts. A plugin
@@ -45,15 +34,12 @@ var handshake = plugin.HandshakeConfig{
 // should not (plugins/internal/statelock).
 const HostPIDEnv = "SLUICE_HOST_PID"
 
-// pluginName is the name of the one plugin a plugin process serves.
-const pluginName = "filter"
-
-// chunkSize is the largest piece of a message in one gRPC message.
-const chunkSize = 64 << 10
-
-// maxGRPCMessage bounds one gRPC message either way (a chunk is 64 KiB; a
-// verdict or a header can be larger, but not this large).
-const maxGRPCMessage = 16 << 20
+// init hands sdk/host the gRPC server below, so that it can serve a
+// filter in the host's own process (sdktest) while plugin authors see
+// only Serve.
+func init() {
+	wire.RegisterFilter = func(s *grpc.Server, f any) { pluginpb.RegisterFilterServer(s, &grpcServer{impl: f.(Filter)}) }
+}
 
 // Serve runs f as a Sluice plugin and does not return. Started by hand
 // rather than by Sluice, it says what it is and exits with status 1.
@@ -71,7 +57,7 @@ func Serve(f Filter) {
 	if len(os.Args) == 2 && os.Args[1] == ConfigReferenceFlag {
 		os.Exit(printReference(os.Stdout, os.Stderr, f))
 	}
-	if os.Getenv(handshake.MagicCookieKey) != handshake.MagicCookieValue {
+	if os.Getenv(wire.Handshake.MagicCookieKey) != wire.Handshake.MagicCookieValue {
 		name := filepath.Base(os.Args[0])
 		fmt.Fprintf(os.Stderr, "%s is a Sluice filter plugin (protocol version %d).\n"+
 			"Sluice starts it for the pipeline stages that name it; it does nothing on its own.\n"+
@@ -92,10 +78,10 @@ func Serve(f Filter) {
 		os.Exit(1)
 	})
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: handshake,
-		Plugins:         plugin.PluginSet{pluginName: &filterPlugin{impl: f}},
+		HandshakeConfig: wire.Handshake,
+		Plugins:         wire.Set(&wire.Plugin{Register: func(s *grpc.Server) { wire.RegisterFilter(s, f) }}),
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.MaxRecvMsgSize(maxGRPCMessage), grpc.MaxSendMsgSize(maxGRPCMessage))
+			opts = append(opts, grpc.MaxRecvMsgSize(wire.MaxGRPCMessage), grpc.MaxSendMsgSize(wire.MaxGRPCMessage))
 			return grpc.NewServer(opts...)
 		},
 		Logger: logger,
@@ -156,167 +142,6 @@ func watchHost(parent int, every time.Duration, gone func(parent, now int)) {
 	}
 }
 
-// HostConfig returns what a host needs to start and talk to plugins with
-// go-plugin: the handshake and the plugin set. core/pluginhost uses it;
-// plugin authors do not need it.
-func HostConfig() (plugin.HandshakeConfig, plugin.PluginSet) {
-	return handshake, plugin.PluginSet{pluginName: &filterPlugin{}}
-}
-
-// PluginName is the name to Dispense from a go-plugin client.
-const PluginName = pluginName
-
-// GRPCDialOptions are the options a host dials plugins with.
-func GRPCDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage), grpc.MaxCallSendMsgSize(maxGRPCMessage))}
-}
-
-// filterPlugin is the go-plugin glue: on the plugin side it registers the
-// gRPC server around a Filter, on the host side it makes the client.
-type filterPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	impl Filter
-}
-
-func (p *filterPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	pluginpb.RegisterFilterServer(s, &grpcServer{impl: p.impl})
-	return nil
-}
-
-func (p *filterPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return &Remote{c: pluginpb.NewFilterClient(c)}, nil
-}
-
-// Info describes a plugin.
-type Info struct {
-	Name    string
-	Version string
-	Hooks   []string
-}
-
-// Has reports whether the plugin implements a hook.
-func (i Info) Has(hook string) bool {
-	for _, h := range i.Hooks {
-		if h == hook {
-			return true
-		}
-	}
-	return false
-}
-
-// Remote is the host's side of a plugin: a Filter (with every add-on
-// interface) whose calls go to the plugin process. Call Describe first;
-// calling a hook the plugin does not implement returns an error.
-type Remote struct {
-	c pluginpb.FilterClient
-}
-
-// Describe asks the plugin for its name, version and hooks.
-func (r *Remote) Describe(ctx context.Context) (Info, error) {
-	resp, err := r.c.Describe(ctx, &pluginpb.DescribeRequest{})
-	if err != nil {
-		return Info{}, err
-	}
-	return Info{Name: resp.GetName(), Version: resp.GetVersion(), Hooks: resp.GetHooks()}, nil
-}
-
-// Configure implements Filter.
-func (r *Remote) Configure(ctx context.Context, cfg Config) error {
-	_, err := r.c.Configure(ctx, &pluginpb.ConfigureRequest{Stage: cfg.Stage, ConfigJson: cfg.JSON, StateDir: cfg.StateDir})
-	return err
-}
-
-// CheckConnect implements ConnectChecker.
-func (r *Remote) CheckConnect(ctx context.Context, env *Envelope) (Verdict, error) {
-	v, err := r.c.CheckConnect(ctx, &pluginpb.ConnectRequest{Envelope: envelopeToPB(env)})
-	return verdictFromPB(v, err)
-}
-
-// CheckMail implements MailChecker.
-func (r *Remote) CheckMail(ctx context.Context, env *Envelope) (Verdict, error) {
-	v, err := r.c.CheckMail(ctx, &pluginpb.MailRequest{Envelope: envelopeToPB(env)})
-	return verdictFromPB(v, err)
-}
-
-// CheckRcpt implements RcptChecker.
-func (r *Remote) CheckRcpt(ctx context.Context, env *Envelope, rcpt string) (Verdict, error) {
-	v, err := r.c.CheckRcpt(ctx, &pluginpb.RcptRequest{Envelope: envelopeToPB(env), Rcpt: rcpt})
-	return verdictFromPB(v, err)
-}
-
-// Check implements Filter: it streams the message to the plugin.
-func (r *Remote) Check(ctx context.Context, msg *Message) (Verdict, error) {
-	stream, err := r.c.CheckData(ctx)
-	if err != nil {
-		return Verdict{}, err
-	}
-	if err := sendMessage(stream, msg, false); err != nil {
-		return Verdict{}, err
-	}
-	v, err := stream.CloseAndRecv()
-	return verdictFromPB(v, err)
-}
-
-// Learn implements Learner.
-func (r *Remote) Learn(ctx context.Context, msg *Message, spam bool) error {
-	stream, err := r.c.Learn(ctx)
-	if err != nil {
-		return err
-	}
-	if err := sendMessage(stream, msg, spam); err != nil {
-		return err
-	}
-	_, err = stream.CloseAndRecv()
-	return err
-}
-
-// chunkBufs recycles the buffers messages are read into for sending.
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
-
-// sendMessage streams msg in chunks. The plugin may answer before the end;
-// then Send returns io.EOF and the caller's CloseAndRecv gets the answer.
-func sendMessage(stream interface {
-	Send(*pluginpb.DataChunk) error
-}, msg *Message, spam bool) error {
-	first := &pluginpb.DataChunk{Envelope: envelopeToPB(&msg.Envelope), Size: msg.Size, Spam: spam}
-	for _, f := range msg.Header {
-		// Protobuf strings must be UTF-8; a header with raw 8-bit bytes
-		// (Latin-1, say) would fail the whole call. The parsed header is
-		// a convenience: the exact bytes are in the message data.
-		first.Header = append(first.Header, &pluginpb.HeaderField{Name: validUTF8(f.Name), Value: validUTF8(f.Value)})
-	}
-	bp := chunkBufs.Get().(*[]byte)
-	defer chunkBufs.Put(bp)
-	buf := *bp
-	chunk := first
-	for {
-		n, rerr := 0, error(nil)
-		if msg.Data != nil {
-			n, rerr = io.ReadFull(msg.Data, buf)
-		} else {
-			rerr = io.EOF
-		}
-		if n > 0 {
-			chunk.Data = buf[:n]
-		}
-		if n > 0 || chunk == first {
-			if err := stream.Send(chunk); err != nil {
-				if errors.Is(err, io.EOF) {
-					return nil // the plugin answered early
-				}
-				return err
-			}
-		}
-		switch {
-		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
-			return nil
-		case rerr != nil:
-			return fmt.Errorf("sdk: reading the message: %w", rerr)
-		}
-		chunk = &pluginpb.DataChunk{}
-	}
-}
-
 // grpcServer serves a Filter in the plugin process.
 type grpcServer struct {
 	pluginpb.UnimplementedFilterServer
@@ -336,7 +161,7 @@ func (s *grpcServer) Describe(context.Context, *pluginpb.DescribeRequest) (*plug
 	if d, ok := s.impl.(Describer); ok {
 		name, version = d.Describe()
 	}
-	return &pluginpb.DescribeResponse{Name: name, Version: version, Hooks: Hooks(s.impl)}, nil
+	return &pluginpb.DescribeResponse{Name: name, Version: version, Hooks: wire.HooksToPB(Hooks(s.impl))}, nil
 }
 
 func (s *grpcServer) Configure(ctx context.Context, req *pluginpb.ConfigureRequest) (_ *pluginpb.ConfigureResponse, err error) {
@@ -449,38 +274,6 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func envelopeToPB(e *Envelope) *pluginpb.Envelope {
-	if e == nil {
-		return nil
-	}
-	ip := ""
-	if e.ClientIP.IsValid() {
-		ip = e.ClientIP.String()
-	}
-	rcpts := make([]string, len(e.RcptTo))
-	for i, r := range e.RcptTo {
-		rcpts[i] = validUTF8(r)
-	}
-	addrs := make([]string, len(e.AuthAddresses))
-	for i, a := range e.AuthAddresses {
-		addrs[i] = validUTF8(a)
-	}
-	return &pluginpb.Envelope{
-		QueueId: e.QueueID, ClientIp: ip, Helo: validUTF8(e.HELO), Tls: e.TLS, AuthUser: validUTF8(e.AuthUser),
-		MailFrom: validUTF8(e.MailFrom), RcptTo: rcpts, Listener: e.Listener, Pipeline: e.Pipeline, Hostname: e.Hostname,
-		AuthAddresses: addrs,
-	}
-}
-
-// validUTF8 replaces invalid UTF-8 with U+FFFD, which protobuf strings
-// require.
-func validUTF8(s string) string {
-	if utf8.ValidString(s) {
-		return s
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
-}
-
 func envelopeFromPB(e *pluginpb.Envelope) *Envelope {
 	ip, _ := netip.ParseAddr(e.GetClientIp())
 	return &Envelope{
@@ -497,12 +290,13 @@ func verdictToPB(v Verdict, err error) (*pluginpb.Verdict, error) {
 	if err != nil {
 		return nil, status.Error(codes.Unknown, err.Error())
 	}
-	if !v.Action.Valid() {
+	action, ok := wire.ActionToPB(v.Action)
+	if !ok {
 		return nil, status.Errorf(codes.Internal, "filter returned an unknown action %d", int(v.Action))
 	}
-	u := validUTF8
+	u := wire.ValidUTF8
 	pv := &pluginpb.Verdict{
-		Action: pluginpb.Action(v.Action), Code: int32(v.Code), EnhancedCode: u(v.EnhancedCode), Text: u(v.Text),
+		Action: action, Code: int32(v.Code), EnhancedCode: u(v.EnhancedCode), Text: u(v.Text),
 		Reason: u(v.Reason), Score: v.Score,
 	}
 	for _, h := range v.AddHeaders {
@@ -519,50 +313,4 @@ func verdictToPB(v Verdict, err error) (*pluginpb.Verdict, error) {
 		pv.Symbols = append(pv.Symbols, &pluginpb.Symbol{Name: u(s.Name), Score: s.Score, Detail: u(s.Detail)})
 	}
 	return pv, nil
-}
-
-// ErrBadVerdict is returned by the host side when a plugin sends a verdict
-// that cannot be right: an unknown action.
-var ErrBadVerdict = errors.New("sdk: plugin returned an invalid verdict")
-
-func verdictFromPB(pv *pluginpb.Verdict, err error) (Verdict, error) {
-	if err != nil {
-		return Verdict{}, err
-	}
-	v := Verdict{
-		Action: Action(pv.GetAction()), Code: int(pv.GetCode()), EnhancedCode: pv.GetEnhancedCode(),
-		Text: pv.GetText(), Reason: pv.GetReason(), Score: pv.GetScore(),
-	}
-	if !v.Action.Valid() {
-		return Verdict{}, fmt.Errorf("%w: action %d", ErrBadVerdict, int(pv.GetAction()))
-	}
-	for _, h := range pv.GetAddHeaders() {
-		v.AddHeaders = append(v.AddHeaders, HeaderField{Name: h.GetName(), Value: h.GetValue()})
-	}
-	for _, ar := range pv.GetAuthResults() {
-		a := AuthResult{Method: ar.GetMethod(), Result: ar.GetResult(), Reason: ar.GetReason()}
-		for _, p := range ar.GetProperties() {
-			a.Properties = append(a.Properties, AuthProperty{Type: p.GetType(), Name: p.GetName(), Value: p.GetValue()})
-		}
-		v.AuthResults = append(v.AuthResults, a)
-	}
-	for _, s := range pv.GetSymbols() {
-		v.Symbols = append(v.Symbols, Symbol{Name: s.GetName(), Score: s.GetScore(), Detail: s.GetDetail()})
-	}
-	return v, nil
-}
-
-var (
-	_ Filter            = (*Remote)(nil)
-	_ ConnectChecker    = (*Remote)(nil)
-	_ MailChecker       = (*Remote)(nil)
-	_ RcptChecker       = (*Remote)(nil)
-	_ Learner           = (*Remote)(nil)
-	_ plugin.GRPCPlugin = (*filterPlugin)(nil)
-)
-
-// PluginSetFor returns the plugin set that serves f, for running a filter
-// in the host's own process (sdktest uses it).
-func PluginSetFor(f Filter) plugin.PluginSet {
-	return plugin.PluginSet{pluginName: &filterPlugin{impl: f}}
 }

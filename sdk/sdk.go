@@ -28,6 +28,8 @@ package sdk
 
 import (
 	"context"
+
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // Filter checks whole messages. It is the one interface every plugin
@@ -86,19 +88,22 @@ func (f CheckFunc) Configure(context.Context, Config) error { return nil }
 // Check calls f.
 func (f CheckFunc) Check(ctx context.Context, msg *Message) (Verdict, error) { return f(ctx, msg) }
 
-// Hook names, as in the Describe call of the protocol and the "hooks" key
-// of a stage in Sluice's configuration.
+// Hook is a hook's name, as in the Describe call of the protocol and the
+// "hooks" key of a stage in Sluice's configuration.
+type Hook = verdict.Hook
+
+// The hooks.
 const (
-	HookConnect = "connect"
-	HookMail    = "mail"
-	HookRcpt    = "rcpt"
-	HookData    = "data"
-	HookLearn   = "learn"
+	HookConnect = verdict.HookConnect
+	HookMail    = verdict.HookMail
+	HookRcpt    = verdict.HookRcpt
+	HookData    = verdict.HookData
+	HookLearn   = verdict.HookLearn
 )
 
 // Hooks returns the hooks f implements, in the order they run.
-func Hooks(f Filter) []string {
-	hooks := []string{}
+func Hooks(f Filter) []Hook {
+	hooks := []Hook{}
 	if _, ok := f.(ConnectChecker); ok {
 		hooks = append(hooks, HookConnect)
 	}

@@ -100,7 +100,7 @@ func TestHooksOverGRPC(t *testing.T) {
 	r := sdktest.Start(t, f, map[string]any{"word": "viagra"})
 	ctx := context.Background()
 	info, err := r.Describe(ctx)
-	if err != nil || info.Name != "full" || info.Version != "1.2.3" || !reflect.DeepEqual(info.Hooks, []string{"connect", "mail", "rcpt", "data", "learn"}) {
+	if err != nil || info.Name != "full" || info.Version != "1.2.3" || !reflect.DeepEqual(info.Hooks, []sdk.Hook{"connect", "mail", "rcpt", "data", "learn"}) {
 		t.Fatalf("Describe = %+v, %v", info, err)
 	}
 	env := &sdk.Envelope{HELO: "bad"}

@@ -1,36 +1,25 @@
 package sdk
 
-import "fmt"
+import "github.com/sluice-mail/sluice/sdk/verdict"
 
-// Action is what a verdict asks for.
-type Action int
+// Action is what a verdict asks for (package sdk/verdict has the whole
+// vocabulary, which Sluice's core uses too).
+type Action = verdict.Action
 
 const (
 	// Continue: no objection.
-	Continue Action = iota
+	Continue = verdict.Continue
 	// Reject refuses the message (or, from CheckRcpt, the recipient) with
 	// a permanent error.
-	Reject
+	Reject = verdict.Reject
 	// Tempfail refuses it with a temporary error; the client will retry.
-	Tempfail
+	Tempfail = verdict.Tempfail
 	// Quarantine accepts the message but holds it for an administrator
 	// instead of delivering it.
-	Quarantine
+	Quarantine = verdict.Quarantine
 	// Discard accepts the message and throws it away.
-	Discard
+	Discard = verdict.Discard
 )
-
-var actionNames = [...]string{"continue", "reject", "tempfail", "quarantine", "discard"}
-
-func (a Action) String() string {
-	if a >= 0 && int(a) < len(actionNames) {
-		return actionNames[a]
-	}
-	return fmt.Sprintf("action(%d)", int(a))
-}
-
-// Valid reports whether a is one of the defined actions.
-func (a Action) Valid() bool { return a >= Continue && a <= Discard }
 
 // Verdict is a filter's decision.
 type Verdict struct {
@@ -73,11 +62,7 @@ type AuthProperty struct {
 }
 
 // Symbol is one named part of a score.
-type Symbol struct {
-	Name   string
-	Score  float64
-	Detail string
-}
+type Symbol = verdict.Symbol
 
 // Accept returns a Continue verdict.
 func Accept() Verdict { return Verdict{Action: Continue} }

@@ -20,8 +20,10 @@ import (
 	"github.com/sluice-mail/sluice/core/admin"
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/pipeline"
+	"github.com/sluice-mail/sluice/core/pluginset"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/server"
+	"github.com/sluice-mail/sluice/core/trace"
 	"github.com/sluice-mail/sluice/sdk"
 )
 
@@ -264,7 +266,7 @@ func configDefaults(c *ctx) error {
 		}
 		cfg = config.Default()
 	}
-	path := pipeline.PluginPath(cfg, name)
+	path := pluginset.PluginPath(cfg, name)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, sdk.ConfigReferenceFlag)
@@ -630,7 +632,7 @@ func queueShow(c *ctx) error {
 }
 
 // printTrace prints the filter stages' results.
-func printTrace(c *ctx, trace []pipeline.StageResult) {
+func printTrace(c *ctx, trace []trace.StageResult) {
 	var rows [][]string
 	for _, r := range trace {
 		var syms []string
@@ -641,7 +643,7 @@ func printTrace(c *ctx, trace []pipeline.StageResult) {
 		if r.Error != "" {
 			why = "failed: " + r.Error
 		}
-		rows = append(rows, []string{"  " + r.Stage, r.Hook, string(r.Action), fmt.Sprintf("%.2f", r.Score), fmt.Sprintf("%.1f", r.Ms), clip(strings.Join(syms, " "), 60), clip(why, 60)})
+		rows = append(rows, []string{"  " + r.Stage, string(r.Hook), r.Action.String(), fmt.Sprintf("%.2f", r.Score), fmt.Sprintf("%.1f", r.Ms), clip(strings.Join(syms, " "), 60), clip(why, 60)})
 	}
 	c.table("  STAGE\tHOOK\tACTION\tSCORE\tMS\tSYMBOLS\tREASON", rows)
 }
@@ -664,7 +666,7 @@ func (c *ctx) connectPipelines() (admin.Caller, func(), error) {
 		return cl, func() {}, nil
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	set, err := pipeline.Build(context.Background(), cfg, log, pipeline.BuildOptions{})
+	set, err := pluginset.Build(context.Background(), cfg, log, pluginset.Options{})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -52,7 +52,7 @@ func (in *instance) spamCheck(t *testing.T, file string) spamVerdict {
 	t.Helper()
 	var res admin.PipelineTestResult
 	decodeJSON(t, in.cli("", "pipeline", "test", file, "--json", "--from", "bob@remote.test", "--to", "alice@example.test", "--ip", "192.0.2.7", "--helo", "client.test"), &res)
-	v := spamVerdict{score: res.Outcome.Score, action: string(res.Outcome.Action)}
+	v := spamVerdict{score: res.Outcome.Score, action: res.Outcome.Action.String()}
 	var syms []string
 	for _, st := range res.Stages {
 		for _, s := range st.Symbols {

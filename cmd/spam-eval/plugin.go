@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 )
 
 // scored is one test message's outcome.
@@ -71,13 +72,13 @@ func evalPlugin(o *options, stateDir string, train, test []message) (*evalResult
 	if err := build.Run(); err != nil {
 		return nil, fmt.Errorf("go build ./plugins/spam (run spam-eval from the repository's root): %w", err)
 	}
-	handshake, plugins := sdk.HostConfig()
+	handshake, plugins := host.PluginConfig()
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		Plugins:          plugins,
 		Cmd:              exec.Command(bin),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		GRPCDialOptions:  sdk.GRPCDialOptions(),
+		GRPCDialOptions:  host.GRPCDialOptions(),
 		Logger:           hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Warn, Output: os.Stderr}),
 	})
 	defer client.Kill()
@@ -85,11 +86,11 @@ func evalPlugin(o *options, stateDir string, train, test []message) (*evalResult
 	if err != nil {
 		return nil, fmt.Errorf("starting the plugin: %w", err)
 	}
-	raw, err := rpc.Dispense(sdk.PluginName)
+	raw, err := rpc.Dispense(host.PluginName)
 	if err != nil {
 		return nil, fmt.Errorf("starting the plugin: %w", err)
 	}
-	remote := raw.(*sdk.Remote)
+	remote := raw.(*host.Remote)
 	ctx := context.Background()
 	info, err := remote.Describe(ctx)
 	if err != nil {

@@ -27,10 +27,13 @@ import (
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/delivery/dsn"
 	"github.com/sluice-mail/sluice/core/pipeline"
+	"github.com/sluice-mail/sluice/core/pluginset"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
+	"github.com/sluice-mail/sluice/core/trace"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/header"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // Caller runs an admin method: *Client over the socket, or *Service
@@ -229,9 +232,9 @@ func (s *Service) status(ctx context.Context, _ json.RawMessage) (any, error) {
 	}
 	if s.Pipelines != nil {
 		if set := s.Pipelines.Current(); set != nil {
-			for stage, p := range set.Plugins() {
+			for stage, p := range pluginset.Plugins(set) {
 				info := p.Info()
-				st.Plugins = append(st.Plugins, PluginStatus{Stage: stage, Name: info.Name, Version: info.Version, Hooks: strings.Join(info.Hooks, ","), PID: p.PID(), Restarts: p.Restarts()})
+				st.Plugins = append(st.Plugins, PluginStatus{Stage: stage, Name: info.Name, Version: info.Version, Hooks: info.HookList(), PID: p.PID(), Restarts: p.Restarts()})
 			}
 			slices.SortFunc(st.Plugins, func(a, b PluginStatus) int { return strings.Compare(a.Stage, b.Stage) })
 		}
@@ -745,19 +748,19 @@ type PipelineTestParams struct {
 
 // PipelineTestOutcome is the overall result of a pipeline test.
 type PipelineTestOutcome struct {
-	Action pipeline.Action `json:"action"`
-	Score  float64         `json:"score"`
-	Code   int             `json:"code,omitempty"`
-	Text   string          `json:"text,omitempty"`
-	Stage  string          `json:"stage,omitempty"`
-	Reason string          `json:"reason,omitempty"`
-	Header string          `json:"header,omitempty"` // the fields that would be added
+	Action verdict.Action `json:"action"`
+	Score  float64        `json:"score"`
+	Code   int            `json:"code,omitempty"`
+	Text   string         `json:"text,omitempty"`
+	Stage  string         `json:"stage,omitempty"`
+	Reason string         `json:"reason,omitempty"`
+	Header string         `json:"header,omitempty"` // the fields that would be added
 }
 
 // PipelineTestResult is what pipeline.test returns.
 type PipelineTestResult struct {
-	Outcome PipelineTestOutcome    `json:"outcome"`
-	Stages  []pipeline.StageResult `json:"stages"`
+	Outcome PipelineTestOutcome `json:"outcome"`
+	Stages  []trace.StageResult `json:"stages"`
 }
 
 // pipelineTest runs a message through a pipeline's hooks as a session
@@ -815,8 +818,8 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 	set, release := s.Pipelines.Acquire()
 	defer release()
 	pipe := set.Get(name)
-	out := pipeline.Outcome{Action: pipeline.Continue}
-	decided := func() bool { return out.Action == pipeline.Reject || out.Action == pipeline.Tempfail }
+	out := pipeline.Outcome{Action: verdict.Continue}
+	decided := func() bool { return out.Action == verdict.Reject || out.Action == verdict.Tempfail }
 	out.Merge(pipe.Connect(ctx, env))
 	if !decided() {
 		env.MailFrom = p.From
@@ -839,10 +842,10 @@ func (s *Service) pipelineTest(ctx context.Context, raw json.RawMessage) (any, e
 		Stages:  out.Trace,
 	}
 	if decided() {
-		res.Outcome.Code, res.Outcome.Text = out.Code, out.Enhanced+" "+out.Text
+		res.Outcome.Code, res.Outcome.Text = out.Code, out.Enhanced.String()+" "+out.Text
 	}
 	if res.Stages == nil {
-		res.Stages = []pipeline.StageResult{}
+		res.Stages = []trace.StageResult{}
 	}
 	return res, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // testFilter refuses MAIL FROM spammer@ and a message whose Subject is
@@ -57,7 +58,7 @@ func (f testFilter) Learn(_ context.Context, m *sdk.Message, spam bool) error {
 // stage that learns, and an outbound one with a stage that does not.
 func withPipelines(e *env) testFilter {
 	f := testFilter{spam: new(atomic.Int32), ham: new(atomic.Int32)}
-	hooks := map[string]bool{pipeline.HookMail: true, pipeline.HookData: true}
+	hooks := map[verdict.Hook]bool{verdict.HookMail: true, verdict.HookData: true}
 	set := pipeline.NewSet(
 		&pipeline.Pipeline{Name: "inbound", Hostname: "mx.example.test", Stages: []*pipeline.Stage{{
 			Name: "test", Filter: f, Hooks: hooks, Timeout: 10 * time.Second, OnError: "tempfail", Learns: true}}},
@@ -636,7 +637,7 @@ var adminCases = []adminCase{
 		return PipelineTestParams{Path: e.file("a.eml", testMessage), From: "x@remote.test", To: []string{"alice@example.test"}}
 	}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		r := unmarshal[PipelineTestResult](t, res)
-		if r.Outcome.Action != pipeline.Continue || r.Outcome.Code != 0 || !strings.Contains(r.Outcome.Header, "X-Test: checked") || len(r.Stages) == 0 {
+		if r.Outcome.Action != verdict.Continue || r.Outcome.Code != 0 || !strings.Contains(r.Outcome.Header, "X-Test: checked") || len(r.Stages) == 0 {
 			t.Errorf("result %+v", r)
 		}
 	}},
@@ -644,21 +645,21 @@ var adminCases = []adminCase{
 		return PipelineTestParams{Path: e.file("a.eml", "Subject: reject\r\n\r\nbody\r\n"), From: "x@remote.test", To: []string{"alice@example.test"}}
 	}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		r := unmarshal[PipelineTestResult](t, res)
-		if r.Outcome.Action != pipeline.Reject || r.Outcome.Code != 554 || r.Outcome.Text != "5.7.1 Bad content" || r.Outcome.Stage != "test" {
+		if r.Outcome.Action != verdict.Reject || r.Outcome.Code != 554 || r.Outcome.Text != "5.7.1 Bad content" || r.Outcome.Stage != "test" {
 			t.Errorf("result %+v", r)
 		}
 	}},
 	{name: "pipeline.test reject at MAIL", setup: func(e *env) { withPipelines(e) }, method: "pipeline.test", paramsFn: func(e *env) any {
 		return PipelineTestParams{Path: e.file("a.eml", testMessage), From: "spammer@remote.test", To: []string{"alice@example.test"}}
 	}, check: func(t *testing.T, e *env, res json.RawMessage) {
-		if r := unmarshal[PipelineTestResult](t, res); r.Outcome.Action != pipeline.Reject || r.Outcome.Code != 550 {
+		if r := unmarshal[PipelineTestResult](t, res); r.Outcome.Action != verdict.Reject || r.Outcome.Code != 550 {
 			t.Errorf("result %+v", r)
 		}
 	}},
 	{name: "pipeline.test outbound with a user", setup: func(e *env) { withPipelines(e); e.user("alice@example.test") }, method: "pipeline.test", paramsFn: func(e *env) any {
 		return PipelineTestParams{Path: e.file("a.eml", testMessage), Pipeline: "outbound", User: "alice@example.test", From: "alice@example.test", To: []string{"x@remote.test"}}
 	}, check: func(t *testing.T, e *env, res json.RawMessage) {
-		if r := unmarshal[PipelineTestResult](t, res); r.Outcome.Action != pipeline.Continue {
+		if r := unmarshal[PipelineTestResult](t, res); r.Outcome.Action != verdict.Continue {
 			t.Errorf("result %+v", r)
 		}
 	}},

@@ -12,6 +12,8 @@
 // process, except where a field says otherwise.
 package config
 
+import "github.com/sluice-mail/sluice/sdk/verdict"
+
 // Config is the whole of a sluice.yaml file.
 type Config struct {
 	Hostname   string   `yaml:"hostname" doc:"The name Sluice gives itself in its SMTP greeting, in EHLO and in Received headers. Empty means the machine's hostname."`
@@ -138,20 +140,76 @@ type Plugins struct {
 
 // Stage is one filter stage of a pipeline.
 type Stage struct {
-	Name    string    `yaml:"name" doc:"The stage's name in logs, message traces and quarantine listings; unique within its pipeline. Default: the plugin's name."`
-	Plugin  string    `yaml:"plugin" doc:"A built-in plugin (clamav, spam, rspamd, spf, dkim, dmarc, dnsbl, senderpolicy, ratelimit, dkim-sign, example) or the path of a plugin program."`
-	SHA256  string    `yaml:"sha256" doc:"When set, the plugin program must have this SHA-256 checksum (hex); it is checked each time the plugin starts."`
-	Hooks   []string  `yaml:"hooks" doc:"Which hooks run: connect (after HELO), mail, rcpt, data. Empty means every hook the plugin implements."`
-	Timeout Duration  `yaml:"timeout" default:"30s" doc:"How long one check may take before it counts as a failure."`
-	OnError string    `yaml:"on_error" default:"tempfail" doc:"What a failure of the plugin (a crash, a timeout, an error) does to the message: tempfail (4xx, the sender tries again later), accept (as if the stage had no objection) or reject (5xx)."`
-	Config  RawConfig `yaml:"config" doc:"The plugin's own settings, passed to it unchanged (see the plugin's documentation)."`
-	Actions Actions   `yaml:"actions" doc:"What the stage's verdicts and score do."`
+	Name    string         `yaml:"name" doc:"The stage's name in logs, message traces and quarantine listings; unique within its pipeline. Default: the plugin's name."`
+	Plugin  string         `yaml:"plugin" doc:"A built-in plugin (clamav, spam, rspamd, spf, dkim, dmarc, dnsbl, senderpolicy, ratelimit, dkim-sign, example) or the path of a plugin program."`
+	SHA256  string         `yaml:"sha256" doc:"When set, the plugin program must have this SHA-256 checksum (hex); it is checked each time the plugin starts."`
+	Hooks   []verdict.Hook `yaml:"hooks" doc:"Which hooks run: connect (after HELO), mail, rcpt, data. Empty means every hook the plugin implements."`
+	Timeout Duration       `yaml:"timeout" default:"30s" doc:"How long one check may take before it counts as a failure."`
+	OnError OnError        `yaml:"on_error" default:"tempfail" doc:"What a failure of the plugin (a crash, a timeout, an error) does to the message: tempfail (4xx, the sender tries again later), accept (as if the stage had no objection) or reject (5xx)."`
+	Config  RawConfig      `yaml:"config" doc:"The plugin's own settings, passed to it unchanged (see the plugin's documentation)."`
+	Actions Actions        `yaml:"actions" doc:"What the stage's verdicts and score do."`
 
 	MaxConcurrency int      `yaml:"max_concurrency" doc:"How many checks of this stage may run at once, across all sessions; the others wait for their turn, so that a busy scanner slows mail down instead of failing it. Set it to what the service behind the plugin can take at once (clamd's MaxThreads for clamav). 0 means no limit."`
 	QueueTimeout   Duration `yaml:"queue_timeout" default:"2m" doc:"With max_concurrency: how long a check may wait for its turn before it counts as a failure (on_error). The stage's timeout starts when the check runs, after the wait."`
 }
 
-// Actions maps a stage's results to what happens to the message.
+// OnError is what a failed check of a stage does to the message.
+type OnError string
+
+// The values of on_error.
+const (
+	OnErrorTempfail OnError = "tempfail" // 4xx: the sender tries again later
+	OnErrorAccept   OnError = "accept"   // as if the stage had no objection
+	OnErrorReject   OnError = "reject"   // 5xx
+)
+
+// OnErrors are the values on_error may take.
+func OnErrors() []OnError { return []OnError{OnErrorTempfail, OnErrorAccept, OnErrorReject} }
+
+// Action is the action a failed check gets: Continue for accept, Reject
+// for reject, Tempfail otherwise (tempfail, the default).
+func (o OnError) Action() verdict.Action {
+	switch o {
+	case OnErrorAccept:
+		return verdict.Continue
+	case OnErrorReject:
+		return verdict.Reject
+	}
+	return verdict.Tempfail
+}
+
+// What actions.reject and actions.quarantine may map a stage's reject and
+// quarantine verdicts to.
+var (
+	rejectMappings     = []verdict.Action{verdict.Reject, verdict.Tempfail, verdict.Quarantine, verdict.Junk, verdict.Continue}
+	quarantineMappings = []verdict.Action{verdict.Quarantine, verdict.Junk, verdict.Reject, verdict.Continue}
+)
+
+// Map returns what the stage's actions make of a verdict's action: a
+// reject or a quarantine as actions.reject or actions.quarantine say when
+// they are set (Validate has checked them), any other action unchanged.
+// The score thresholds are not applied here.
+func (a Actions) Map(act verdict.Action) verdict.Action {
+	var to string
+	switch act {
+	case verdict.Reject:
+		to = a.Reject
+	case verdict.Quarantine:
+		to = a.Quarantine
+	}
+	if to == "" {
+		return act
+	}
+	if m, err := verdict.ParseAction(to); err == nil {
+		return m
+	}
+	return act
+}
+
+// Actions maps a stage's results to what happens to the message. Reject
+// and Quarantine are action names (verdict.Action's text), empty when the
+// verdict keeps its action: the zero Action, Continue, is itself a
+// mapping they may give.
 type Actions struct {
 	Reject       string  `yaml:"reject" doc:"What a reject verdict of this stage does: reject, tempfail, quarantine, junk or continue. Empty means reject."`
 	Quarantine   string  `yaml:"quarantine" doc:"What a quarantine verdict does: quarantine, junk, reject or continue. Empty means quarantine."`

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 func parse(t *testing.T, yml string) (*Config, error) {
@@ -381,6 +383,38 @@ func TestWarnSubmissionWithoutSenderPolicy(t *testing.T) {
 			t.Errorf("%s: Warnings() = %v, want none", tc.name, got)
 		case tc.warn != "" && (len(got) != 1 || !strings.Contains(got.Error(), tc.warn)):
 			t.Errorf("%s: Warnings() = %v, want one containing %q", tc.name, got, tc.warn)
+		}
+	}
+}
+
+// A stage's actions and on_error, as the pipeline applies them; the
+// values Validate accepts are named once (sdk/verdict, OnErrors).
+func TestStageActions(t *testing.T) {
+	c, err := parse(t, "pipelines:\n  inbound:\n    - plugin: spam\n      on_error: reject\n      actions: {reject: continue, quarantine: junk}\n    - plugin: clamav\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, plain := c.Pipelines["inbound"][0], c.Pipelines["inbound"][1]
+	for in, want := range map[verdict.Action]verdict.Action{verdict.Reject: verdict.Continue, verdict.Quarantine: verdict.Junk, verdict.Tempfail: verdict.Tempfail, verdict.Continue: verdict.Continue} {
+		if got := st.Actions.Map(in); got != want {
+			t.Errorf("mapped %v = %v, want %v", in, got, want)
+		}
+	}
+	if plain.Actions.Map(verdict.Reject) != verdict.Reject || plain.Actions.Map(verdict.Quarantine) != verdict.Quarantine {
+		t.Error("a stage without actions changes its verdicts")
+	}
+	if st.OnError.Action() != verdict.Reject || plain.OnError.Action() != verdict.Tempfail || OnErrorAccept.Action() != verdict.Continue || OnError("").Action() != verdict.Tempfail {
+		t.Error("on_error maps to the wrong actions")
+	}
+	for yml, want := range map[string]string{
+		"actions: {reject: discard}":      `"discard" is not one of reject, tempfail, quarantine, junk, continue`,
+		"actions: {quarantine: reject}":   "",
+		"actions: {quarantine: tempfail}": `"tempfail" is not one of quarantine, junk, reject, continue`,
+		"hooks: [learn]":                  `"learn" is not one of connect, mail, rcpt, data`,
+	} {
+		_, err := parse(t, "pipelines:\n  inbound:\n    - plugin: spam\n      "+yml+"\n")
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: %v, want %q", yml, err, want)
 		}
 	}
 }

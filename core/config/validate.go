@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/sluice-mail/sluice/core/address"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // Validate checks the values that the YAML types alone cannot, fills in the
@@ -220,6 +221,15 @@ func (v *validator) oneOf(key, val string, allowed ...string) {
 	v.errf(key, "%q is not one of %s", val, strings.Join(allowed, ", "))
 }
 
+// texts returns the text of each value, for oneOf.
+func texts[T any](vals []T) []string {
+	out := make([]string, len(vals))
+	for i, x := range vals {
+		out[i] = fmt.Sprint(x)
+	}
+	return out
+}
+
 func (v *validator) atLeast(key string, val, min int) {
 	if val < min {
 		v.errf(key, "%d is below the minimum of %d", val, min)
@@ -261,9 +271,6 @@ const (
 	PipelineOutbound = "outbound"
 )
 
-// Hook names of a stage.
-var stageHooks = []string{"connect", "mail", "rcpt", "data"}
-
 func (v *validator) pipelines() {
 	names := make([]string, 0, len(v.c.Pipelines))
 	for name := range v.c.Pipelines {
@@ -300,21 +307,19 @@ func (v *validator) pipelines() {
 				}
 			}
 			for j, h := range st.Hooks {
-				if !slices.Contains(stageHooks, h) {
-					v.errf(fmt.Sprintf("%s.hooks[%d]", sk, j), "%q is not one of %s", h, strings.Join(stageHooks, ", "))
-				}
+				v.oneOf(fmt.Sprintf("%s.hooks[%d]", sk, j), string(h), texts(verdict.StageHooks())...)
 			}
 			v.positive(sk+".timeout", int64(st.Timeout))
 			if st.MaxConcurrency < 0 {
 				v.errf(sk+".max_concurrency", "must not be negative (0 means no limit)")
 			}
 			v.positive(sk+".queue_timeout", int64(st.QueueTimeout))
-			v.oneOf(sk+".on_error", st.OnError, "tempfail", "accept", "reject")
+			v.oneOf(sk+".on_error", string(st.OnError), texts(OnErrors())...)
 			if st.Actions.Reject != "" {
-				v.oneOf(sk+".actions.reject", st.Actions.Reject, "reject", "tempfail", "quarantine", "junk", "continue")
+				v.oneOf(sk+".actions.reject", st.Actions.Reject, texts(rejectMappings)...)
 			}
 			if st.Actions.Quarantine != "" {
-				v.oneOf(sk+".actions.quarantine", st.Actions.Quarantine, "quarantine", "junk", "reject", "continue")
+				v.oneOf(sk+".actions.quarantine", st.Actions.Quarantine, texts(quarantineMappings)...)
 			}
 			for name, t := range map[string]float64{"junk_at": st.Actions.JunkAt, "quarantine_at": st.Actions.QuarantineAt, "reject_at": st.Actions.RejectAt} {
 				if t < 0 {

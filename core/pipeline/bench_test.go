@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/pluginhost"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // BenchmarkDataStage measures one data stage: an in-process filter (the
@@ -24,10 +26,10 @@ func BenchmarkDataStage(b *testing.B) {
 	open := func() (io.ReadCloser, error) { return os.Open(f) }
 	header := sdk.Header{{Name: "Subject", Value: "x"}}
 	run := func(b *testing.B, filter sdk.Filter) {
-		p := &Pipeline{Stages: []*Stage{{Name: "s", Filter: filter, Hooks: map[string]bool{HookData: true}, Timeout: 5 * time.Second, OnError: "tempfail"}}}
+		p := &Pipeline{Stages: []*Stage{{Name: "s", Filter: filter, Hooks: map[verdict.Hook]bool{verdict.HookData: true}, Timeout: 5 * time.Second, OnError: "tempfail"}}}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if o := p.Data(context.Background(), &sdk.Envelope{}, header, int64(len(body)), open); o.Action != Continue {
+			if o := p.Data(context.Background(), &sdk.Envelope{}, header, int64(len(body)), open); o.Action != verdict.Continue {
 				b.Fatal(o)
 			}
 		}
@@ -43,7 +45,7 @@ func BenchmarkDataStage(b *testing.B) {
 		if out, err := exec.Command("go", "build", "-o", bin, "github.com/sluice-mail/sluice/sdk/internal/testplugins/noop").CombinedOutput(); err != nil {
 			b.Fatal(err, string(out))
 		}
-		plug, err := pluginhost.Start(context.Background(), pluginhost.Spec{Stage: "noop", Path: bin}, pluginhost.Options{}, quiet())
+		plug, err := pluginhost.Start(context.Background(), pluginhost.Spec{Stage: "noop", Path: bin}, pluginhost.Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -2,13 +2,14 @@
 // and merges their verdicts into one outcome.
 //
 // A Pipeline is an ordered list of stages, each an sdk.Filter (a plugin
-// process in production, an in-process filter in tests). At each SMTP
+// process in production, which core/pluginset starts; an in-process filter
+// in tests). This package does not start plugins. At each SMTP
 // hook, the stages that implement it run concurrently, each under its own
 // timeout; their results are then merged in the order of the YAML, so the
 // outcome does not depend on which stage answered first:
 //
 //   - A stage's verdict is first mapped through its actions: a reject may
-//     be configured to quarantine, a score past junk_at to Junk, and so on.
+//     be configured to quarantine, a score past junk_at to verdict.Junk, and so on.
 //     A stage that failed (crashed, timed out, errored) gets its on_error:
 //     tempfail, accept or reject.
 //   - The first stage, in YAML order, whose action is reject, tempfail or
@@ -39,39 +40,18 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/trace"
 	"github.com/sluice-mail/sluice/sdk"
-)
-
-// Action is what happens to a message (or, at RCPT, a recipient).
-type Action string
-
-const (
-	Continue   Action = "continue"
-	Reject     Action = "reject"
-	Tempfail   Action = "tempfail"
-	Quarantine Action = "quarantine"
-	Junk       Action = "junk"
-	Discard    Action = "discard"
-)
-
-// decisive reports whether an action ends the evaluation.
-func (a Action) decisive() bool { return a == Reject || a == Tempfail || a == Discard }
-
-// Hooks, in the order they run.
-const (
-	HookConnect = sdk.HookConnect
-	HookMail    = sdk.HookMail
-	HookRcpt    = sdk.HookRcpt
-	HookData    = sdk.HookData
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // Stage is one filter of a pipeline.
 type Stage struct {
 	Name    string
 	Filter  sdk.Filter
-	Hooks   map[string]bool // the hooks this stage runs
+	Hooks   map[verdict.Hook]bool // the hooks this stage runs
 	Timeout time.Duration
-	OnError string // tempfail, accept or reject
+	OnError config.OnError // what a failed check does; "" is tempfail
 	Actions config.Actions
 	// Learns is set when the filter learns from examples (sdk.Learner).
 	Learns bool
@@ -134,35 +114,12 @@ type Pipeline struct {
 	Log      *slog.Logger
 }
 
-// Symbol is a named part of a stage's score.
-type Symbol struct {
-	Name   string  `json:"name"`
-	Score  float64 `json:"score,omitempty"`
-	Detail string  `json:"detail,omitempty"`
-}
-
-// StageResult is one stage's result at one hook: an entry of the trace.
-type StageResult struct {
-	Stage   string   `json:"stage"`
-	Hook    string   `json:"hook"`
-	Action  Action   `json:"action"`            // after the stage's actions and on_error
-	Verdict string   `json:"verdict,omitempty"` // what the plugin said, when it differs
-	Score   float64  `json:"score"`
-	Symbols []Symbol `json:"symbols"`
-	Reason  string   `json:"reason,omitempty"`
-	Error   string   `json:"error,omitempty"` // the plugin failed; Action is its on_error
-	Ms      float64  `json:"ms"`
-	// WaitMs is how long the check waited for its turn (max_concurrency),
-	// included in Ms.
-	WaitMs float64 `json:"wait_ms,omitempty"`
-}
-
 // Outcome is the merged result of a hook.
 type Outcome struct {
-	Action Action
-	// For Reject and Tempfail: the SMTP reply.
+	Action verdict.Action
+	// For verdict.Reject and verdict.Tempfail: the SMTP reply.
 	Code     int
-	Enhanced string
+	Enhanced verdict.EnhancedCode
 	Text     string
 	// Stage is the stage that decided (for a decisive action); Reason is
 	// its reason, for the log.
@@ -173,7 +130,7 @@ type Outcome struct {
 	// AddHeaders and AuthResults come from the stages, in stage order.
 	AddHeaders  []sdk.HeaderField
 	AuthResults []sdk.AuthResult
-	Trace       []StageResult
+	Trace       []trace.StageResult
 }
 
 // Merge folds a later hook's outcome into o, for a transaction that
@@ -186,18 +143,16 @@ func (o *Outcome) Merge(later Outcome) {
 	o.AuthResults = append(o.AuthResults, later.AuthResults...)
 	o.Trace = append(o.Trace, later.Trace...)
 	switch {
-	case later.Action.decisive():
+	case later.Action.Decisive():
 		o.Action, o.Code, o.Enhanced, o.Text, o.Stage, o.Reason = later.Action, later.Code, later.Enhanced, later.Text, later.Stage, later.Reason
-	case o.Action.decisive():
-	case later.Action == Quarantine || (later.Action == Junk && o.Action != Quarantine):
+	case o.Action.Decisive():
+	case later.Action == verdict.Quarantine || (later.Action == verdict.Junk && o.Action != verdict.Quarantine):
 		o.Action, o.Stage, o.Reason = later.Action, later.Stage, later.Reason
-	case o.Action == "":
-		o.Action = later.Action
 	}
 }
 
 // Stages returns the stages that run at hook.
-func (p *Pipeline) stagesFor(hook string) []*Stage {
+func (p *Pipeline) stagesFor(hook verdict.Hook) []*Stage {
 	if p == nil {
 		return nil
 	}
@@ -211,14 +166,14 @@ func (p *Pipeline) stagesFor(hook string) []*Stage {
 }
 
 // Has reports whether any stage runs at hook.
-func (p *Pipeline) Has(hook string) bool { return len(p.stagesFor(hook)) > 0 }
+func (p *Pipeline) Has(hook verdict.Hook) bool { return len(p.stagesFor(hook)) > 0 }
 
 // Empty reports whether the pipeline has no stages at all.
 func (p *Pipeline) Empty() bool { return p == nil || len(p.Stages) == 0 }
 
 // Connect runs the connect hook.
 func (p *Pipeline) Connect(ctx context.Context, env *sdk.Envelope) Outcome {
-	return p.run(ctx, HookConnect, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+	return p.run(ctx, verdict.HookConnect, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
 		c, ok := s.Filter.(sdk.ConnectChecker)
 		if !ok {
 			return sdk.Accept(), nil
@@ -229,7 +184,7 @@ func (p *Pipeline) Connect(ctx context.Context, env *sdk.Envelope) Outcome {
 
 // Mail runs the MAIL hook.
 func (p *Pipeline) Mail(ctx context.Context, env *sdk.Envelope) Outcome {
-	return p.run(ctx, HookMail, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+	return p.run(ctx, verdict.HookMail, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
 		c, ok := s.Filter.(sdk.MailChecker)
 		if !ok {
 			return sdk.Accept(), nil
@@ -240,7 +195,7 @@ func (p *Pipeline) Mail(ctx context.Context, env *sdk.Envelope) Outcome {
 
 // Rcpt runs the RCPT hook for one recipient.
 func (p *Pipeline) Rcpt(ctx context.Context, env *sdk.Envelope, rcpt string) Outcome {
-	return p.run(ctx, HookRcpt, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+	return p.run(ctx, verdict.HookRcpt, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
 		c, ok := s.Filter.(sdk.RcptChecker)
 		if !ok {
 			return sdk.Accept(), nil
@@ -256,7 +211,7 @@ type Opener func() (io.ReadCloser, error)
 // Data runs the data hook: every stage gets the envelope, the parsed
 // header and its own stream of the message.
 func (p *Pipeline) Data(ctx context.Context, env *sdk.Envelope, header sdk.Header, size int64, open Opener) Outcome {
-	return p.run(ctx, HookData, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
+	return p.run(ctx, verdict.HookData, func(ctx context.Context, s *Stage) (sdk.Verdict, error) {
 		r, err := open()
 		if err != nil {
 			return sdk.Verdict{}, fmt.Errorf("pipeline: opening the message: %w", err)
@@ -274,9 +229,9 @@ type stageRun struct {
 	wait time.Duration // for a turn, within dur
 }
 
-func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Context, *Stage) (sdk.Verdict, error)) Outcome {
+func (p *Pipeline) run(ctx context.Context, hook verdict.Hook, check func(context.Context, *Stage) (sdk.Verdict, error)) Outcome {
 	stages := p.stagesFor(hook)
-	out := Outcome{Action: Continue}
+	out := Outcome{Action: verdict.Continue}
 	if len(stages) == 0 {
 		return out
 	}
@@ -317,7 +272,7 @@ func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Cont
 		}
 		timer.Stop()
 	}
-	var sticky Action = Continue
+	var sticky verdict.Action = verdict.Continue
 	var stickyStage, stickyReason string
 	decided := false
 	for i, s := range stages {
@@ -332,14 +287,14 @@ func (p *Pipeline) run(ctx context.Context, hook string, check func(context.Cont
 		}
 		switch {
 		case decided:
-		case act.decisive():
+		case act.Decisive():
 			decided = true
 			out.Action, out.Stage, out.Reason = act, s.Name, res.Reason
 			if res.Error != "" {
 				out.Reason = "plugin failed: " + res.Error
 			}
 			out.Code, out.Enhanced, out.Text = reply(act, runs[i], hook)
-		case act == Quarantine || (act == Junk && sticky != Quarantine):
+		case act == verdict.Quarantine || (act == verdict.Junk && sticky != verdict.Quarantine):
 			sticky, stickyStage, stickyReason = act, s.Name, res.Reason
 		}
 	}
@@ -362,21 +317,14 @@ func safeCheck(ctx context.Context, s *Stage, check func(context.Context, *Stage
 
 // result maps one stage's verdict (or failure) to its action and trace
 // entry.
-func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Action) {
-	res := StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000, Symbols: []Symbol{}}
+func (p *Pipeline) result(hook verdict.Hook, s *Stage, r stageRun) (trace.StageResult, verdict.Action) {
+	res := trace.StageResult{Stage: s.Name, Hook: hook, Ms: float64(r.dur.Microseconds()) / 1000, Symbols: []verdict.Symbol{}}
 	if r.wait >= time.Millisecond {
 		res.WaitMs = float64(r.wait.Microseconds()) / 1000
 	}
 	if r.err != nil {
 		res.Error = errorText(r.err)
-		switch s.OnError {
-		case "accept":
-			res.Action = Continue
-		case "reject":
-			res.Action = Reject
-		default:
-			res.Action = Tempfail
-		}
+		res.Action = s.OnError.Action()
 		if p.Log != nil {
 			p.Log.Warn("filter stage failed", "stage", s.Name, "hook", hook, "err", res.Error, "on_error", s.OnError)
 		}
@@ -384,121 +332,92 @@ func (p *Pipeline) result(hook string, s *Stage, r stageRun) (StageResult, Actio
 	}
 	v := r.v
 	res.Score, res.Reason = v.Score, clean(v.Reason, 500)
-	res.Symbols = []Symbol{}
+	res.Symbols = []verdict.Symbol{}
 	for _, sym := range v.Symbols {
-		res.Symbols = append(res.Symbols, Symbol{Name: clean(sym.Name, 100), Score: sym.Score, Detail: clean(sym.Detail, 300)})
+		res.Symbols = append(res.Symbols, verdict.Symbol{Name: clean(sym.Name, 100), Score: sym.Score, Detail: clean(sym.Detail, 300)})
 	}
-	act := verdictAction(v.Action)
-	switch {
-	case act == Reject && s.Actions.Reject != "":
-		act = Action(s.Actions.Reject)
-	case act == Quarantine && s.Actions.Quarantine != "":
-		act = Action(s.Actions.Quarantine)
+	said := v.Action
+	if !said.Valid() {
+		said = verdict.Continue // an in-process filter's bug (the plugin host refuses such verdicts)
 	}
+	act := s.Actions.Map(said)
 	if byScore := scoreAction(s.Actions, v.Score); severity(byScore) > severity(act) {
 		act = byScore
 		if res.Reason == "" {
 			res.Reason = fmt.Sprintf("score %.2f", v.Score)
 		}
 	}
-	if hook != HookData && (act == Discard) {
-		act = Continue // only a whole message can be discarded
+	if hook != verdict.HookData && (act == verdict.Discard) {
+		act = verdict.Continue // only a whole message can be discarded
 	}
 	res.Action = act
-	if string(act) != verdictAction(v.Action).String() {
-		res.Verdict = verdictAction(v.Action).String()
+	if act != said {
+		res.Verdict = said.String()
 	}
 	return res, act
 }
 
-func (a Action) String() string { return string(a) }
-
-func verdictAction(a sdk.Action) Action {
-	switch a {
-	case sdk.Reject:
-		return Reject
-	case sdk.Tempfail:
-		return Tempfail
-	case sdk.Quarantine:
-		return Quarantine
-	case sdk.Discard:
-		return Discard
-	}
-	return Continue
-}
-
 // scoreAction is the most severe action whose threshold the score reaches.
-func scoreAction(a config.Actions, score float64) Action {
+func scoreAction(a config.Actions, score float64) verdict.Action {
 	switch {
 	case a.RejectAt > 0 && score >= a.RejectAt:
-		return Reject
+		return verdict.Reject
 	case a.QuarantineAt > 0 && score >= a.QuarantineAt:
-		return Quarantine
+		return verdict.Quarantine
 	case a.JunkAt > 0 && score >= a.JunkAt:
-		return Junk
+		return verdict.Junk
 	}
-	return Continue
+	return verdict.Continue
 }
 
 // severity orders actions for the score thresholds of one stage.
-func severity(a Action) int {
-	return slices.Index([]Action{Continue, Junk, Quarantine, Discard, Tempfail, Reject}, a)
+func severity(a verdict.Action) int {
+	return slices.Index([]verdict.Action{verdict.Continue, verdict.Junk, verdict.Quarantine, verdict.Discard, verdict.Tempfail, verdict.Reject}, a)
 }
 
 // reply returns the SMTP reply for a decisive action: the plugin's when it
 // is well formed and of the right class, a default otherwise.
-func reply(a Action, r stageRun, hook string) (int, string, string) {
+func reply(a verdict.Action, r stageRun, hook verdict.Hook) (int, verdict.EnhancedCode, string) {
 	switch a {
-	case Reject:
-		code, enh, text := 550, "5.7.1", "Message refused"
-		if hook == HookRcpt {
+	case verdict.Reject:
+		code, enh, text := 550, verdict.EnhancedCode{Class: 5, Subject: 7, Detail: 1}, "Message refused"
+		if hook == verdict.HookRcpt {
 			text = "Recipient refused"
 		}
-		if hook == HookConnect {
+		if hook == verdict.HookConnect {
 			code, text = 554, "Connection refused"
 		}
 		if r.err == nil && r.v.Action == sdk.Reject {
 			return pick(r.v, code, enh, text, 5)
 		}
 		return code, enh, text
-	case Tempfail:
-		code, enh, text := 451, "4.7.1", "Try again later"
+	case verdict.Tempfail:
+		code, enh, text := 451, verdict.EnhancedCode{Class: 4, Subject: 7, Detail: 1}, "Try again later"
 		if r.err != nil {
-			return 451, "4.3.0", "Temporary filter failure, try again later"
+			return 451, verdict.EnhancedCode{Class: 4, Subject: 3, Detail: 0}, "Temporary filter failure, try again later"
 		}
 		if r.v.Action == sdk.Tempfail {
 			return pick(r.v, code, enh, text, 4)
 		}
 		return code, enh, text
 	}
-	return 250, "2.0.0", ""
+	return 250, verdict.EnhancedCode{Class: 2, Subject: 0, Detail: 0}, ""
 }
 
-func pick(v sdk.Verdict, code int, enh, text string, class int) (int, string, string) {
+// pick takes the plugin's reply where it is of the right class. The
+// enhanced code travels as text in sdk.Verdict (the plugin API and the
+// wire); it is parsed, and checked, here, once.
+func pick(v sdk.Verdict, code int, enh verdict.EnhancedCode, text string, class int) (int, verdict.EnhancedCode, string) {
 	if v.Code/100 == class && v.Code >= class*100+21 && v.Code <= class*100+99 {
 		code = v.Code
 	}
-	if validEnhanced(v.EnhancedCode, class) {
-		enh = v.EnhancedCode
+	if e, err := verdict.ParseEnhancedCode(v.EnhancedCode); err == nil && e.Class == class {
+		enh = e
 	}
 	if t := clean(v.Text, 200); t != "" {
 		text = t
 	}
 	return code, enh, text
-}
-
-// validEnhanced checks an RFC 3463 status code of the given class.
-func validEnhanced(s string, class int) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 || parts[0] != fmt.Sprint(class) {
-		return false
-	}
-	for _, p := range parts[1:] {
-		if p == "" || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
-			return false
-		}
-	}
-	return true
 }
 
 // clean makes a string from a plugin safe for a reply, a header comment or

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/trace"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // fake is an in-process filter: the pipeline depends on sdk.Filter, not on
@@ -51,7 +53,7 @@ func (f *fake) answer(ctx context.Context) (sdk.Verdict, error) {
 }
 
 func stage(name string, f sdk.Filter, mod ...func(*Stage)) *Stage {
-	s := &Stage{Name: name, Filter: f, Hooks: map[string]bool{HookData: true, HookRcpt: true}, Timeout: time.Second, OnError: "tempfail"}
+	s := &Stage{Name: name, Filter: f, Hooks: map[verdict.Hook]bool{verdict.HookData: true, verdict.HookRcpt: true}, Timeout: time.Second, OnError: "tempfail"}
 	for _, m := range mod {
 		m(s)
 	}
@@ -69,9 +71,9 @@ func actions(t *testing.T, o Outcome) string {
 	t.Helper()
 	var parts []string
 	for _, r := range o.Trace {
-		parts = append(parts, r.Stage+"="+string(r.Action))
+		parts = append(parts, r.Stage+"="+r.Action.String())
 	}
-	return string(o.Action) + " [" + strings.Join(parts, " ") + "]"
+	return o.Action.String() + " [" + strings.Join(parts, " ") + "]"
 }
 
 func TestMergeInYAMLOrder(t *testing.T) {
@@ -81,7 +83,7 @@ func TestMergeInYAMLOrder(t *testing.T) {
 	p := &Pipeline{Stages: []*Stage{stage("av", slowReject), stage("grey", fastTempfail)}}
 	for i := 0; i < 5; i++ {
 		o := runData(p)
-		if o.Action != Reject || o.Stage != "av" || o.Code != 554 || o.Enhanced != "5.7.0" || o.Text != "Virus" || o.Reason != "found EICAR" {
+		if o.Action != verdict.Reject || o.Stage != "av" || o.Code != 554 || o.Enhanced.String() != "5.7.0" || o.Text != "Virus" || o.Reason != "found EICAR" {
 			t.Fatalf("outcome = %+v", o)
 		}
 	}
@@ -116,20 +118,20 @@ func TestScoresHeadersAndSticky(t *testing.T) {
 	p.Stages = []*Stage{stage("odd", quar, func(s *Stage) { s.Actions.Quarantine = "junk" }),
 		stage("spam", spam, func(s *Stage) { s.Actions = config.Actions{JunkAt: 2, QuarantineAt: 4, RejectAt: 5.5} })}
 	o = runData(p)
-	if got := actions(t, o); got != "reject [odd=junk spam=reject]" || o.Code != 550 || o.Enhanced != "5.7.1" {
+	if got := actions(t, o); got != "reject [odd=junk spam=reject]" || o.Code != 550 || o.Enhanced.String() != "5.7.1" {
 		t.Errorf("outcome = %s %d %s", got, o.Code, o.Enhanced)
 	}
 }
 
 func TestOnError(t *testing.T) {
 	broken := func() *fake { return &fake{err: errors.New("clamd unreachable")} }
-	for onError, want := range map[string]Action{"tempfail": Tempfail, "accept": Continue, "reject": Reject} {
+	for onError, want := range map[config.OnError]verdict.Action{"tempfail": verdict.Tempfail, "accept": verdict.Continue, "reject": verdict.Reject} {
 		p := &Pipeline{Stages: []*Stage{stage("av", broken(), func(s *Stage) { s.OnError = onError })}}
 		o := runData(p)
 		if o.Action != want || o.Trace[0].Error != "clamd unreachable" {
 			t.Errorf("on_error %s: outcome %+v", onError, o)
 		}
-		if want == Tempfail && (o.Code != 451 || o.Enhanced != "4.3.0") {
+		if want == verdict.Tempfail && (o.Code != 451 || o.Enhanced.String() != "4.3.0") {
 			t.Errorf("on_error tempfail reply = %d %s", o.Code, o.Enhanced)
 		}
 	}
@@ -137,7 +139,7 @@ func TestOnError(t *testing.T) {
 	p := &Pipeline{Stages: []*Stage{stage("stuck", &fake{hang: true}, func(s *Stage) { s.Timeout = 100 * time.Millisecond })}}
 	start := time.Now()
 	o := runData(p)
-	if o.Action != Tempfail || !strings.Contains(o.Trace[0].Error, "timed out") {
+	if o.Action != verdict.Tempfail || !strings.Contains(o.Trace[0].Error, "timed out") {
 		t.Errorf("hung stage: %+v", o)
 	}
 	if d := time.Since(start); d > time.Second {
@@ -145,7 +147,7 @@ func TestOnError(t *testing.T) {
 	}
 	// A panicking in-process filter is a failure, not a crash.
 	p = &Pipeline{Stages: []*Stage{stage("bad", sdk.CheckFunc(func(context.Context, *sdk.Message) (sdk.Verdict, error) { panic("bug") }))}}
-	if o := runData(p); o.Action != Tempfail || !strings.Contains(o.Trace[0].Error, "panicked") {
+	if o := runData(p); o.Action != verdict.Tempfail || !strings.Contains(o.Trace[0].Error, "panicked") {
 		t.Errorf("panicking stage: %+v", o)
 	}
 }
@@ -162,11 +164,11 @@ func TestEveryStageReadsTheWholeMessage(t *testing.T) {
 func TestPluginRepliesAreSanitised(t *testing.T) {
 	bad := &fake{v: sdk.Verdict{Action: sdk.Reject, Code: 250, EnhancedCode: "2.0.0", Text: "ok\r\n250 fake"}}
 	o := runData(&Pipeline{Stages: []*Stage{stage("x", bad)}})
-	if o.Code != 550 || o.Enhanced != "5.7.1" || strings.ContainsAny(o.Text, "\r\n") {
+	if o.Code != 550 || o.Enhanced.String() != "5.7.1" || strings.ContainsAny(o.Text, "\r\n") {
 		t.Errorf("reject with a 2xx code and CRLF text = %d %s %q", o.Code, o.Enhanced, o.Text)
 	}
 	tf := &fake{v: sdk.Verdict{Action: sdk.Tempfail, Code: 550, EnhancedCode: "5.1.1"}}
-	if o := runData(&Pipeline{Stages: []*Stage{stage("x", tf)}}); o.Code != 451 || o.Enhanced != "4.7.1" {
+	if o := runData(&Pipeline{Stages: []*Stage{stage("x", tf)}}); o.Code != 451 || o.Enhanced.String() != "4.7.1" {
 		t.Errorf("tempfail with a 5xx code = %d %s", o.Code, o.Enhanced)
 	}
 }
@@ -188,17 +190,17 @@ func TestHeaderBlockDropsUnsafeFields(t *testing.T) {
 func TestRcptHookAndMerge(t *testing.T) {
 	p := &Pipeline{Stages: []*Stage{stage("r", &fake{v: sdk.Rejected(0, "", "", "no such list member")})}}
 	o := p.Rcpt(context.Background(), &sdk.Envelope{}, "x@example.com")
-	if o.Action != Reject || o.Code != 550 || o.Text != "Recipient refused" {
+	if o.Action != verdict.Reject || o.Code != 550 || o.Text != "Recipient refused" {
 		t.Errorf("Rcpt = %+v", o)
 	}
 	var tx Outcome
-	tx.Merge(Outcome{Action: Junk, Score: 3, Trace: []StageResult{{Stage: "dnsbl"}}})
-	tx.Merge(Outcome{Action: Continue, Score: 1, Trace: []StageResult{{Stage: "spam"}}})
-	if tx.Action != Junk || tx.Score != 4 || len(tx.Trace) != 2 {
+	tx.Merge(Outcome{Action: verdict.Junk, Score: 3, Trace: []trace.StageResult{{Stage: "dnsbl"}}})
+	tx.Merge(Outcome{Action: verdict.Continue, Score: 1, Trace: []trace.StageResult{{Stage: "spam"}}})
+	if tx.Action != verdict.Junk || tx.Score != 4 || len(tx.Trace) != 2 {
 		t.Errorf("merged = %+v", tx)
 	}
-	tx.Merge(Outcome{Action: Reject, Code: 550, Stage: "av"})
-	if tx.Action != Reject || tx.Stage != "av" {
+	tx.Merge(Outcome{Action: verdict.Reject, Code: 550, Stage: "av"})
+	if tx.Action != verdict.Reject || tx.Stage != "av" {
 		t.Errorf("merged reject = %+v", tx)
 	}
 }
@@ -261,7 +263,7 @@ func TestMaxConcurrencyQueues(t *testing.T) {
 	close(outs)
 	waited := 0
 	for o := range outs {
-		if o.Action != Continue || o.Trace[0].Error != "" {
+		if o.Action != verdict.Continue || o.Trace[0].Error != "" {
 			t.Errorf("outcome under load = %s (%s)", actions(t, o), o.Trace[0].Error)
 		}
 		if o.Trace[0].WaitMs > 0 {
@@ -283,7 +285,7 @@ func TestMaxConcurrencyQueues(t *testing.T) {
 // stage's on_error.
 func TestQueueTimeout(t *testing.T) {
 	f := &busy{release: make(chan struct{}), started: make(chan struct{}, 1)}
-	for _, onError := range []string{"tempfail", "accept"} {
+	for _, onError := range []config.OnError{"tempfail", "accept"} {
 		p := &Pipeline{Stages: []*Stage{stage("av", f, func(s *Stage) {
 			s.Timeout, s.MaxConcurrency, s.QueueTimeout, s.OnError = 2*time.Second, 1, 100*time.Millisecond, onError
 		})}}
@@ -291,18 +293,18 @@ func TestQueueTimeout(t *testing.T) {
 		go func() { first <- runData(p) }()
 		<-f.started // the one turn is taken
 		o := runData(p)
-		want := map[string]Action{"tempfail": Tempfail, "accept": Continue}[onError]
+		want := map[config.OnError]verdict.Action{"tempfail": verdict.Tempfail, "accept": verdict.Continue}[onError]
 		if o.Action != want || !strings.Contains(o.Trace[0].Error, "no turn within queue_timeout 100ms (max_concurrency 1)") {
 			t.Errorf("on_error %s: outcome past queue_timeout = %s (%q)", onError, actions(t, o), o.Trace[0].Error)
 		}
-		if want == Tempfail && (o.Code != 451 || o.Enhanced != "4.3.0") {
+		if want == verdict.Tempfail && (o.Code != 451 || o.Enhanced.String() != "4.3.0") {
 			t.Errorf("reply = %d %s, want 451 4.3.0", o.Code, o.Enhanced)
 		}
 		select {
 		case f.release <- struct{}{}:
 		case <-time.After(5 * time.Second):
 		}
-		if o := <-first; o.Action != Continue {
+		if o := <-first; o.Action != verdict.Continue {
 			t.Errorf("the check that had the turn = %s", actions(t, o))
 		}
 	}

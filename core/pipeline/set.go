@@ -4,34 +4,36 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/sluice-mail/sluice/core/config"
-	"github.com/sluice-mail/sluice/core/pluginhost"
 	"github.com/sluice-mail/sluice/sdk"
 )
 
-// Set is the pipelines of one configuration with their plugin processes.
+// Set is the pipelines of one configuration, with what runs behind their
+// stages (plugin processes), which the set stops when it closes. The
+// pipelines of a configuration are built by core/pluginset; NewSet makes
+// a set of in-process filters.
 type Set struct {
 	pipelines map[string]*Pipeline
-	plugins   map[string]*pluginhost.Plugin // by spec key
+	owned     map[string]Resource // by key, such as a plugin's spec key
 	inflight  sync.WaitGroup
 
 	mu     sync.Mutex
 	closed bool
 }
 
-// NewSet returns a set of pipelines whose stages are not plugin processes
-// (in-process filters), for tests and for embedding Sluice.
+// Resource is something behind a set's stages that the set stops when it
+// closes, such as a plugin process (*pluginhost.Plugin).
+type Resource interface {
+	Close()
+}
+
+// NewSet returns a set of the pipelines, which owns nothing yet.
 func NewSet(pipelines ...*Pipeline) *Set {
-	s := &Set{pipelines: map[string]*Pipeline{}, plugins: map[string]*pluginhost.Plugin{}}
+	s := &Set{pipelines: map[string]*Pipeline{}, owned: map[string]Resource{}}
 	for _, p := range pipelines {
 		s.pipelines[p.Name] = p
 	}
@@ -50,128 +52,36 @@ func (s *Set) Get(name string) *Pipeline {
 	return &Pipeline{Name: name}
 }
 
-// Plugins returns the running plugins by stage, for status listings.
-func (s *Set) Plugins() map[string]*pluginhost.Plugin {
-	out := map[string]*pluginhost.Plugin{}
-	for _, p := range s.plugins {
-		out[p.Spec().Stage] = p
-	}
-	return out
+// Own makes s stop r when it closes; key names r for Owned and Disown.
+// It is for whoever builds the set, before the set is used.
+func (s *Set) Own(key string, r Resource) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.owned[key] = r
 }
 
-// PluginDir returns where the built-in plugins are for c: its
-// plugins.dir, or the plugins directory beside the running program.
-func PluginDir(c *config.Config) string {
-	if c.Plugins.Dir != "" {
-		return c.Plugins.Dir
+// Owned returns what s owns, by key: a copy, empty once s is closed.
+func (s *Set) Owned() map[string]Resource {
+	if s == nil {
+		return nil
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return "plugins"
-	}
-	if resolved, err := filepath.EvalSymlinks(exe); err == nil {
-		exe = resolved
-	}
-	return filepath.Join(filepath.Dir(exe), "plugins")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.owned)
 }
 
-// pluginPath resolves a stage's plugin: a bare name is a built-in in dir,
-// anything with a slash is a path.
-func pluginPath(dir, plugin string) string {
-	if strings.Contains(plugin, "/") {
-		return plugin
+// Disown gives up the resources under keys without stopping them: a newer
+// set has taken them over.
+func (s *Set) Disown(keys ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		delete(s.owned, k)
 	}
-	return filepath.Join(dir, plugin)
 }
 
-// PluginPath returns the program a stage's plugin setting names under c.
-func PluginPath(c *config.Config, plugin string) string {
-	return pluginPath(PluginDir(c), plugin)
-}
-
-// BuildOptions tune Build.
-type BuildOptions struct {
-	// Host tunes plugin supervision; the zero value is the production
-	// setting.
-	Host pluginhost.Options
-	// Reuse is the running set, whose identical plugins are taken over
-	// instead of being started again (a reload); may be nil.
-	Reuse *Set
-}
-
-// Build starts the plugins of every pipeline in c and returns the set. It
-// fails if any plugin cannot be started or refuses its configuration; then
-// nothing it started keeps running.
-func Build(ctx context.Context, c *config.Config, log *slog.Logger, opts BuildOptions) (*Set, error) {
-	s := &Set{pipelines: map[string]*Pipeline{}, plugins: map[string]*pluginhost.Plugin{}}
-	dir := PluginDir(c)
-	var taken []string
-	fail := func(err error) (*Set, error) {
-		for key, p := range s.plugins {
-			if !slices.Contains(taken, key) {
-				p.Close()
-			}
-		}
-		return nil, err
-	}
-	names := make([]string, 0, len(c.Pipelines))
-	for n := range c.Pipelines {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		p := &Pipeline{Name: name, Hostname: c.Hostname, Log: log.With("pipeline", name)}
-		for _, st := range c.Pipelines[name] {
-			stateDir := filepath.Join(c.DataDir, "plugins", name+"-"+st.Name)
-			if err := os.MkdirAll(stateDir, 0o700); err != nil {
-				return fail(fmt.Errorf("pipeline %s: %w", name, err))
-			}
-			spec := pluginhost.Spec{Stage: name + "/" + st.Name, Path: pluginPath(dir, st.Plugin), SHA256: st.SHA256, Config: st.Config.JSON, StateDir: stateDir}
-			key := spec.Key()
-			plug := s.plugins[key]
-			if plug == nil && opts.Reuse != nil {
-				if old := opts.Reuse.plugins[key]; old != nil {
-					plug = old
-					taken = append(taken, key)
-				}
-			}
-			if plug == nil {
-				var err error
-				plug, err = pluginhost.Start(ctx, spec, opts.Host, log)
-				if err != nil {
-					return fail(fmt.Errorf("pipeline %s, stage %s: %w", name, st.Name, err))
-				}
-			}
-			s.plugins[key] = plug
-			hooks := map[string]bool{}
-			info := plug.Info()
-			for _, h := range []string{HookConnect, HookMail, HookRcpt, HookData} {
-				if info.Has(h) && (len(st.Hooks) == 0 || slices.Contains(st.Hooks, h)) {
-					hooks[h] = true
-				}
-			}
-			for _, h := range st.Hooks {
-				if !info.Has(h) {
-					log.Warn("the plugin does not implement a hook the stage asks for", "pipeline", name, "stage", st.Name, "hook", h)
-				}
-			}
-			p.Stages = append(p.Stages, &Stage{Name: st.Name, Filter: plug, Hooks: hooks, Timeout: st.Timeout.D(), OnError: st.OnError, Actions: st.Actions, Learns: info.Has(sdk.HookLearn),
-				MaxConcurrency: st.MaxConcurrency, QueueTimeout: st.QueueTimeout.D()})
-		}
-		s.pipelines[name] = p
-	}
-	if opts.Reuse != nil {
-		opts.Reuse.mu.Lock()
-		for _, key := range taken {
-			delete(opts.Reuse.plugins, key)
-		}
-		opts.Reuse.mu.Unlock()
-	}
-	return s, nil
-}
-
-// Close waits up to wait for checks in flight, then stops the set's
-// plugins (those not taken over by a newer set).
+// Close waits up to wait for checks in flight, then stops what the set
+// owns (its plugins not taken over by a newer set).
 func (s *Set) Close(wait time.Duration) {
 	if s == nil {
 		return
@@ -190,11 +100,11 @@ func (s *Set) Close(wait time.Duration) {
 	case <-time.After(wait):
 	}
 	s.mu.Lock()
-	plugins := s.plugins
-	s.plugins = nil
+	owned := s.owned
+	s.owned = nil
 	s.mu.Unlock()
-	for _, p := range plugins {
-		p.Close()
+	for _, r := range owned {
+		r.Close()
 	}
 }
 
@@ -231,15 +141,15 @@ func (h *Holder) Acquire() (s *Set, release func()) {
 // Current returns the current set without holding it.
 func (h *Holder) Current() *Set { return h.cur.Load() }
 
-// Reload builds a set from c, reusing the current set's identical plugins,
-// and swaps it in; the old set's other plugins stop once its checks in
-// flight are done (at most after wait). On error the current set stays.
-func (h *Holder) Reload(ctx context.Context, c *config.Config, log *slog.Logger, opts BuildOptions, wait time.Duration) error {
+// Swap builds a set with build, which gets the current set (nil at
+// first) to take over what it can, and swaps it in; the old set stops
+// what it still owns once its checks in flight are done (at most after
+// wait). On error the current set stays. Swaps are serialised.
+func (h *Holder) Swap(build func(cur *Set) (*Set, error), wait time.Duration) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	old := h.cur.Load()
-	opts.Reuse = old
-	s, err := Build(ctx, c, log, opts)
+	s, err := build(old)
 	if err != nil {
 		return err
 	}

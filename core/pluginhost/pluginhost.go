@@ -52,6 +52,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 )
 
 // ErrDown is returned by checks while the plugin process is not running
@@ -101,11 +102,11 @@ type Plugin struct {
 	spec Spec
 	opts Options
 	log  *slog.Logger
-	info sdk.Info
+	info host.Info
 
 	mu        sync.Mutex
 	client    *plugin.Client
-	remote    *sdk.Remote
+	remote    *host.Remote
 	gen       int // incremented by each start
 	started   time.Time
 	failures  int // consecutive failed starts or crashes
@@ -144,7 +145,7 @@ func Start(ctx context.Context, spec Spec, opts Options, log *slog.Logger) (*Plu
 }
 
 // Info returns the plugin's name, version and hooks.
-func (p *Plugin) Info() sdk.Info { return p.info }
+func (p *Plugin) Info() host.Info { return p.info }
 
 // Spec returns what the plugin runs.
 func (p *Plugin) Spec() Spec { return p.spec }
@@ -167,7 +168,7 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	if _, err := os.Stat(p.spec.Path); err != nil {
 		return fmt.Errorf("pluginhost: stage %s: %w", p.spec.Stage, err)
 	}
-	handshake, plugins := sdk.HostConfig()
+	handshake, plugins := host.PluginConfig()
 	cmd := exec.Command(p.spec.Path)
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.Env = pluginEnv()
@@ -184,7 +185,7 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 		SkipHostEnv:      true, // pluginEnv has it, with this process's ID
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           newLogger(p.log),
-		GRPCDialOptions:  sdk.GRPCDialOptions(),
+		GRPCDialOptions:  host.GRPCDialOptions(),
 		StartTimeout:     p.opts.StartTimeout,
 		// What a Go plugin writes straight to os.Stdout or os.Stderr comes
 		// over go-plugin's stdio stream; without these it would be lost.
@@ -217,11 +218,11 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	if err != nil {
 		return fail(err)
 	}
-	raw, err := rpc.Dispense(sdk.PluginName)
+	raw, err := rpc.Dispense(host.PluginName)
 	if err != nil {
 		return fail(err)
 	}
-	remote, ok := raw.(*sdk.Remote)
+	remote, ok := raw.(*host.Remote)
 	if !ok {
 		return fail(fmt.Errorf("unexpected plugin type %T", raw))
 	}
@@ -249,7 +250,7 @@ func (p *Plugin) start(ctx context.Context, first bool) error {
 	}
 	p.client, p.remote, p.started = client, remote, time.Now()
 	p.gen++
-	p.log.Info("plugin started", "plugin", info.Name, "version", info.Version, "hooks", strings.Join(info.Hooks, ","), "path", p.spec.Path)
+	p.log.Info("plugin started", "plugin", info.Name, "version", info.Version, "hooks", info.HookList(), "path", p.spec.Path)
 	return nil
 }
 
@@ -467,7 +468,7 @@ func (p *Plugin) requestRestart(gen int, reason string) {
 }
 
 // current returns the live connection and its generation.
-func (p *Plugin) current() (*sdk.Remote, int, error) {
+func (p *Plugin) current() (*host.Remote, int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.remote == nil || p.client == nil || p.client.Exited() {
@@ -480,7 +481,7 @@ func (p *Plugin) current() (*sdk.Remote, int, error) {
 // a check that ran into its deadline while the plugin finished no other
 // check since it began means the process is stuck; a nonsense verdict
 // means it is broken. Either way it is restarted.
-func call[T any](p *Plugin, ctx context.Context, f func(*sdk.Remote) (T, error)) (T, error) {
+func call[T any](p *Plugin, ctx context.Context, f func(*host.Remote) (T, error)) (T, error) {
 	var zero T
 	r, gen, err := p.current()
 	if err != nil {
@@ -491,7 +492,7 @@ func call[T any](p *Plugin, ctx context.Context, f func(*sdk.Remote) (T, error))
 	switch {
 	case err == nil:
 		p.lastOK.Store(time.Now().UnixNano())
-	case errors.Is(err, sdk.ErrBadVerdict):
+	case errors.Is(err, host.ErrBadVerdict):
 		p.requestRestart(gen, "invalid verdict: "+err.Error())
 	case ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded:
 		if p.lastOK.Load() < began && ctx.Err() != context.Canceled {
@@ -505,33 +506,33 @@ func call[T any](p *Plugin, ctx context.Context, f func(*sdk.Remote) (T, error))
 
 // Configure sends a new configuration to the running process.
 func (p *Plugin) Configure(ctx context.Context, cfg sdk.Config) error {
-	_, err := call(p, ctx, func(r *sdk.Remote) (struct{}, error) { return struct{}{}, r.Configure(ctx, cfg) })
+	_, err := call(p, ctx, func(r *host.Remote) (struct{}, error) { return struct{}{}, r.Configure(ctx, cfg) })
 	return err
 }
 
 // Check implements sdk.Filter.
 func (p *Plugin) Check(ctx context.Context, msg *sdk.Message) (sdk.Verdict, error) {
-	return call(p, ctx, func(r *sdk.Remote) (sdk.Verdict, error) { return r.Check(ctx, msg) })
+	return call(p, ctx, func(r *host.Remote) (sdk.Verdict, error) { return r.Check(ctx, msg) })
 }
 
 // CheckConnect implements sdk.ConnectChecker.
 func (p *Plugin) CheckConnect(ctx context.Context, env *sdk.Envelope) (sdk.Verdict, error) {
-	return call(p, ctx, func(r *sdk.Remote) (sdk.Verdict, error) { return r.CheckConnect(ctx, env) })
+	return call(p, ctx, func(r *host.Remote) (sdk.Verdict, error) { return r.CheckConnect(ctx, env) })
 }
 
 // CheckMail implements sdk.MailChecker.
 func (p *Plugin) CheckMail(ctx context.Context, env *sdk.Envelope) (sdk.Verdict, error) {
-	return call(p, ctx, func(r *sdk.Remote) (sdk.Verdict, error) { return r.CheckMail(ctx, env) })
+	return call(p, ctx, func(r *host.Remote) (sdk.Verdict, error) { return r.CheckMail(ctx, env) })
 }
 
 // CheckRcpt implements sdk.RcptChecker.
 func (p *Plugin) CheckRcpt(ctx context.Context, env *sdk.Envelope, rcpt string) (sdk.Verdict, error) {
-	return call(p, ctx, func(r *sdk.Remote) (sdk.Verdict, error) { return r.CheckRcpt(ctx, env, rcpt) })
+	return call(p, ctx, func(r *host.Remote) (sdk.Verdict, error) { return r.CheckRcpt(ctx, env, rcpt) })
 }
 
 // Learn implements sdk.Learner.
 func (p *Plugin) Learn(ctx context.Context, msg *sdk.Message, spam bool) error {
-	_, err := call(p, ctx, func(r *sdk.Remote) (struct{}, error) { return struct{}{}, r.Learn(ctx, msg, spam) })
+	_, err := call(p, ctx, func(r *host.Remote) (struct{}, error) { return struct{}{}, r.Learn(ctx, msg, spam) })
 	return err
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
@@ -165,7 +166,7 @@ func TestHangPastTimeoutRestarts(t *testing.T) {
 
 func TestGarbageVerdictRestarts(t *testing.T) {
 	p := startFaulty(t, Spec{})
-	if _, err := check(p, "garbage", 5*time.Second); !errors.Is(err, sdk.ErrBadVerdict) {
+	if _, err := check(p, "garbage", 5*time.Second); !errors.Is(err, host.ErrBadVerdict) {
 		t.Fatalf("garbage verdict: err = %v, want ErrBadVerdict", err)
 	}
 	waitServing(t, p, 1)

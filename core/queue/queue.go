@@ -39,7 +39,7 @@ import (
 
 	"github.com/sluice-mail/sluice/core/durable"
 	"github.com/sluice-mail/sluice/core/ids"
-	"github.com/sluice-mail/sluice/core/pipeline"
+	"github.com/sluice-mail/sluice/core/trace"
 )
 
 // Errors returned by the queue.
@@ -152,9 +152,9 @@ type Message struct {
 	HoldReason string `json:"hold_reason,omitempty"` // why on hold or in quarantine
 	// The filter pipeline that checked the message, its summed score and
 	// each stage's result.
-	Pipeline string                 `json:"pipeline,omitempty"`
-	Score    float64                `json:"score,omitempty"`
-	Trace    []pipeline.StageResult `json:"trace,omitempty"`
+	Pipeline string              `json:"pipeline,omitempty"`
+	Score    float64             `json:"score,omitempty"`
+	Trace    []trace.StageResult `json:"trace,omitempty"`
 }
 
 // Done reports whether every recipient is final.

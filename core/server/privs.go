@@ -36,8 +36,8 @@ import (
 	"syscall"
 
 	"github.com/sluice-mail/sluice/core/config"
-	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/pluginhost"
+	"github.com/sluice-mail/sluice/core/pluginset"
 )
 
 // serviceUser is the run_as user or the plugin_user.
@@ -245,7 +245,7 @@ func PermissionProblems(cfg *config.Config) ([]string, error) {
 	slices.Sort(names)
 	for _, name := range names {
 		for _, st := range cfg.Pipelines[name] {
-			path := pipeline.PluginPath(cfg, st.Plugin)
+			path := pluginset.PluginPath(cfg, st.Plugin)
 			if !strings.Contains(st.Plugin, "/") && !slices.Contains(paths, filepath.Dir(path)) {
 				paths = append(paths, filepath.Dir(path)) // the plugin directory
 			}
@@ -362,7 +362,7 @@ func startLauncher(cfg *config.Config, runAs, pu *serviceUser, log *slog.Logger)
 	var allowed []pluginhost.AllowedPlugin
 	for _, stages := range cfg.Pipelines {
 		for _, st := range stages {
-			allowed = append(allowed, pluginhost.AllowedPlugin{Path: pipeline.PluginPath(cfg, st.Plugin), SHA256: st.SHA256})
+			allowed = append(allowed, pluginhost.AllowedPlugin{Path: pluginset.PluginPath(cfg, st.Plugin), SHA256: st.SHA256})
 		}
 	}
 	return pluginhost.StartLauncher(pluginhost.LauncherConfig{

@@ -33,6 +33,7 @@ import (
 	"github.com/sluice-mail/sluice/core/imapd"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/pluginhost"
+	"github.com/sluice-mail/sluice/core/pluginset"
 	"github.com/sluice-mail/sluice/core/pop3d"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/smtpd"
@@ -124,7 +125,7 @@ type Server struct {
 	admin *adminService
 	pipes *pipeline.Holder
 	// buildOpts start the plugins of a reload as those of the start.
-	buildOpts pipeline.BuildOptions
+	buildOpts pluginset.Options
 	launcher  *pluginhost.Launcher // nil without plugin_user
 
 	cancel context.CancelFunc
@@ -150,7 +151,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var buildOpts pipeline.BuildOptions
+	var buildOpts pluginset.Options
 	var launcher *pluginhost.Launcher
 	switch {
 	case runAs != nil && os.Geteuid() == 0:
@@ -220,7 +221,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			KnownWindow: cfg.Auth.KnownClientWindow.D(),
 		},
 	}
-	pipes, err := pipeline.Build(context.Background(), cfg, log, buildOpts)
+	pipes, err := pluginset.Build(context.Background(), cfg, log, buildOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +342,7 @@ func (s *Server) Reload(cfg *config.Config) error {
 	if len(problems) > 0 {
 		return permissionError("reload", problems)
 	}
-	if err := s.pipes.Reload(context.Background(), cfg, s.log, s.buildOpts, time.Minute); err != nil {
+	if err := pluginset.Reload(context.Background(), s.pipes, cfg, s.log, s.buildOpts, time.Minute); err != nil {
 		return err
 	}
 	for _, c := range changedOutsidePipelines(s.cfg, cfg) {

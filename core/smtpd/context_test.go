@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // safety is how long a test waits for what must happen; it only bounds a
@@ -58,9 +60,9 @@ func (f *blockingFilter) CheckRcpt(ctx context.Context, _ *sdk.Envelope, rcpt st
 	return f.wait(ctx)
 }
 
-func (f *blockingFilter) set(hook string) *pipeline.Set {
+func (f *blockingFilter) set(hook verdict.Hook) *pipeline.Set {
 	return pipeline.NewSet(&pipeline.Pipeline{Name: "inbound", Hostname: "mx.example.test", Stages: []*pipeline.Stage{{
-		Name: "blocking", Filter: f, Hooks: map[string]bool{hook: true}, Timeout: time.Hour, OnError: "tempfail",
+		Name: "blocking", Filter: f, Hooks: map[verdict.Hook]bool{hook: true}, Timeout: time.Hour, OnError: config.OnErrorTempfail,
 	}}})
 }
 
@@ -77,7 +79,7 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 // the check's context: the filter does not go on working for nobody.
 func TestHangupCancelsDataCheck(t *testing.T) {
 	f := newBlockingFilter()
-	e := newServer(t, f.set(pipeline.HookData))
+	e := newServer(t, f.set(verdict.HookData))
 	t.Cleanup(f.free)
 	c := e.dial(t, KindMX)
 	c.expect("220")
@@ -128,7 +130,7 @@ func (r *blockingRelay) Verify(ctx context.Context, _ string) (bool, error) {
 // after the check: nothing is lost or cancelled.
 func TestCommandDuringCheck(t *testing.T) {
 	f := newBlockingFilter()
-	e := newServer(t, f.set(pipeline.HookRcpt))
+	e := newServer(t, f.set(verdict.HookRcpt))
 	t.Cleanup(f.free)
 	c := e.dial(t, KindMX)
 	c.expect("220")
@@ -154,7 +156,7 @@ func TestCommandDuringCheck(t *testing.T) {
 // the grace period.
 func TestShutdownCancelsCheck(t *testing.T) {
 	f := newBlockingFilter()
-	e := newServer(t, f.set(pipeline.HookData))
+	e := newServer(t, f.set(verdict.HookData))
 	t.Cleanup(f.free)
 	c := e.dial(t, KindMX)
 	c.expect("220")
@@ -181,7 +183,7 @@ func TestShutdownCancelsCheck(t *testing.T) {
 func TestAcceptedSurvivesHangup(t *testing.T) {
 	f := newBlockingFilter()
 	f.free() // the check passes at once
-	e := newServer(t, f.set(pipeline.HookData))
+	e := newServer(t, f.set(verdict.HookData))
 	c := e.dial(t, KindMX)
 	c.expect("220")
 	c.cmd("EHLO client.remote.test", "250")

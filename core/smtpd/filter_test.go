@@ -12,6 +12,7 @@ import (
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // subjectFilter decides by the Subject, and refuses HELO "evil", MAIL
@@ -64,7 +65,7 @@ func (subjectFilter) CheckRcpt(_ context.Context, e *sdk.Envelope, rcpt string) 
 }
 
 func filterSet() *pipeline.Set {
-	all := map[string]bool{pipeline.HookConnect: true, pipeline.HookMail: true, pipeline.HookRcpt: true, pipeline.HookData: true}
+	all := map[verdict.Hook]bool{verdict.HookConnect: true, verdict.HookMail: true, verdict.HookRcpt: true, verdict.HookData: true}
 	return pipeline.NewSet(&pipeline.Pipeline{Name: "inbound", Hostname: "mx.example.test", Stages: []*pipeline.Stage{{
 		Name: "subject", Filter: subjectFilter{}, Hooks: all, Timeout: 5 * time.Second, OnError: "tempfail",
 		Actions: config.Actions{JunkAt: 5},
@@ -94,7 +95,7 @@ func TestFilterVerdicts(t *testing.T) {
 	got := sendSubject(t, c, "quarantine", "250")
 	id := got[strings.LastIndex(got, " ")+1:]
 	m, err := e.queue.Get(id)
-	if err != nil || m.Status != queue.StatusQuarantine || !strings.Contains(m.HoldReason, "subject says quarantine") || len(m.Trace) != 4 || m.Trace[3].Hook != "data" || m.Trace[3].Action != pipeline.Quarantine {
+	if err != nil || m.Status != queue.StatusQuarantine || !strings.Contains(m.HoldReason, "subject says quarantine") || len(m.Trace) != 4 || m.Trace[3].Hook != "data" || m.Trace[3].Action != verdict.Quarantine {
 		t.Fatalf("quarantined message = %+v, %v", m, err)
 	}
 	sendSubject(t, c, "discard", "250")

@@ -11,6 +11,7 @@ import (
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 // fakeRelay routes corp.test; its next hop knows bob, does not know
@@ -69,9 +70,9 @@ func TestRoutedDomain(t *testing.T) {
 func TestRelayNetworks(t *testing.T) {
 	set := pipeline.NewSet(
 		&pipeline.Pipeline{Name: "inbound", Hostname: "mx.example.test", Stages: []*pipeline.Stage{{
-			Name: "in", Filter: subjectFilter{}, Hooks: map[string]bool{pipeline.HookData: true}, Timeout: 5 * time.Second, OnError: "tempfail"}}},
+			Name: "in", Filter: subjectFilter{}, Hooks: map[verdict.Hook]bool{verdict.HookData: true}, Timeout: 5 * time.Second, OnError: "tempfail"}}},
 		&pipeline.Pipeline{Name: "outbound", Hostname: "mx.example.test", Stages: []*pipeline.Stage{{
-			Name: "out", Filter: subjectFilter{}, Hooks: map[string]bool{pipeline.HookData: true}, Timeout: 5 * time.Second, OnError: "tempfail"}}},
+			Name: "out", Filter: subjectFilter{}, Hooks: map[verdict.Hook]bool{verdict.HookData: true}, Timeout: 5 * time.Second, OnError: "tempfail"}}},
 	)
 	e := newServer(t, set, func(c *config.Config) { c.SMTP.RelayNetworks = []string{"127.0.0.0/8"} })
 	c := e.dial(t, KindMX)

@@ -24,8 +24,10 @@ import (
 	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
+	"github.com/sluice-mail/sluice/core/trace"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/header"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 func reply(code, c1, c2, c3 int, msg string) *smtp.SMTPError {
@@ -220,8 +222,8 @@ func (s *session) envelope() *sdk.Envelope {
 
 // hookReply turns a decisive outcome into the SMTP reply.
 func hookReply(o pipeline.Outcome) *smtp.SMTPError {
-	var enh smtp.EnhancedCode
-	if _, err := fmt.Sscanf(o.Enhanced, "%d.%d.%d", &enh[0], &enh[1], &enh[2]); err != nil {
+	enh := smtp.EnhancedCode{o.Enhanced.Class, o.Enhanced.Subject, o.Enhanced.Detail}
+	if o.Enhanced == (verdict.EnhancedCode{}) {
 		enh = smtp.EnhancedCode{o.Code / 100, 0, 0}
 	}
 	return &smtp.SMTPError{Code: o.Code, EnhancedCode: enh, Message: o.Text}
@@ -232,17 +234,17 @@ func hookReply(o pipeline.Outcome) *smtp.SMTPError {
 func (s *session) connectHook() error {
 	p, release := s.pipeline()
 	defer release()
-	if !p.Has(pipeline.HookConnect) {
+	if !p.Has(verdict.HookConnect) {
 		return nil
 	}
 	ctx, done := s.waiting()
 	out := p.Connect(ctx, s.envelope())
 	done()
 	switch out.Action {
-	case pipeline.Reject, pipeline.Tempfail:
+	case verdict.Reject, verdict.Tempfail:
 		s.srv.log.Info("connection refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "helo", s.conn.Hostname(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
 		r := hookReply(out)
-		if out.Action == pipeline.Tempfail {
+		if out.Action == verdict.Tempfail {
 			r.Code = 421
 		}
 		s.closeWith(fmt.Sprintf("%d %d.%d.%d %s", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message))
@@ -421,14 +423,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.tx = tx
 	p, release := s.pipeline()
 	defer release()
-	if p.Has(pipeline.HookMail) {
+	if p.Has(verdict.HookMail) {
 		ctx, done := s.waiting()
 		out := p.Mail(ctx, s.envelope())
 		done()
-		if out.Action == pipeline.Reject || out.Action == pipeline.Tempfail {
+		if out.Action == verdict.Reject || out.Action == verdict.Tempfail {
 			s.tx = nil
 			s.srv.log.Info("sender refused by filter", "listener", string(s.kind), "remote", s.remote.String(), "from", a.String(), "stage", out.Stage, "reason", out.Reason, "result", out.Code)
-			if out.Action == pipeline.Reject {
+			if out.Action == verdict.Reject {
 				return s.fail(hookReply(out))
 			}
 			return hookReply(out)
@@ -496,15 +498,15 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	p, release := s.pipeline()
 	defer release()
-	if p.Has(pipeline.HookRcpt) {
+	if p.Has(verdict.HookRcpt) {
 		ctx, done := s.waiting()
 		out := p.Rcpt(ctx, s.envelope(), a.String())
 		done()
 		switch out.Action {
-		case pipeline.Reject:
+		case verdict.Reject:
 			s.tx.rejected = append(s.tx.rejected, fmt.Sprintf("%s (%d by %s)", a, out.Code, out.Stage))
 			return s.fail(hookReply(out))
-		case pipeline.Tempfail:
+		case verdict.Tempfail:
 			s.tx.rejected = append(s.tx.rejected, fmt.Sprintf("%s (%d by %s)", a, out.Code, out.Stage))
 			return hookReply(out)
 		}
@@ -730,9 +732,9 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	if err := tmp.Flush(); err != nil {
 		return s.spoolFailed(tmp.ID(), err)
 	}
-	out := pipeline.Outcome{Action: pipeline.Continue}
+	out := pipeline.Outcome{Action: verdict.Continue}
 	out.Merge(tx.carry)
-	if p.Has(pipeline.HookData) {
+	if p.Has(verdict.HookData) {
 		hdr, _ := header.Parse(dr.keptHeader())
 		env := s.envelope()
 		env.QueueID = tmp.ID()
@@ -742,10 +744,10 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 		done()
 	}
 	switch out.Action {
-	case pipeline.Reject, pipeline.Tempfail:
+	case verdict.Reject, verdict.Tempfail:
 		s.finish(fmt.Sprintf("%d by filter %s: %s", out.Code, out.Stage, out.Reason))
 		return hookReply(out)
-	case pipeline.Discard:
+	case verdict.Discard:
 		s.finishDiscarded(tmp.ID(), tx, out)
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + tmp.ID()}
 	}
@@ -761,13 +763,13 @@ func (s *session) dataFiltered(r io.Reader, tx *transaction, p *pipeline.Pipelin
 	m.ReturnPath = int64(len(rp))
 	m.Pipeline, m.Score, m.Trace = p.Name, out.Score, out.Trace
 	switch out.Action {
-	case pipeline.Quarantine:
+	case verdict.Quarantine:
 		m.Status = queue.StatusQuarantine
 		m.HoldReason = "quarantined by " + out.Stage
 		if out.Reason != "" {
 			m.HoldReason += ": " + out.Reason
 		}
-	case pipeline.Junk:
+	case verdict.Junk:
 		for i := range m.Rcpts {
 			if m.Rcpts[i].Route == queue.RouteLocal {
 				m.Rcpts[i].Mailbox = "Junk"
@@ -878,7 +880,7 @@ func (s *session) finishAccepted(m *queue.Message) {
 // compactTrace writes a trace on one line for the log, which is the only
 // record of it for mail delivered at once: "spam/data=junk(6.50)
 // clamav/data=continue".
-func compactTrace(trace []pipeline.StageResult) string {
+func compactTrace(trace []trace.StageResult) string {
 	parts := make([]string, 0, len(trace))
 	for _, r := range trace {
 		p := fmt.Sprintf("%s/%s=%s", r.Stage, r.Hook, r.Action)

@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-mail/sluice/plugins/clamav/clamdtest"
 	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
 
@@ -186,12 +187,12 @@ func (f *fakeClamd) waitEnded(t *testing.T, within time.Duration) {
 
 // ---- Helpers.
 
-func start(t *testing.T, config map[string]any) *sdk.Remote {
+func start(t *testing.T, config map[string]any) *host.Remote {
 	t.Helper()
 	return sdktest.Start(t, newScanner(), config)
 }
 
-func check(t *testing.T, r *sdk.Remote, raw string) (sdk.Verdict, error) {
+func check(t *testing.T, r *host.Remote, raw string) (sdk.Verdict, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -381,7 +382,7 @@ func TestLogShape(t *testing.T) {
 
 func TestDescribe(t *testing.T) {
 	info, err := start(t, nil).Describe(context.Background())
-	if err != nil || info.Name != "clamav" || info.Version == "" || !reflect.DeepEqual(info.Hooks, []string{sdk.HookData}) {
+	if err != nil || info.Name != "clamav" || info.Version == "" || !reflect.DeepEqual(info.Hooks, []sdk.Hook{sdk.HookData}) {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/plugins/internal/mailauth"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
 
@@ -162,14 +163,14 @@ func keyCfg(domain, selector string, k testKey) map[string]any {
 	return map[string]any{"domain": domain, "selector": selector, "key_file": k.file}
 }
 
-func start(t testing.TB, keys ...map[string]any) *sdk.Remote {
+func start(t testing.TB, keys ...map[string]any) *host.Remote {
 	t.Helper()
 	return sdktest.Start(t, newFilter(), map[string]any{"keys": keys})
 }
 
 // check runs a message through the filter with env (outbound when nil).
 // The filter never refuses.
-func check(t testing.TB, r *sdk.Remote, raw string, env *sdk.Envelope) sdk.Verdict {
+func check(t testing.TB, r *host.Remote, raw string, env *sdk.Envelope) sdk.Verdict {
 	t.Helper()
 	if env == nil {
 		env = outbound()
@@ -696,7 +697,7 @@ func TestFieldValue(t *testing.T) {
 
 func TestDescribe(t *testing.T) {
 	info, err := start(t, keyCfg("example.com", "s1", stdEd25519(t))).Describe(context.Background())
-	if err != nil || info.Name != "dkim-sign" || strings.Join(info.Hooks, ",") != "data" {
+	if err != nil || info.Name != "dkim-sign" || info.HookList() != "data" {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/plugins/internal/mailauth/authtest"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
 
@@ -29,7 +30,7 @@ type keys struct {
 // setup publishes the test keys: RSA-2048 (its record in two strings),
 // Ed25519, a key that does not match the one signing, an IDN domain's,
 // and selectors that are missing, revoked, failing and timing out.
-func setup(t *testing.T, cfg map[string]any) (*sdk.Remote, keys) {
+func setup(t *testing.T, cfg map[string]any) (*host.Remote, keys) {
 	t.Helper()
 	k := keys{
 		rsa:     authtest.RSAKey(t, "example.org", "rsa"),
@@ -61,7 +62,7 @@ func setup(t *testing.T, cfg map[string]any) (*sdk.Remote, keys) {
 	return sdktest.Start(t, newFilter(), cfg), k
 }
 
-func check(t *testing.T, r *sdk.Remote, raw string) sdk.Verdict {
+func check(t *testing.T, r *host.Remote, raw string) sdk.Verdict {
 	t.Helper()
 	v, err := r.Check(context.Background(), sdktest.Message(t, raw, nil))
 	if err != nil {
@@ -195,7 +196,7 @@ func TestConfigure(t *testing.T) {
 		}
 	}
 	info, err := sdktest.Start(t, newFilter(), nil).Describe(context.Background())
-	if err != nil || info.Name != "dkim" || strings.Join(info.Hooks, ",") != "data" {
+	if err != nil || info.Name != "dkim" || info.HookList() != "data" {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

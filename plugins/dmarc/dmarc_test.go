@@ -11,6 +11,7 @@ import (
 	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/plugins/internal/mailauth/authtest"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
 
@@ -52,7 +53,7 @@ type keys struct {
 	org, sub, strictSub, couk, idn, broken *authtest.Key
 }
 
-func start(t *testing.T, cfg map[string]any, intn func(int) int) (*sdk.Remote, keys) {
+func start(t *testing.T, cfg map[string]any, intn func(int) int) (*host.Remote, keys) {
 	t.Helper()
 	k := keys{
 		org:       authtest.RSAKey(t, "example.org", "rsa"),
@@ -95,7 +96,7 @@ type want struct {
 	from   string // header.from; "" for none
 }
 
-func check(t *testing.T, r *sdk.Remote, name, raw string, e *sdk.Envelope, w want) sdk.Verdict {
+func check(t *testing.T, r *host.Remote, name, raw string, e *sdk.Envelope, w want) sdk.Verdict {
 	t.Helper()
 	v, err := r.Check(context.Background(), sdktest.Message(t, raw, e))
 	if err != nil {
@@ -252,7 +253,7 @@ func TestConfigure(t *testing.T) {
 		}
 	}
 	info, err := sdktest.Start(t, newFilter(), nil).Describe(context.Background())
-	if err != nil || info.Name != "dmarc" || strings.Join(info.Hooks, ",") != "data" {
+	if err != nil || info.Name != "dmarc" || info.HookList() != "data" {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
@@ -42,7 +43,7 @@ TIMEOUT 99.2.0.192.slow.test.
 SERVFAIL spammer.example.broken.test.
 `
 
-func start(t *testing.T, srv *dnstest.Server, cfg map[string]any) *sdk.Remote {
+func start(t *testing.T, srv *dnstest.Server, cfg map[string]any) *host.Remote {
 	t.Helper()
 	cfg["dns_servers"] = []string{srv.Addr}
 	if _, ok := cfg["timeout"]; !ok {
@@ -374,7 +375,7 @@ func TestConfigureRefuses(t *testing.T) {
 func TestDescribe(t *testing.T) {
 	r := sdktest.StartUnconfigured(t, newDNSBL())
 	info, err := r.Describe(context.Background())
-	if err != nil || info.Name != "dnsbl" || strings.Join(info.Hooks, ",") != "connect,mail,data" {
+	if err != nil || info.Name != "dnsbl" || info.HookList() != "connect,mail,data" {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

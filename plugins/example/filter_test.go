@@ -113,7 +113,7 @@ func TestRefusedReloadKeepsConfig(t *testing.T) {
 func TestDescribe(t *testing.T) {
 	r := sdktest.Start(t, newSubjectFilter(), map[string]any{"pattern": `x`})
 	info, err := r.Describe(context.Background())
-	if err != nil || info.Name != "example" || strings.Join(info.Hooks, ",") != "data" {
+	if err != nil || info.Name != "example" || info.HookList() != "data" {
 		t.Errorf("Describe = %+v, %v, want example with the data hook only", info, err)
 	}
 }

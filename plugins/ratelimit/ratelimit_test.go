@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
 
@@ -53,7 +54,7 @@ func newFilter(clk *clock) *rateLimit {
 }
 
 // start serves f configured with cfg and a state directory of its own.
-func start(t *testing.T, f *rateLimit, cfg map[string]any) *sdk.Remote {
+func start(t *testing.T, f *rateLimit, cfg map[string]any) *host.Remote {
 	t.Helper()
 	r := sdktest.Start(t, f, cfg)
 	t.Cleanup(func() { f.Close() }) // before the state directory goes
@@ -61,7 +62,7 @@ func start(t *testing.T, f *rateLimit, cfg map[string]any) *sdk.Remote {
 }
 
 // startIn serves f configured with cfg and the state directory dir.
-func startIn(t *testing.T, f *rateLimit, cfg map[string]any, dir string) *sdk.Remote {
+func startIn(t *testing.T, f *rateLimit, cfg map[string]any, dir string) *host.Remote {
 	t.Helper()
 	r := sdktest.StartUnconfigured(t, f)
 	if err := configureIn(r, cfg, dir); err != nil {
@@ -71,7 +72,7 @@ func startIn(t *testing.T, f *rateLimit, cfg map[string]any, dir string) *sdk.Re
 	return r
 }
 
-func configureIn(r *sdk.Remote, cfg map[string]any, dir string) error {
+func configureIn(r *host.Remote, cfg map[string]any, dir string) error {
 	data, err := json.Marshal(cfg)
 	if err != nil {
 		return err
@@ -105,7 +106,7 @@ type result struct {
 // session sends one message with n recipients as Sluice does: MAIL, then
 // each RCPT (a refused recipient is left out), then DATA when a recipient
 // is left.
-func session(t *testing.T, r *sdk.Remote, base *sdk.Envelope, n int) result {
+func session(t *testing.T, r *host.Remote, base *sdk.Envelope, n int) result {
 	t.Helper()
 	ctx := context.Background()
 	env := *base
@@ -646,7 +647,7 @@ func TestDefaults(t *testing.T) {
 func TestDescribe(t *testing.T) {
 	r := start(t, newFilter(newClock()), nil)
 	info, err := r.Describe(context.Background())
-	if err != nil || info.Name != "ratelimit" || strings.Join(info.Hooks, ",") != "mail,rcpt,data" {
+	if err != nil || info.Name != "ratelimit" || info.HookList() != "mail,rcpt,data" {
 		t.Errorf("Describe = %+v, %v, want ratelimit with the mail, rcpt and data hooks", info, err)
 	}
 }

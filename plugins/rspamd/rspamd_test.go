@@ -438,7 +438,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("defaults = %+v", s)
 	}
 	info, err := sdktest.Start(t, newRspamd(), nil).Describe(context.Background())
-	if err != nil || info.Name != "rspamd" || strings.Join(info.Hooks, ",") != "data" {
+	if err != nil || info.Name != "rspamd" || info.HookList() != "data" {
 		t.Errorf("Describe = %+v, %v", info, err)
 	}
 }

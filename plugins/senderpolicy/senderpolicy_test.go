@@ -272,7 +272,7 @@ func TestRefusedReloadKeepsConfig(t *testing.T) {
 func TestDescribe(t *testing.T) {
 	r := sdktest.Start(t, newSenderPolicy(), nil)
 	info, err := r.Describe(context.Background())
-	if err != nil || info.Name != "senderpolicy" || strings.Join(info.Hooks, ",") != "mail,data" {
+	if err != nil || info.Name != "senderpolicy" || info.HookList() != "mail,data" {
 		t.Errorf("Describe = %+v, %v, want senderpolicy with the mail and data hooks", info, err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/proctest"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
@@ -109,7 +110,7 @@ func TestLiveLockIsNamed(t *testing.T) {
 }
 
 // unconfigured serves a new scorer that is not configured yet.
-func unconfigured(t *testing.T) *sdk.Remote {
+func unconfigured(t *testing.T) *host.Remote {
 	sc := newScorer()
 	r := sdktest.StartUnconfigured(t, sc)
 	t.Cleanup(func() {

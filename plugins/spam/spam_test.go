@@ -20,18 +20,19 @@ import (
 
 	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 )
 
 // newRemote serves a new scorer over the real plugin protocol, configured
 // with cfg and a state directory of its own (sdktest.Start sends none).
-func newRemote(t *testing.T, cfg map[string]any) *sdk.Remote {
+func newRemote(t *testing.T, cfg map[string]any) *host.Remote {
 	t.Helper()
 	r, _ := newRemoteIn(t, t.TempDir(), cfg)
 	return r
 }
 
-func newRemoteIn(t *testing.T, dir string, cfg map[string]any) (*sdk.Remote, *scorer) {
+func newRemoteIn(t *testing.T, dir string, cfg map[string]any) (*host.Remote, *scorer) {
 	t.Helper()
 	sc := newScorer()
 	r := sdktest.StartUnconfigured(t, sc)
@@ -49,7 +50,7 @@ func newRemoteIn(t *testing.T, dir string, cfg map[string]any) (*sdk.Remote, *sc
 	return r, sc
 }
 
-func configure(r *sdk.Remote, dir string, cfg map[string]any) error {
+func configure(r *host.Remote, dir string, cfg map[string]any) error {
 	data := []byte("{}")
 	if cfg != nil {
 		data, _ = json.Marshal(cfg)
@@ -70,7 +71,7 @@ func message(t *testing.T, raw string, env *sdk.Envelope) *sdk.Message {
 	return msg
 }
 
-func check(t *testing.T, r *sdk.Remote, raw string) sdk.Verdict {
+func check(t *testing.T, r *host.Remote, raw string) sdk.Verdict {
 	t.Helper()
 	v, err := r.Check(context.Background(), message(t, raw, nil))
 	if err != nil {
@@ -168,7 +169,7 @@ func viewToken(sc *scorer, tok string, s, h *uint32) error {
 func TestDescribe(t *testing.T) {
 	r := newRemote(t, nil)
 	info, err := r.Describe(context.Background())
-	if err != nil || info.Name != "spam" || info.Version != version || strings.Join(info.Hooks, ",") != "data,learn" {
+	if err != nil || info.Name != "spam" || info.Version != version || info.HookList() != "data,learn" {
 		t.Fatalf("Describe = %+v, %v", info, err)
 	}
 }
@@ -410,7 +411,7 @@ func corpusMessage(spam bool, i int) string {
 		i, subj, i, i, spam, b.String(), i)
 }
 
-func learn(t *testing.T, r *sdk.Remote, raw string, spam bool) {
+func learn(t *testing.T, r *host.Remote, raw string, spam bool) {
 	t.Helper()
 	if err := r.Learn(context.Background(), sdktest.Message(t, raw, nil), spam); err != nil {
 		t.Fatalf("Learn: %v", err)
@@ -437,7 +438,7 @@ func TestLearnMovesBayes(t *testing.T) {
 	}
 }
 
-func untrainedDetail(t *testing.T, r *sdk.Remote) string {
+func untrainedDetail(t *testing.T, r *host.Remote) string {
 	t.Helper()
 	s, ok := symbol(check(t, r, clean), symUntrained)
 	if !ok {

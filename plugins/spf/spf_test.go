@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-mail/sluice/plugins/internal/docref"
 	"github.com/sluice-mail/sluice/plugins/internal/mailauth/authtest"
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 	"github.com/sluice-mail/sluice/sdk/sdktest"
 	"github.com/sluice-mail/sluice/sdk/sdktest/dnstest"
 )
@@ -60,7 +61,7 @@ TIMEOUT timeout.example.org.
 	return b.String()
 }
 
-func start(t *testing.T, cfg map[string]any) (*sdk.Remote, *dnstest.Server) {
+func start(t *testing.T, cfg map[string]any) (*host.Remote, *dnstest.Server) {
 	t.Helper()
 	srv := authtest.StartDNS(t, zone())
 	if cfg == nil {

@@ -11,26 +11,28 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/sluice-mail/sluice/sdk"
+	"github.com/sluice-mail/sluice/sdk/host"
 )
 
 // Start serves f in this process over gRPC, describes it and configures it
 // with config (marshalled to JSON; nil for none) and a state directory in
 // t.TempDir(), and returns the host's side. The connection is closed when
 // the test ends.
-func Start(t testing.TB, f sdk.Filter, config any) *sdk.Remote {
+func Start(t testing.TB, f sdk.Filter, config any) *host.Remote {
 	t.Helper()
 	r, info := start(t, f)
 	if err := configure(r, config, t.TempDir()); err != nil {
 		t.Fatalf("sdktest: Configure: %v", err)
 	}
 	want := sdk.Hooks(f)
-	if strings.Join(info.Hooks, ",") != strings.Join(want, ",") {
+	if !slices.Equal(info.Hooks, want) {
 		t.Fatalf("sdktest: Describe says hooks %v, the filter implements %v", info.Hooks, want)
 	}
 	return r
@@ -38,20 +40,20 @@ func Start(t testing.TB, f sdk.Filter, config any) *sdk.Remote {
 
 // StartUnconfigured is Start without the Configure call, for testing how a
 // filter refuses a configuration.
-func StartUnconfigured(t testing.TB, f sdk.Filter) *sdk.Remote {
+func StartUnconfigured(t testing.TB, f sdk.Filter) *host.Remote {
 	t.Helper()
 	r, _ := start(t, f)
 	return r
 }
 
-func start(t testing.TB, f sdk.Filter) (*sdk.Remote, sdk.Info) {
-	client, _ := plugin.TestPluginGRPCConn(t, false, sdk.PluginSetFor(f))
+func start(t testing.TB, f sdk.Filter) (*host.Remote, host.Info) {
+	client, _ := plugin.TestPluginGRPCConn(t, false, host.PluginSetFor(f))
 	t.Cleanup(func() { client.Close() })
-	raw, err := client.Dispense(sdk.PluginName)
+	raw, err := client.Dispense(host.PluginName)
 	if err != nil {
 		t.Fatalf("sdktest: %v", err)
 	}
-	r := raw.(*sdk.Remote)
+	r := raw.(*host.Remote)
 	info, err := r.Describe(context.Background())
 	if err != nil {
 		t.Fatalf("sdktest: Describe: %v", err)
@@ -62,9 +64,9 @@ func start(t testing.TB, f sdk.Filter) (*sdk.Remote, sdk.Info) {
 // Configure sends config (marshalled to JSON; nil for none) to a filter
 // started with StartUnconfigured. The stage has no state directory; use
 // r.Configure directly to give it one.
-func Configure(r *sdk.Remote, config any) error { return configure(r, config, "") }
+func Configure(r *host.Remote, config any) error { return configure(r, config, "") }
 
-func configure(r *sdk.Remote, config any, stateDir string) error {
+func configure(r *host.Remote, config any, stateDir string) error {
 	data := []byte("{}")
 	if config != nil {
 		var err error

@@ -30,6 +30,7 @@ import (
 
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/internal/pluginpb"
+	"github.com/sluice-mail/sluice/sdk/internal/wire"
 )
 
 type server struct {
@@ -37,7 +38,7 @@ type server struct {
 }
 
 func (server) Describe(context.Context, *pluginpb.DescribeRequest) (*pluginpb.DescribeResponse, error) {
-	return &pluginpb.DescribeResponse{Name: "faulty", Version: "1", Hooks: []string{sdk.HookConnect, sdk.HookData}}, nil
+	return &pluginpb.DescribeResponse{Name: "faulty", Version: "1", Hooks: wire.HooksToPB([]sdk.Hook{sdk.HookConnect, sdk.HookData})}, nil
 }
 
 func (server) Configure(_ context.Context, req *pluginpb.ConfigureRequest) (*pluginpb.ConfigureResponse, error) {
@@ -111,10 +112,9 @@ func (grpcPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientCo
 }
 
 func main() {
-	handshake, _ := sdk.HostConfig()
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: handshake,
-		Plugins:         plugin.PluginSet{sdk.PluginName: grpcPlugin{}},
+		HandshakeConfig: wire.Handshake,
+		Plugins:         plugin.PluginSet{wire.PluginName: grpcPlugin{}},
 		GRPCServer:      plugin.DefaultGRPCServer,
 	})
 }

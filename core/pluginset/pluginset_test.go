@@ -1,4 +1,4 @@
-package pipeline
+package pluginset
 
 import (
 	"context"
@@ -14,14 +14,16 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/pipeline"
 	"github.com/sluice-mail/sluice/sdk"
 	"github.com/sluice-mail/sluice/sdk/proctest"
+	"github.com/sluice-mail/sluice/sdk/verdict"
 )
 
 var pluginDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "pipeline-")
+	dir, err := os.MkdirTemp("", "pluginset-")
 	if err != nil {
 		panic(err)
 	}
@@ -46,6 +48,22 @@ func setConfig(t *testing.T, yml string) *config.Config {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+const raw = "Subject: test\r\n\r\nbody\r\n"
+
+func runData(p *pipeline.Pipeline) pipeline.Outcome {
+	open := func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(raw)), nil }
+	return p.Data(context.Background(), &sdk.Envelope{}, sdk.Header{{Name: "Subject", Value: "test"}}, int64(len(raw)), open)
+}
+
+func actions(t *testing.T, o pipeline.Outcome) string {
+	t.Helper()
+	var parts []string
+	for _, r := range o.Trace {
+		parts = append(parts, r.Stage+"="+r.Action.String())
+	}
+	return o.Action.String() + " [" + strings.Join(parts, " ") + "]"
+}
+
 func TestBuildAndReload(t *testing.T) {
 	c := setConfig(t, `
 pipelines:
@@ -59,27 +77,27 @@ pipelines:
       max_concurrency: 3
       queue_timeout: 45s
 `)
-	h := NewHolder(nil)
-	if err := h.Reload(context.Background(), c, quiet(), BuildOptions{}, time.Second); err != nil {
+	h := pipeline.NewHolder(nil)
+	if err := Reload(context.Background(), h, c, quiet(), Options{}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close(time.Second)
 	set, release := h.Acquire()
 	in := set.Get("inbound")
-	if len(in.Stages) != 2 || !in.Stages[0].Hooks[HookConnect] || in.Stages[1].Hooks[HookConnect] || !in.Stages[1].Hooks[HookData] {
+	if len(in.Stages) != 2 || !in.Stages[0].Hooks[verdict.HookConnect] || in.Stages[1].Hooks[verdict.HookConnect] || !in.Stages[1].Hooks[verdict.HookData] {
 		t.Fatalf("stages = %+v %+v", in.Stages[0], in.Stages[1])
 	}
 	if s := in.Stages[1]; s.MaxConcurrency != 3 || s.QueueTimeout != 45*time.Second || in.Stages[0].MaxConcurrency != 0 {
 		t.Errorf("max_concurrency, queue_timeout = %d, %v; want 3, 45s (and no limit on the other stage)", s.MaxConcurrency, s.QueueTimeout)
 	}
 	o := runData(in)
-	if o.Action != Continue || len(o.Trace) != 2 || o.Score != 2 {
+	if o.Action != verdict.Continue || len(o.Trace) != 2 || o.Score != 2 {
 		t.Errorf("Data = %s score %v", actions(t, o), o.Score)
 	}
 	if out := set.Get("outbound"); len(out.Stages) != 0 {
 		t.Errorf("outbound = %+v, want no stages", out)
 	}
-	plugins := set.Plugins()
+	plugins := Plugins(set)
 	keepPID, changePID := plugins["inbound/keep"].PID(), plugins["inbound/change"].PID()
 	release()
 
@@ -94,12 +112,12 @@ pipelines:
       config: {version: 2}
 `)
 	c2.DataDir = c.DataDir // the state directories are part of what a stage is
-	if err := h.Reload(context.Background(), c2, quiet(), BuildOptions{}, time.Second); err != nil {
+	if err := Reload(context.Background(), h, c2, quiet(), Options{}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	set2, release2 := h.Acquire()
 	defer release2()
-	p2 := set2.Plugins()
+	p2 := Plugins(set2)
 	if p2["inbound/keep"].PID() != keepPID {
 		t.Errorf("unchanged stage restarted on reload: pid %d, was %d", p2["inbound/keep"].PID(), keepPID)
 	}
@@ -113,13 +131,13 @@ pipelines:
 	if syscall.Kill(changePID, 0) == nil {
 		t.Errorf("the replaced plugin (pid %d) still runs", changePID)
 	}
-	if o := runData(set2.Get("inbound")); o.Action != Continue {
+	if o := runData(set2.Get("inbound")); o.Action != verdict.Continue {
 		t.Errorf("after reload: %s", actions(t, o))
 	}
 
 	// A bad configuration is refused and the current set stays.
 	bad := setConfig(t, "pipelines:\n  inbound:\n    - plugin: faulty\n      config: {refuse: true}\n")
-	err := h.Reload(context.Background(), bad, quiet(), BuildOptions{}, time.Second)
+	err := Reload(context.Background(), h, bad, quiet(), Options{}, time.Second)
 	if err == nil || !strings.Contains(err.Error(), "refused as asked") {
 		t.Errorf("Reload(bad) = %v", err)
 	}
@@ -141,8 +159,8 @@ pipelines:
       timeout: 500ms
       on_error: tempfail
 `)
-	h := NewHolder(nil)
-	if err := h.Reload(context.Background(), c, quiet(), BuildOptions{}, time.Second); err != nil {
+	h := pipeline.NewHolder(nil)
+	if err := Reload(context.Background(), h, c, quiet(), Options{}, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close(time.Second)
@@ -152,12 +170,12 @@ pipelines:
 			return io.NopCloser(strings.NewReader("Subject: " + subject + "\r\n\r\nx\r\n")), nil
 		}
 		o := in.Data(context.Background(), &sdk.Envelope{}, sdk.Header{{Name: "Subject", Value: subject}}, 10, open)
-		if o.Action != Tempfail || o.Code != 451 {
+		if o.Action != verdict.Tempfail || o.Code != 451 {
 			t.Errorf("%s: outcome %s %d", subject, actions(t, o), o.Code)
 		}
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			if o := runData(in); o.Action == Continue {
+			if o := runData(in); o.Action == verdict.Continue {
 				break
 			}
 			if time.Now().After(deadline) {

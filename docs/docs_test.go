@@ -4,6 +4,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -221,5 +222,61 @@ func TestLayering(t *testing.T) {
 	})
 	if files == 0 {
 		t.Error("no Go files looked at")
+	}
+}
+
+// TestPackageList keeps the package list of architecture.md true: every
+// core package (but core/internal) has its line, and the line's "Imports"
+// names exactly what the package's non-test code imports of Sluice.
+func TestPackageList(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(root, "docs", "architecture.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile("(?m)^- `(core/[a-z0-9/]+)`: .* Imports (.*)\\.$")
+	documented := map[string]string{}
+	for _, m := range line.FindAllStringSubmatch(string(data), -1) {
+		documented[m[1]] = m[2]
+	}
+	actual := map[string]map[string]bool{}
+	repoFiles(t, func(path string, data []byte) {
+		if !strings.HasPrefix(path, "core/") || strings.HasPrefix(path, "core/internal/") ||
+			!strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, data, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkg := filepath.ToSlash(filepath.Dir(path))
+		if actual[pkg] == nil {
+			actual[pkg] = map[string]bool{}
+		}
+		for _, imp := range f.Imports {
+			if rest, ours := strings.CutPrefix(strings.Trim(imp.Path.Value, `"`), module); ours {
+				actual[pkg][rest] = true
+			}
+		}
+	})
+	if len(actual) == 0 {
+		t.Fatal("no core package found")
+	}
+	for pkg, imports := range actual {
+		want := "nothing"
+		if len(imports) > 0 {
+			want = strings.Join(slices.Sorted(maps.Keys(imports)), ", ")
+		}
+		got, ok := documented[pkg]
+		switch {
+		case !ok:
+			t.Errorf("docs/architecture.md has no line for %s (it imports %s)", pkg, want)
+		case got != want:
+			t.Errorf("docs/architecture.md: %s imports %s, not %s", pkg, want, got)
+		}
+	}
+	for pkg := range documented {
+		if actual[pkg] == nil {
+			t.Errorf("docs/architecture.md lists %s, which does not exist", pkg)
+		}
 	}
 }

@@ -100,6 +100,7 @@ func FuzzDataReader(f *testing.F) {
 	for _, s := range []string{
 		"", "Subject: x\r\n\r\nbody\r\n", "a\nb", "a\rb", "Received: x\r\nReceived: y\r\n\r\n",
 		"\r\n.\r\n", "x\r\n\n.\n", "\r\r\n", strings.Repeat("Received: z\r\n", 60),
+		"a\r\n..b\r\n", "x\r", strings.Repeat("Received: z\r\n", 50) + "\r\n", "Subject x\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}

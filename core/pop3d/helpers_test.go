@@ -278,21 +278,6 @@ func (c *rawConn) closed() {
 	c.t.Fatalf("connection still talking, want it closed")
 }
 
-// startTLSAfterReply starts TLS once the +OK to STLS has been read.
-func (c *rawConn) startTLSAfterReply(cfg *tls.Config) {
-	c.t.Helper()
-	if c.r.Buffered() > 0 {
-		c.t.Fatalf("server sent %d bytes after the +OK to STLS", c.r.Buffered())
-	}
-	tc := tls.Client(c.conn, cfg)
-	tc.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := tc.Handshake(); err != nil {
-		c.t.Fatalf("TLS handshake: %v", err)
-	}
-	tc.SetDeadline(time.Time{})
-	c.conn, c.r = tc, bufio.NewReader(tc)
-}
-
 func plainResponse(authz, user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte(authz + "\x00" + user + "\x00" + pass))
 }

@@ -90,10 +90,10 @@ func Main(m *testing.M, o Options) {
 			os.Exit(0)
 		}
 	}
-	os.Exit(main(m, o))
+	os.Exit(runMain(m, o))
 }
 
-func main(m *testing.M, o Options) int {
+func runMain(m *testing.M, o Options) int {
 	if o.Setup != nil {
 		dir, err := os.MkdirTemp("", "proctest-")
 		if err != nil {
@@ -102,7 +102,7 @@ func main(m *testing.M, o Options) int {
 		}
 		defer os.RemoveAll(dir)
 		if err := o.Setup(dir); err != nil {
-			fmt.Fprintf(os.Stderr, "proctest: set-up: %v\n", err)
+			fmt.Fprintf(os.Stderr, "FAIL: set-up: %v\n", err)
 			return 1
 		}
 	}

@@ -21,11 +21,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if path := os.Getenv("SDK_TEST_HOST"); path != "" {
-		runHost(path)
-		return
-	}
-	os.Exit(proctest.Run(m))
+	proctest.Main(m, proctest.Options{Helpers: map[string]func(string){"SDK_TEST_HOST": runHost}})
 }
 
 // runHost is the test binary run as a plain go-plugin host, not Sluice's

@@ -32,27 +32,19 @@ var testPlugins = map[string]string{
 }
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sluice-bin-")
-	if err != nil {
-		panic(err)
-	}
-	sluiceBin = filepath.Join(dir, "sluice")
-	out, err := exec.Command("go", "build", "-race", "-o", sluiceBin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building sluice: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	// The plugins live beside the binary, where sluice looks for them.
-	for name, pkg := range testPlugins {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "plugins", name), pkg).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "building plugin %s: %v\n%s", name, err, out)
-			os.Exit(1)
+	proctest.Main(m, proctest.Options{Setup: func(dir string) error {
+		sluiceBin = filepath.Join(dir, "sluice")
+		if err := proctest.Build(sluiceBin, ".", "-race"); err != nil {
+			return err
 		}
-	}
-	code := proctest.Run(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
+		// The plugins live beside the binary, where sluice looks for them.
+		for name, pkg := range testPlugins {
+			if err := proctest.Build(filepath.Join(dir, "plugins", name), pkg); err != nil {
+				return err
+			}
+		}
+		return nil
+	}})
 }
 
 // instance is one sluice process with its own data directory and ports.

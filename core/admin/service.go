@@ -133,16 +133,6 @@ var methods = map[string]method{
 	"verify":             (*Service).verify,
 }
 
-// Methods lists the method names.
-func Methods() []string {
-	var out []string
-	for m := range methods {
-		out = append(out, m)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // Call implements Caller by running the method in this process. params is
 // marshalled to JSON and the result unmarshalled into result, exactly as
 // over the socket, so both paths see the same types.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -721,12 +722,9 @@ func TestMethodsCovered(t *testing.T) {
 	for _, tc := range adminCases {
 		called[tc.method] = true
 	}
-	for _, m := range Methods() {
+	for _, m := range slices.Sorted(maps.Keys(methods)) {
 		if !called[m] {
 			t.Errorf("no case calls %s", m)
 		}
-	}
-	if n := len(Methods()); n != len(methods) || !slices.IsSorted(Methods()) {
-		t.Errorf("Methods() lists %d of %d methods, or not in order", n, len(methods))
 	}
 }

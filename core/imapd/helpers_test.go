@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-mail/sluice/core/mimelimit"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 // Test accounts.
@@ -36,26 +37,29 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	for _, pw := range []string{alicePass, bobPass} {
-		h, err := auth.HashPassword(pw)
-		if err != nil {
-			panic(err)
-		}
-		testHashes[pw] = h
-	}
-	certPEM, keyPEM, err := tlscert.SelfSigned("mx.example.test")
-	if err != nil {
-		panic(err)
-	}
-	if testCert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	if n := Panics(); n > 0 {
-		fmt.Fprintf(os.Stderr, "FAIL: %d panics were recovered in IMAP sessions during the tests\n", n)
-		code = 1
-	}
-	os.Exit(code)
+	proctest.Main(m, proctest.Options{
+		Setup: func(string) error {
+			for _, pw := range []string{alicePass, bobPass} {
+				h, err := auth.HashPassword(pw)
+				if err != nil {
+					return err
+				}
+				testHashes[pw] = h
+			}
+			certPEM, keyPEM, err := tlscert.SelfSigned("mx.example.test")
+			if err != nil {
+				return err
+			}
+			testCert, err = tls.X509KeyPair(certPEM, keyPEM)
+			return err
+		},
+		After: func() error {
+			if n := Panics(); n > 0 {
+				return fmt.Errorf("%d panics were recovered in IMAP sessions during the tests", n)
+			}
+			return nil
+		},
+	})
 }
 
 // learnCall is one call of the test's Learn function.

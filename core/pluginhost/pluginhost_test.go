@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -28,22 +27,13 @@ func TestMain(m *testing.M) {
 	if len(os.Args) == 2 && os.Args[1] == LauncherArg {
 		os.Exit(RunLauncher())
 	}
-	if path := os.Getenv("PLUGINHOST_TEST_HOST"); path != "" {
-		runHost(path)
-		return
-	}
-	dir, err := os.MkdirTemp("", "pluginhost-")
-	if err != nil {
-		panic(err)
-	}
-	faultyBin = filepath.Join(dir, "faulty")
-	if out, err := exec.Command("go", "build", "-o", faultyBin, "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the faulty plugin: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := proctest.Run(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
+	proctest.Main(m, proctest.Options{
+		Helpers: map[string]func(string){"PLUGINHOST_TEST_HOST": runHost},
+		Setup: func(dir string) error {
+			faultyBin = filepath.Join(dir, "faulty")
+			return proctest.Build(faultyBin, "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty")
+		},
+	})
 }
 
 func testLog(t *testing.T) *slog.Logger {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -23,18 +21,10 @@ import (
 var pluginDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "pluginset-")
-	if err != nil {
-		panic(err)
-	}
-	pluginDir = dir
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "faulty"), "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the faulty plugin: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := proctest.Run(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
+	proctest.Main(m, proctest.Options{Setup: func(dir string) error {
+		pluginDir = dir
+		return proctest.Build(filepath.Join(dir, "faulty"), "github.com/sluice-mail/sluice/sdk/internal/testplugins/faulty")
+	}})
 }
 
 func setConfig(t *testing.T, yml string) *config.Config {

@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 // Test accounts.
@@ -34,27 +35,29 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	for _, pw := range []string{alicePass, bobPass} {
-		h, err := auth.HashPassword(pw)
-		if err != nil {
-			panic(err)
-		}
-		testHashes[pw] = h
-	}
-	certPEM, keyPEM, err := tlscert.SelfSigned("mx.example.test")
-	if err != nil {
-		panic(err)
-	}
-	testCert, err = tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	if n := Panics(); n > 0 {
-		fmt.Fprintf(os.Stderr, "FAIL: %d panics were recovered in POP3 sessions during the tests\n", n)
-		code = 1
-	}
-	os.Exit(code)
+	proctest.Main(m, proctest.Options{
+		Setup: func(string) error {
+			for _, pw := range []string{alicePass, bobPass} {
+				h, err := auth.HashPassword(pw)
+				if err != nil {
+					return err
+				}
+				testHashes[pw] = h
+			}
+			certPEM, keyPEM, err := tlscert.SelfSigned("mx.example.test")
+			if err != nil {
+				return err
+			}
+			testCert, err = tls.X509KeyPair(certPEM, keyPEM)
+			return err
+		},
+		After: func() error {
+			if n := Panics(); n > 0 {
+				return fmt.Errorf("%d panics were recovered in POP3 sessions during the tests", n)
+			}
+			return nil
+		},
+	})
 }
 
 // testEnv is a running server with its store.
@@ -275,21 +278,6 @@ func (c *rawConn) closed() {
 		}
 	}
 	c.t.Fatalf("connection still talking, want it closed")
-}
-
-// startTLSAfterReply starts TLS once the +OK to STLS has been read.
-func (c *rawConn) startTLSAfterReply(cfg *tls.Config) {
-	c.t.Helper()
-	if c.r.Buffered() > 0 {
-		c.t.Fatalf("server sent %d bytes after the +OK to STLS", c.r.Buffered())
-	}
-	tc := tls.Client(c.conn, cfg)
-	tc.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := tc.Handshake(); err != nil {
-		c.t.Fatalf("TLS handshake: %v", err)
-	}
-	tc.SetDeadline(time.Time{})
-	c.conn, c.r = tc, bufio.NewReader(tc)
 }
 
 func plainResponse(authz, user, pass string) string {

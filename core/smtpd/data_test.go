@@ -104,6 +104,7 @@ func FuzzDataReader(f *testing.F) {
 		"", "Subject: x\r\n\r\nbody\r\n", "a\nb", "a\rb", "Received: x\r\nReceived: y\r\n\r\n",
 		"\r\n.\r\n", "x\r\n\n.\n", "\r\r\n", strings.Repeat("Received: z\r\n", 60),
 		"From : a\r\nTo\t:b\r\n\r\n", "A: 1\r\n \r\n\tc\r\n\r\nbody", ": x\r\n", " A: 1\r\n", "A: 1\r\nB C: 2\r\n", "A: 1",
+		"a\r\n..b\r\n", "x\r", strings.Repeat("Received: z\r\n", 50) + "\r\n", "Subject x\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}

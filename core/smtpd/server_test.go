@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
+	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
 // Test accounts.
@@ -50,27 +51,29 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	for _, pw := range []string{alicePass, bobPass} {
-		h, err := auth.HashPassword(pw)
-		if err != nil {
-			panic(err)
-		}
-		testHashes[pw] = h
-	}
-	certPEM, keyPEM, err := tlscert.SelfSigned("mx.example.test")
-	if err != nil {
-		panic(err)
-	}
-	testCert, err = tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	if n := Panics(); n > 0 {
-		fmt.Fprintf(os.Stderr, "FAIL: %d panics were recovered in SMTP sessions during the tests\n", n)
-		code = 1
-	}
-	os.Exit(code)
+	proctest.Main(m, proctest.Options{
+		Setup: func(string) error {
+			for _, pw := range []string{alicePass, bobPass} {
+				h, err := auth.HashPassword(pw)
+				if err != nil {
+					return err
+				}
+				testHashes[pw] = h
+			}
+			certPEM, keyPEM, err := tlscert.SelfSigned("mx.example.test")
+			if err != nil {
+				return err
+			}
+			testCert, err = tls.X509KeyPair(certPEM, keyPEM)
+			return err
+		},
+		After: func() error {
+			if n := Panics(); n > 0 {
+				return fmt.Errorf("%d panics were recovered in SMTP sessions during the tests", n)
+			}
+			return nil
+		},
+	})
 }
 
 // testConfig is the configuration of newServer, with limits small enough

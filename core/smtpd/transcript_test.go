@@ -1,99 +1,45 @@
 package smtpd
 
 import (
-	"bufio"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
+	"crypto/tls"
+	"fmt"
+	"net"
 	"testing"
-	"time"
+
+	"github.com/sluice-mail/sluice/core/internal/transcript"
 )
 
-// TestTranscripts walks testdata/transcripts. Each file is one session
-// against a fresh server (see newServer), one directive per line:
+// TestTranscripts walks testdata/transcripts: each file is one session
+// against a fresh server (see newServer), in the format of
+// core/internal/transcript. The one setting:
 //
-//	# comment
-//	listener: mx | submission | submissions   (first, optional; default mx)
-//	C: text      send text and CRLF ("C:" alone sends an empty line)
-//	R: "quoted"  send the Go-quoted bytes exactly as they are
-//	S: prefix    read one reply; it must start with prefix
-//	S: closed    the server must close the connection
-//	TLS          start TLS on the connection (after the 220 to STARTTLS)
-//	SLEEP 100ms  pause
+//	listener: mx | submission | submissions   (default mx)
 //
-// Replies are matched on their code and, when given, enhanced code: the
-// texts are free to change.
+// Replies are matched on their code and, when given, enhanced code (S:
+// matches the last line of a multi-line reply): the texts are free to
+// change.
 func TestTranscripts(t *testing.T) {
-	files, err := filepath.Glob("testdata/transcripts/*.txt")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no transcripts: %v", err)
-	}
-	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
-			t.Parallel()
-			runTranscript(t, f)
-		})
-	}
+	transcript.Run(t, "testdata/transcripts/*.txt", func(t *testing.T) transcript.Server {
+		return &transcriptServer{t: t, kind: KindMX}
+	}, transcript.Options{Continued: func(l string) bool { return len(l) >= 4 && l[3] == '-' }})
 }
 
-func runTranscript(t *testing.T, file string) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
+// transcriptServer is a transcript's server, started at the first line of
+// the session.
+type transcriptServer struct {
+	t    *testing.T
+	kind Kind
+}
+
+func (s *transcriptServer) Set(key, value string) error {
+	if key != "listener" {
+		return fmt.Errorf("unknown setting %q", key)
 	}
-	e := newServer(t)
-	var c *rawConn
-	sc := bufio.NewScanner(strings.NewReader(string(data)))
-	sc.Buffer(nil, 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		where := file + ":" + strconv.Itoa(n)
-		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if c == nil {
-			kind := KindMX
-			if k, ok := strings.CutPrefix(line, "listener: "); ok {
-				kind = Kind(strings.TrimSpace(k))
-				c = e.dial(t, kind)
-				continue
-			}
-			c = e.dial(t, kind)
-		}
-		switch {
-		case line == "C:":
-			c.send("\r\n")
-		case strings.HasPrefix(line, "C: "):
-			c.send(line[3:] + "\r\n")
-		case strings.HasPrefix(line, "R: "):
-			raw, err := strconv.Unquote(strings.TrimSpace(line[3:]))
-			if err != nil {
-				t.Fatalf("%s: bad quoted string: %v", where, err)
-			}
-			c.send(raw)
-		case strings.HasPrefix(line, "S: "):
-			want := strings.TrimSpace(line[3:])
-			got := c.reply()
-			if want == "closed" {
-				// Whatever the server said last, it must then hang up.
-				for got != "closed" && got != "timeout" && len(got) > 0 && got[0] >= '2' && got[0] <= '5' {
-					got = c.reply()
-				}
-			}
-			if !strings.HasPrefix(got, want) {
-				t.Fatalf("%s: reply %q, want %q", where, got, want)
-			}
-		case line == "TLS":
-			c.startTLSAfterReply(e.tls)
-		case strings.HasPrefix(line, "SLEEP "):
-			d, err := time.ParseDuration(strings.TrimSpace(line[6:]))
-			if err != nil {
-				t.Fatalf("%s: %v", where, err)
-			}
-			time.Sleep(d)
-		default:
-			t.Fatalf("%s: unknown directive %q", where, line)
-		}
-	}
+	s.kind = Kind(value)
+	return nil
+}
+
+func (s *transcriptServer) Dial() (net.Conn, *tls.Config, error) {
+	e := newServer(s.t)
+	return e.dial(s.t, s.kind).conn, e.tls, nil
 }

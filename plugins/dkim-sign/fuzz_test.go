@@ -81,6 +81,9 @@ func FuzzReadHeader(f *testing.F) {
 	f.Add("A: b\r\n c\r\n\r\nbody")
 	f.Add("A: b")
 	f.Add("\r\n")
+	f.Add("A: b\rB: c\r\n\r\n")
+	f.Add("A: b\n \n\nbody\n")
+	f.Add("body only, no colon\r\n\r\n")
 	f.Fuzz(func(t *testing.T, raw string) {
 		h, err := readHeader(bufio.NewReaderSize(strings.NewReader(raw), 16))
 		if err != nil {

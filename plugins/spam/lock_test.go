@@ -20,11 +20,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if path := os.Getenv("SPAM_TEST_HOLD"); path != "" {
-		holdDB(path)
-		return
-	}
-	os.Exit(proctest.Run(m))
+	proctest.Main(m, proctest.Options{Helpers: map[string]func(string){"SPAM_TEST_HOLD": holdDB}})
 }
 
 // holdDB is the test binary run as a spam plugin that keeps the database

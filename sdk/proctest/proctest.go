@@ -8,6 +8,14 @@
 // them a grace period to exit, and fails the run with a list of those
 // that remain (killing them, so that one failed run does not spoil the
 // next).
+//
+// Main is the whole TestMain of a package whose tests need nothing else:
+//
+//	func TestMain(m *testing.M) { proctest.Main(m, proctest.Options{}) }
+//
+// and its Options add what some packages need: a helper process mode,
+// set-up in a directory of its own (Build builds the programs the tests
+// run) and a check after the tests.
 package proctest
 
 import (
@@ -16,6 +24,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,8 +43,12 @@ const Grace = 15 * time.Second
 // carrying the mark is left. It returns the exit code for os.Exit: m.Run's,
 // or 1 if processes were left behind.
 func Run(m *testing.M) int {
+	return run(m.Run)
+}
+
+func run(tests func() int) int {
 	mark := Mark()
-	code := m.Run()
+	code := tests()
 	if left := Wait(mark, Grace); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "proctest: %d processes started by the tests are still running %v after them:\n", len(left), Grace)
 		for _, p := range left {
@@ -45,6 +58,75 @@ func Run(m *testing.M) int {
 		return 1
 	}
 	return code
+}
+
+// Options adds to Main what a package's tests need besides the check.
+// The zero value adds nothing.
+type Options struct {
+	// Helpers maps an environment variable to a function that the test
+	// binary runs instead of the tests when the variable is set, with its
+	// value: tests that need a process of their own (a plugin host to
+	// kill, a lock holder) start the test binary with the variable set.
+	// Main exits with 0 when the function returns. Nil: none.
+	Helpers map[string]func(value string)
+	// Setup runs before the tests with an empty directory of its own,
+	// which Main removes after them (a place for programs that Build
+	// builds). An error ends the run with exit code 1. Nil: none.
+	Setup func(dir string) error
+	// After runs after the tests, before the process check; an error
+	// (say, panics recovered while the tests ran) fails the run. Nil:
+	// none.
+	After func() error
+}
+
+// Main is a package's TestMain: it runs a helper if one's variable is
+// set, else Setup, the tests (through Run, so no process may be left
+// behind), then After, and exits with the tests' code, or 1 if anything
+// failed.
+func Main(m *testing.M, o Options) {
+	for name, helper := range o.Helpers {
+		if v := os.Getenv(name); v != "" {
+			helper(v)
+			os.Exit(0)
+		}
+	}
+	os.Exit(runMain(m, o))
+}
+
+func runMain(m *testing.M, o Options) int {
+	if o.Setup != nil {
+		dir, err := os.MkdirTemp("", "proctest-")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "proctest: %v\n", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		if err := o.Setup(dir); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: set-up: %v\n", err)
+			return 1
+		}
+	}
+	return run(func() int {
+		code := m.Run()
+		if o.After != nil {
+			if err := o.After(); err != nil {
+				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+				code = 1
+			}
+		}
+		return code
+	})
+}
+
+// Build builds the Go package pkg (an import path, or a directory like
+// ".") into the program out, with any extra go build flags, for the tests
+// to run; the error carries go build's output.
+func Build(out, pkg string, flags ...string) error {
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	if b, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("proctest: building %s: %v\n%s", pkg, err, b)
+	}
+	return nil
 }
 
 // Mark sets Env to a value unique to this process and returns it.

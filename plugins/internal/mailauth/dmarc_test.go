@@ -52,7 +52,7 @@ func TestParseRecord(t *testing.T) {
 }
 
 func FuzzParseRecord(f *testing.F) {
-	for _, s := range []string{"v=DMARC1; p=reject", "v=DMARC1;p=quarantine;sp=none;adkim=s;aspf=r;pct=50;rua=mailto:a@b", "v=DMARC1; p=x; rua=mailto:x!1", "v=DMARC1;;;=;", "v=DMARC1; pct=1000", "v=spf1"} {
+	for _, s := range []string{"v=DMARC1; p=reject", "v=DMARC1;p=quarantine;sp=none;adkim=s;aspf=r;pct=50;rua=mailto:a@b", "v=DMARC1; p=x; rua=mailto:x!1", "v=DMARC1;;;=;", "v=DMARC1; pct=1000", "v=spf1", " V = DMARC1 ; P = Reject ; ", "v=DMARC1; p=none; rua=mailto:a@b,mailto:c@d!10m"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -103,7 +103,7 @@ func TestFromDomain(t *testing.T) {
 }
 
 func FuzzFromDomain(f *testing.F) {
-	for _, s := range []string{"a@example.org", "\"x\" <a@b.example>", "a@b.c, d@e.f", "g:a@b.c;", "=?utf-8?q?x?= <a@b.example>", "<>"} {
+	for _, s := range []string{"a@example.org", "\"x\" <a@b.example>", "a@b.c, d@e.f", "g:a@b.c;", "=?utf-8?q?x?= <a@b.example>", "<>", "a@B.Example.", "(c) a@b.example (d)", "a@bücher.example"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -33,7 +33,7 @@ func TestParseTags(t *testing.T) {
 }
 
 func FuzzParseTags(f *testing.F) {
-	for _, s := range []string{"v=1; a=rsa-sha256; d=example.org; s=sel; h=from:to; bh=abc=; b=def", "a=;b=;", ";;", "v=1;v=1", "x", "a=\x7f", "b=ab\r\n cd"} {
+	for _, s := range []string{"v=1; a=rsa-sha256; d=example.org; s=sel; h=from:to; bh=abc=; b=def", "a=;b=;", ";;", "v=1;v=1", "x", "a=\x7f", "b=ab\r\n cd", " a \t= b ;\r\n\tc=d", "a=b;"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

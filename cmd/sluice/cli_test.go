@@ -201,7 +201,7 @@ func TestConfigDefaultsPlugin(t *testing.T) {
 		t.Errorf("config defaults --plugin clamav printed\n%s\nwhich is not docs/plugins.md's clamav reference", out)
 	}
 	out, errOut, code = runCLI("", "-c", cfg, "config", "defaults", "--plugin", "nosuch")
-	if code != 1 || out != "" || !strings.Contains(errOut, "plugin nosuch") {
+	if code != 1 || out != "" || !strings.Contains(errOut, "plugin nosuch: no such program") {
 		t.Errorf("config defaults --plugin nosuch: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	// A plugin that does not answer (this one does not use the SDK's

@@ -267,6 +267,9 @@ func configDefaults(c *ctx) error {
 		cfg = config.Default()
 	}
 	path := pluginset.PluginPath(cfg, name)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("plugin %s: no such program %s (plugins.dir is %s; 'make build' puts the shipped plugins there)", name, path, pluginset.PluginDir(cfg))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, path, sdk.ConfigReferenceFlag)

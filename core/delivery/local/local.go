@@ -34,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/delivery/dsn"
 	"github.com/sluice-mail/sluice/core/queue"
 	"github.com/sluice-mail/sluice/core/store"
@@ -49,15 +50,18 @@ type Mailboxes interface {
 type Options struct {
 	Queue *queue.Queue
 	Store Mailboxes
-	// Workers is the number of concurrent deliveries; 0 means 4.
+	// Workers is the number of concurrent deliveries; 0 means the
+	// config's default (queue.local_workers), as for RetryAfter and
+	// HoldAfter.
 	Workers int
 	// RetryAfter is the first retry delay after a temporary failure; it
-	// doubles each time up to MaxRetryAfter. 0 means one minute.
+	// doubles each time up to MaxRetryAfter. 0 means queue.retry_after's
+	// default.
 	RetryAfter time.Duration
 	// MaxRetryAfter caps the delay; 0 means one hour.
 	MaxRetryAfter time.Duration
 	// HoldAfter is the number of failed attempts after which a message is
-	// put on hold; 0 means 5.
+	// put on hold; 0 means queue.hold_after's default.
 	HoldAfter int
 	// Bouncer reports permanent failures to the sender; nil means they
 	// are only logged.
@@ -74,17 +78,18 @@ type Deliverer struct {
 
 // New returns a Deliverer; call Run to start it.
 func New(opts Options) *Deliverer {
+	def := config.Default().Queue // the one place defaults live
 	if opts.Workers <= 0 {
-		opts.Workers = 4
+		opts.Workers = def.LocalWorkers
 	}
 	if opts.RetryAfter <= 0 {
-		opts.RetryAfter = time.Minute
+		opts.RetryAfter = def.RetryAfter.D()
 	}
 	if opts.MaxRetryAfter <= 0 {
 		opts.MaxRetryAfter = time.Hour
 	}
 	if opts.HoldAfter <= 0 {
-		opts.HoldAfter = 5
+		opts.HoldAfter = def.HoldAfter
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -410,6 +410,14 @@ func TestIntegrationPluginUser(t *testing.T) {
 		var pids []int
 		waitFor(t, what, func() (bool, string) {
 			pids = childPIDs(launcher)
+			// A child that has not yet run its plugin program is the
+			// launcher's fork, still root until it execs: only a
+			// plugin's credentials are checked.
+			for _, k := range pids {
+				if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", k)); !strings.HasPrefix(exe, filepath.Join(filepath.Dir(sluiceBin), "plugins")+"/") {
+					return false, fmt.Sprintf("%v (%d runs %q)", pids, k, exe)
+				}
+			}
 			return len(pids) == 3 && (old == nil || !slicesEqualSet(pids, old)), fmt.Sprint(pids)
 		})
 		for _, k := range pids {

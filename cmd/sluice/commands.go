@@ -90,7 +90,7 @@ var groups = map[string]map[string]command{
 				fs.BoolVar(yes, "y", false, "short for --yes")
 			},
 			exec: userRemove, min: 1, max: 1},
-		"set-alternate": {args: "user set-alternate ADDRESS ALTERNATE", help: "Set the alternate address used for password recovery (\"\" clears it).", exec: userSetAlternate, min: 2, max: 2},
+		"set-alternate": {args: "user set-alternate ADDRESS ALTERNATE", help: "Set the alternate address for password recovery (\"\" clears it); it is stored, recovery itself is not built yet.", exec: userSetAlternate, min: 2, max: 2},
 		"set-quota":     {args: "user set-quota ADDRESS SIZE", help: "Set a user's quota, such as 2GiB (0 for none).", exec: userSetQuota, min: 2, max: 2},
 	},
 	"alias": {

@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +78,65 @@ func TestLongCommand(t *testing.T) {
 	t.Logf("then: %q", c.reply("m"))
 	if !strings.HasPrefix(got, "l NO") && !strings.HasPrefix(got, "l BAD") && got != "closed" {
 		t.Errorf("60 KiB command = %q", got)
+	}
+}
+
+// TestListPatternBounds: a LIST with more than maxListPatterns patterns,
+// or a reference or pattern longer than maxPatternLen, gets NO [LIMIT]
+// without being matched; at the bounds it is answered.
+func TestListPatternBounds(t *testing.T) {
+	c := authenticatedRaw(t)
+	many := func(n int) string { return "(" + strings.TrimSpace(strings.Repeat(`"*" `, n)) + ")" }
+	for _, tc := range []struct {
+		cmd, want string
+	}{
+		{`l1 LIST "" ` + many(maxListPatterns), "l1 OK"},
+		{`l2 LIST "" ` + many(maxListPatterns+1), "l2 NO [LIMIT]"},
+		{`l3 LIST "" "` + strings.Repeat("a", maxPatternLen) + `"`, "l3 OK"},
+		{`l4 LIST "" "` + strings.Repeat("a", maxPatternLen+1) + `"`, "l4 NO [LIMIT]"},
+		{`l5 LIST "` + strings.Repeat("a", maxPatternLen+1) + `" "*"`, "l5 NO [LIMIT]"},
+	} {
+		tag, _, _ := strings.Cut(tc.cmd, " ")
+		c.send(tc.cmd + "\r\n")
+		if got := c.reply(tag); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%.60s...: %q, want %q", tc.cmd, got, tc.want)
+		}
+	}
+}
+
+// TestMailboxCountBound: a user with maxMailboxes mailboxes cannot CREATE
+// another (nor one whose missing parents would pass the bound) or RENAME
+// INBOX, which makes a new mailbox; DELETE makes room again.
+func TestMailboxCountBound(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Auth.PlaintextLoopback = true })
+	u := e.users[alice]
+	boxes, err := e.st.Mailboxes(u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(boxes); i < maxMailboxes-1; i++ {
+		if _, err := e.st.CreateMailbox(u.ID, fmt.Sprintf("box%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := dialRaw(t, e.plain, false)
+	c.line()
+	c.send("a LOGIN " + alice + " " + alicePass + "\r\n")
+	if got := c.reply("a"); !strings.HasPrefix(got, "a OK") {
+		t.Fatalf("LOGIN: %q", got)
+	}
+	for _, tc := range []struct{ cmd, want string }{
+		{"b CREATE x/y", "b NO [LIMIT]"}, // two new names, one place left
+		{"c CREATE last", "c OK"},
+		{"d CREATE more", "d NO [LIMIT]"},
+		{"e RENAME INBOX old-inbox", "e NO [LIMIT]"},
+		{"f DELETE last", "f OK"},
+		{"g CREATE more", "g OK"},
+	} {
+		tag, _, _ := strings.Cut(tc.cmd, " ")
+		c.send(tc.cmd + "\r\n")
+		if got := c.reply(tag); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.cmd, got, tc.want)
+		}
 	}
 }

@@ -214,6 +214,21 @@ func isHTTPRequest(b []byte) bool {
 	return false
 }
 
+// Write closes the connection when a write fails. go-smtp ignores the
+// errors of writing its replies, so a client that reads none of them
+// would otherwise keep its session running, one command per
+// smtp.write_timeout, for as long as it sends.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && !c.hungUp.Swap(true) {
+		if sess := c.session.Load(); sess != nil {
+			sess.srv.log.Info("closing connection: writing a reply failed", "listener", string(sess.kind), "remote", sess.remote.String(), "err", err)
+		}
+		c.Close()
+	}
+	return n, err
+}
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() { c.lim.Release(c) })
 	return c.Conn.Close()

@@ -1,9 +1,11 @@
 package smtpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -455,4 +457,29 @@ func TestUnknownRecipientTarpit(t *testing.T) {
 		t.Errorf("first unknown recipient of a new connection answered after %v, want at least %v", got, 4*step)
 	}
 	c.cmd("RCPT TO:<bob@example.test>", "250")
+}
+
+// TestWriteTimeout: a client that sends commands and reads none of the
+// replies. Once the replies fill the connection's buffers, a reply that
+// cannot be written within smtp.write_timeout ends the session and the
+// connection is closed, so such a client cannot hold a session forever.
+// Without the timeout the server would stop reading too, and the client's
+// own writes would block until its deadline.
+func TestWriteTimeout(t *testing.T) {
+	e := newServer(t, func(c *config.Config) { c.SMTP.WriteTimeout = config.Duration(300 * time.Millisecond) })
+	conn, err := net.Dial("tcp", e.addr[KindMX])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetWriteDeadline(time.Now().Add(safety))
+	noops := bytes.Repeat([]byte("NOOP\r\n"), 1000)
+	for {
+		if _, err := conn.Write(noops); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the server still had the connection open after %v of unread replies", safety)
+			}
+			break // reset or broken pipe: the server closed it
+		}
+	}
 }

@@ -176,7 +176,7 @@ func (s *Server) Serve() {
 	defer s.mu.Unlock()
 	s.served = true
 	for _, ln := range s.listeners {
-		s.log.Info("web: listening", "addr", ln.Addr().String())
+		s.log.Info("listening", "listener", "web", "addr", ln.Addr().String())
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

@@ -136,9 +136,11 @@ type POP3 struct {
 
 // Web configures the web listener (core/webmail).
 type Web struct {
-	Listen      []string `yaml:"listen" doc:"Addresses for the web interface over HTTPS only (port 443), as host:port. Empty disables the listener. Needs TLS."`
-	IdleTimeout Duration `yaml:"idle_timeout" default:"30m" doc:"A web session not used for this long ends; the user logs in again."`
-	MaxLifetime Duration `yaml:"max_lifetime" default:"12h" doc:"A web session ends this long after its login, however busy it is."`
+	Listen              []string `yaml:"listen" doc:"Addresses for the web interface over HTTPS only (port 443), as host:port. Empty disables the listener. Needs TLS."`
+	IdleTimeout         Duration `yaml:"idle_timeout" default:"30m" doc:"A web session not used for this long ends; the user logs in again."`
+	MaxLifetime         Duration `yaml:"max_lifetime" default:"12h" doc:"A web session ends this long after its login, however busy it is."`
+	MaxConnections      int      `yaml:"max_connections" default:"1000" doc:"Open HTTPS connections across all web listeners; more are closed at once."`
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip" default:"50" doc:"Open HTTPS connections from one IP address (IPv6: one /64). A browser opens up to six per server, several users behind one NAT share an address."`
 }
 
 // Plugins configures where plugins are found.

@@ -131,6 +131,8 @@ func (c *Config) Validate() error {
 	v.atLeast("pop3.max_connections_per_ip", c.POP3.MaxConnectionsPerIP, 1)
 	v.positive("pop3.read_timeout", int64(c.POP3.ReadTimeout))
 	v.positive("web.idle_timeout", int64(c.Web.IdleTimeout))
+	v.atLeast("web.max_connections", c.Web.MaxConnections, 1)
+	v.atLeast("web.max_connections_per_ip", c.Web.MaxConnectionsPerIP, 1)
 	v.positive("web.max_lifetime", int64(c.Web.MaxLifetime))
 
 	v.atLeast("queue.local_workers", c.Queue.LocalWorkers, 1)

@@ -99,8 +99,10 @@ func pop3Options(cfg *config.Config) pop3d.Options {
 // webOptions is what webmail needs from the config.
 func webOptions(cfg *config.Config) webmail.Options {
 	return webmail.Options{
-		Listen:      cfg.Web.Listen,
-		IdleTimeout: cfg.Web.IdleTimeout.D(),
-		MaxLifetime: cfg.Web.MaxLifetime.D(),
+		Listen:              cfg.Web.Listen,
+		IdleTimeout:         cfg.Web.IdleTimeout.D(),
+		MaxLifetime:         cfg.Web.MaxLifetime.D(),
+		MaxConnections:      cfg.Web.MaxConnections,
+		MaxConnectionsPerIP: cfg.Web.MaxConnectionsPerIP,
 	}
 }

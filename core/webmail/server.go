@@ -29,9 +29,10 @@
 //     no framing, forms only to this origin), X-Content-Type-Options
 //     nosniff and Referrer-Policy no-referrer; pages are Cache-Control
 //     no-store. After login the user is sent only to a local path.
-//   - Limits (docs/security.md): timeouts on reading the header and the
-//     request, on writing the response and on idle keep-alive
-//     connections, a cap on header bytes and on form bodies. Errors
+//   - Limits (docs/security.md): connections in total and per address
+//     (IPv6: /64), timeouts on reading the header and the request, on
+//     writing the response and on idle keep-alive connections, a cap on
+//     header bytes and on form bodies. Errors
 //     net/http writes itself before a handler runs (a malformed request,
 //     an oversized header) carry none of the headers above.
 package webmail
@@ -47,6 +48,7 @@ import (
 	"time"
 
 	"github.com/sluice-mail/sluice/core/auth"
+	"github.com/sluice-mail/sluice/core/netlimit"
 	"github.com/sluice-mail/sluice/core/store"
 )
 
@@ -60,6 +62,11 @@ type Options struct {
 	// MaxLifetime ends a session this long after its login; 0 means 12
 	// hours (web.max_lifetime).
 	MaxLifetime time.Duration
+	// MaxConnections bounds the open connections across all listeners,
+	// MaxConnectionsPerIP those from one address (IPv6: one /64); 0
+	// means no limit. A connection over a limit is closed before the
+	// TLS handshake.
+	MaxConnections, MaxConnectionsPerIP int
 	// TLS is the server certificate. Required when Listen is not empty.
 	TLS *tls.Config
 	// Auth checks passwords and throttles failures: the same one the
@@ -87,6 +94,7 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	sessions *sessions
+	lim      *netlimit.Limiter[*limitedConn]
 	http     *http.Server
 	handler  http.Handler
 
@@ -118,6 +126,7 @@ func New(opts Options) (*Server, error) {
 		opts:     opts,
 		log:      log,
 		sessions: newSessions(opts.IdleTimeout, opts.MaxLifetime),
+		lim:      netlimit.New[*limitedConn](opts.MaxConnections, opts.MaxConnectionsPerIP),
 	}
 	s.handler = s.routes()
 	var tlsConf *tls.Config
@@ -153,7 +162,7 @@ func (s *Server) Listen() error {
 			s.listeners = nil
 			return errors.New("webmail: " + err.Error())
 		}
-		s.listeners = append(s.listeners, ln)
+		s.listeners = append(s.listeners, &limitedListener{Listener: ln, s: s})
 	}
 	return nil
 }
@@ -208,4 +217,40 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	return err
+}
+
+// limitedListener counts the connections it accepts in the server's
+// netlimit.Limiter and closes those over a limit at once.
+type limitedListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		lc := &limitedConn{Conn: c, lim: l.s.lim}
+		ip := netlimit.RemoteIP(c.RemoteAddr())
+		if reason := l.s.lim.Acquire(lc, ip); reason != "" {
+			l.s.log.Warn("connection refused", "listener", "web", "remote", ip.String(), "reason", string(reason))
+			c.Close()
+			continue
+		}
+		return lc, nil
+	}
+}
+
+// limitedConn is a connection counted in; Close counts it out.
+type limitedConn struct {
+	net.Conn
+	lim  *netlimit.Limiter[*limitedConn]
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(func() { c.lim.Release(c) })
+	return c.Conn.Close()
 }

@@ -569,3 +569,35 @@ func TestSafeNext(t *testing.T) {
 		}
 	}
 }
+
+func TestConnectionLimitPerIP(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.MaxConnectionsPerIP = 2 })
+	addr := e.srv.Addrs()[0].String()
+	conf := &tls.Config{InsecureSkipVerify: true}
+	var open []*tls.Conn
+	for range 2 {
+		c, err := tls.Dial("tcp", addr, conf)
+		if err != nil {
+			t.Fatalf("connection within the limit: %v", err)
+		}
+		open = append(open, c)
+	}
+	if c, err := tls.Dial("tcp", addr, conf); err == nil {
+		c.Close()
+		t.Fatalf("a third connection from one address was served")
+	}
+	open[0].Close()
+	deadline := time.Now().Add(10 * time.Second) // a safety ceiling
+	for {
+		c, err := tls.Dial("tcp", addr, conf)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection possible after one of the two closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	open[1].Close()
+}

@@ -3,6 +3,7 @@ package webmail
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -64,6 +65,12 @@ type testEnv struct {
 
 func newEnv(t *testing.T, edit func(*Options)) *testEnv {
 	t.Helper()
+	return newEnvWrapped(t, edit, nil)
+}
+
+// newEnvWrapped is newEnv with the server's handler wrapped by wrap.
+func newEnvWrapped(t *testing.T, edit func(*Options), wrap func(http.Handler) http.Handler) *testEnv {
+	t.Helper()
 	setup(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -95,6 +102,9 @@ func newEnv(t *testing.T, edit func(*Options)) *testEnv {
 	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		srv.http.Handler = wrap(srv.http.Handler)
 	}
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
@@ -600,4 +610,87 @@ func TestConnectionLimitPerIP(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	open[1].Close()
+}
+
+// TestShutdownDrains: Shutdown stops accepting at once, lets a request in
+// progress finish, and returns when it has; with the grace period over,
+// it cuts the connection and returns the context's error.
+func TestShutdownDrains(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	e := newEnvWrapped(t, nil, func(inner http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				started <- struct{}{}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+				w.Write([]byte("done"))
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
+	})
+	addr := e.srv.Addrs()[0].String()
+	got := make(chan string, 1)
+	go func() {
+		resp, err := e.client.Get(e.base + "/slow")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got <- string(b)
+	}()
+	<-started
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Shutdown(context.Background()) }()
+	deadline := time.Now().Add(10 * time.Second) // a safety ceiling
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("still accepting connections after Shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) while a request was in progress", err)
+	default:
+	}
+	close(release)
+	if body := <-got; body != "done" {
+		t.Errorf("the request in progress got %q, want done", body)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown = %v", err)
+	}
+
+	// Past the grace period.
+	e = newEnvWrapped(t, nil, func(http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			started <- struct{}{}
+			<-r.Context().Done()
+		})
+	})
+	go func() {
+		resp, err := e.client.Get(e.base + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		got <- ""
+	}()
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.srv.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown past the grace period = %v, want context.Canceled", err)
+	}
+	<-got
 }

@@ -242,8 +242,15 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request) (u store.User, 
 		return u, false
 	}
 	u, err := s.opts.Store.User(addr)
+	if errors.Is(err, store.ErrNotFound) {
+		// Removed since login: the session ends.
+		s.log.Info("web: session of a removed user ended", "user", addr)
+		s.sessions.remove(sessionID(r))
+		http.Redirect(w, r, loginPath(r), http.StatusSeeOther)
+		return u, false
+	}
 	if err != nil {
-		s.log.Error("web: logged-in user not found", "user", addr, "err", err)
+		s.log.Error("web: reading the logged-in user", "user", addr, "err", err)
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Your account cannot be read right now.")
 		return u, false
 	}

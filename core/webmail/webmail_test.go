@@ -694,3 +694,17 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	<-got
 }
+
+func TestRemovedUserLoggedOut(t *testing.T) {
+	e := newEnv(t, nil)
+	cookie := e.login(t, "")
+	if err := e.st.RemoveUser(alice); err != nil {
+		t.Fatal(err)
+	}
+	if e.loggedIn(t, cookie) {
+		t.Errorf("the session of a removed user still shows the folders")
+	}
+	if user := e.srv.sessions.get(cookie); user != "" {
+		t.Errorf("the session of a removed user is still kept, for %q", user)
+	}
+}

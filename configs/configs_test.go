@@ -67,6 +67,25 @@ func TestShippedPOP3Listeners(t *testing.T) {
 	}
 }
 
+func TestShippedWebListeners(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listen []string
+	}{
+		{"dev", []string{"127.0.0.1:8443"}},
+		{"standalone", []string{":443"}},
+		{"gateway", nil}, // admin pages only, later
+	} {
+		c, err := config.Parse(tc.name+".yaml", Get(tc.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.Web.Listen, tc.listen) {
+			t.Errorf("%s.yaml: web listen %v, want %v", tc.name, c.Web.Listen, tc.listen)
+		}
+	}
+}
+
 // TestShippedPipelinesStart starts every plugin stage of every shipped
 // config with the real plugin programs, so that a setting a plugin does
 // not accept is caught here and not on an administrator's machine. (The

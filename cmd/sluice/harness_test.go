@@ -55,6 +55,7 @@ type instance struct {
 	mx      string // host:port
 	sub     string
 	subs    string
+	web     string // host:port of the web listener, if any
 	cmd     *exec.Cmd
 	logMu   sync.Mutex
 	log     bytes.Buffer

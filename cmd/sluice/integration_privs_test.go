@@ -32,6 +32,7 @@ func devInstance(t *testing.T) *instance {
 		return ports[addr]
 	})
 	in.mx, in.sub, in.subs = ports["127.0.0.1:2525"], ports["127.0.0.1:2587"], ports["127.0.0.1:2465"]
+	in.web = ports["127.0.0.1:8443"]
 	if in.mx == "" || in.sub == "" || in.subs == "" {
 		t.Fatalf("configs/dev.yaml no longer listens on 127.0.0.1:2525, 2587 and 2465:\n%s", cfg)
 	}

@@ -30,6 +30,7 @@ type Config struct {
 	Auth  Auth  `yaml:"auth" doc:"Password checks and login throttling for SMTP AUTH, IMAP and POP3."`
 	IMAP  IMAP  `yaml:"imap" doc:"Mailbox access over IMAP (RFC 9051 and RFC 3501)."`
 	POP3  POP3  `yaml:"pop3" doc:"Mailbox access over POP3 (RFC 1939): INBOX only."`
+	Web   Web   `yaml:"web" doc:"The web interface over HTTPS (in progress): so far, logging in and out with the same passwords and login throttling as IMAP and POP3."`
 
 	DNS    DNS     `yaml:"dns" doc:"How Sluice looks up MX and address records for delivery."`
 	Remote Remote  `yaml:"remote" doc:"Delivery to other servers: MX lookup, retries, bounces."`
@@ -131,6 +132,15 @@ type POP3 struct {
 	MaxConnections      int      `yaml:"max_connections" default:"1000" doc:"Open POP3 connections across all listeners; more get -ERR and are closed."`
 	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip" default:"20" doc:"Open POP3 connections from one IP address (IPv6: one /64)."`
 	ReadTimeout         Duration `yaml:"read_timeout" default:"10m" doc:"How long Sluice waits for the next command before closing the connection (RFC 1939 asks for at least 10 minutes)."`
+}
+
+// Web configures the web listener (core/webmail).
+type Web struct {
+	Listen              []string `yaml:"listen" doc:"Addresses for the web interface over HTTPS only (port 443), as host:port. Empty disables the listener. Needs TLS."`
+	IdleTimeout         Duration `yaml:"idle_timeout" default:"30m" doc:"A web session not used for this long ends; the user logs in again."`
+	MaxLifetime         Duration `yaml:"max_lifetime" default:"12h" doc:"A web session ends this long after its login, however busy it is."`
+	MaxConnections      int      `yaml:"max_connections" default:"1000" doc:"Open HTTPS connections across all web listeners; more are closed at once."`
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip" default:"50" doc:"Open HTTPS connections from one IP address (IPv6: one /64). A browser opens up to six per server, several users behind one NAT share an address."`
 }
 
 // Plugins configures where plugins are found.

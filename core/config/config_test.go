@@ -130,6 +130,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad listen", "smtp:\n  mx:\n    listen: [\"localhost\"]\n", "test.yaml:3:14: smtp.mx.listen[0]: \"localhost\" is not host:port"},
 		{"duplicate listen", "smtp:\n  mx:\n    listen: [\"127.0.0.1:25\"]\n  submission:\n    listen: [\"127.0.0.1:25\"]\ntls:\n  self_signed: true\n", "test.yaml:5:14: smtp.submission.listen[0]: 127.0.0.1:25 is also used by smtp.mx"},
 		{"submission without tls", "smtp:\n  submission:\n    listen: [\"127.0.0.1:587\"]\n", "test.yaml:2:3: smtp.submission: needs TLS"},
+		{"web without tls", "web:\n  listen: [\"127.0.0.1:8443\"]\n", "test.yaml:1:1: web: needs TLS"},
+		{"web idle timeout zero", "web:\n  idle_timeout: 0s\n", "test.yaml:2:3: web.idle_timeout"},
 		{"bad domain", "domains: [\"not a domain\"]\n", "test.yaml:1:11: domains[0]: \"not a domain\" is not a valid domain"},
 		{"below minimum", "smtp:\n  max_line_length: 100\n", "test.yaml:2:3: smtp.max_line_length: 100 is below the minimum of 1024"},
 		{"header size below minimum", "smtp:\n  max_header_size: 1KiB\n", "test.yaml:2:3: smtp.max_header_size: 1KiB is below the minimum of 64KiB"},

@@ -89,6 +89,7 @@ func (c *Config) Validate() error {
 		{"imap.listen_tls", c.IMAP.ListenTLS, true},
 		{"pop3.listen", c.POP3.Listen, false},
 		{"pop3.listen_tls", c.POP3.ListenTLS, true},
+		{"web.listen", c.Web.Listen, true},
 	} {
 		owner := strings.TrimSuffix(l.key, ".listen")
 		for i, addr := range l.addrs {
@@ -129,6 +130,10 @@ func (c *Config) Validate() error {
 	v.atLeast("pop3.max_connections", c.POP3.MaxConnections, 1)
 	v.atLeast("pop3.max_connections_per_ip", c.POP3.MaxConnectionsPerIP, 1)
 	v.positive("pop3.read_timeout", int64(c.POP3.ReadTimeout))
+	v.positive("web.idle_timeout", int64(c.Web.IdleTimeout))
+	v.atLeast("web.max_connections", c.Web.MaxConnections, 1)
+	v.atLeast("web.max_connections_per_ip", c.Web.MaxConnectionsPerIP, 1)
+	v.positive("web.max_lifetime", int64(c.Web.MaxLifetime))
 
 	v.atLeast("queue.local_workers", c.Queue.LocalWorkers, 1)
 	v.positive("queue.retry_after", int64(c.Queue.RetryAfter))

@@ -9,6 +9,7 @@ import (
 	"github.com/sluice-mail/sluice/core/mimelimit"
 	"github.com/sluice-mail/sluice/core/pop3d"
 	"github.com/sluice-mail/sluice/core/smtpd"
+	"github.com/sluice-mail/sluice/core/webmail"
 )
 
 // The listener packages take options of their own rather than the
@@ -92,5 +93,16 @@ func pop3Options(cfg *config.Config) pop3d.Options {
 		MaxConnectionsPerIP: cfg.POP3.MaxConnectionsPerIP,
 		ReadTimeout:         cfg.POP3.ReadTimeout.D(),
 		PlaintextLoopback:   cfg.Auth.PlaintextLoopback,
+	}
+}
+
+// webOptions is what webmail needs from the config.
+func webOptions(cfg *config.Config) webmail.Options {
+	return webmail.Options{
+		Listen:              cfg.Web.Listen,
+		IdleTimeout:         cfg.Web.IdleTimeout.D(),
+		MaxLifetime:         cfg.Web.MaxLifetime.D(),
+		MaxConnections:      cfg.Web.MaxConnections,
+		MaxConnectionsPerIP: cfg.Web.MaxConnectionsPerIP,
 	}
 }

@@ -44,6 +44,7 @@ func TestListenerOptionsFromConfig(t *testing.T) {
 	cfg.SMTP.RelayNetworks = []string{"127.0.0.2/32", "::1"}
 	cfg.IMAP.Listen, cfg.IMAP.ListenTLS = []string{"127.0.0.1:143"}, []string{"127.0.0.1:993"}
 	cfg.POP3.Listen, cfg.POP3.ListenTLS = []string{"127.0.0.1:110"}, []string{"127.0.0.1:995"}
+	cfg.Web.Listen = []string{"127.0.0.1:443"}
 	cfg.Auth.PlaintextLoopback = true
 	deps := []string{"Store", "Queue", "Auth", "Local", "Pipelines", "TLS", "Relay", "Learn", "Logger"}
 
@@ -71,6 +72,13 @@ func TestListenerOptionsFromConfig(t *testing.T) {
 	}
 	if u := unset(pop3Options(cfg), deps...); len(u) > 0 {
 		t.Errorf("pop3d.Options left unset: %v", u)
+	}
+	wo := webOptions(cfg)
+	if u := unset(wo, deps...); len(u) > 0 {
+		t.Errorf("webmail.Options left unset: %v", u)
+	}
+	if wo.IdleTimeout != 30*time.Minute || wo.MaxLifetime != 12*time.Hour {
+		t.Errorf("webmail.Options %+v, not the config's defaults", wo)
 	}
 
 	cfg.SMTP.RelayNetworks = []string{"not a network"}

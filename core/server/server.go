@@ -39,6 +39,7 @@ import (
 	"github.com/sluice-mail/sluice/core/smtpd"
 	"github.com/sluice-mail/sluice/core/store"
 	"github.com/sluice-mail/sluice/core/tlscert"
+	"github.com/sluice-mail/sluice/core/webmail"
 	"github.com/sluice-mail/sluice/sdk"
 )
 
@@ -119,8 +120,9 @@ type Server struct {
 	data *Data
 	// listeners are the mail listeners, stopped before the queues.
 	listeners []listener
-	imap      *imapd.Server // nil when no IMAP listener is configured
-	pop3      *pop3d.Server // nil when no POP3 listener is configured
+	imap      *imapd.Server   // nil when no IMAP listener is configured
+	pop3      *pop3d.Server   // nil when no POP3 listener is configured
+	web       *webmail.Server // nil when no web listener is configured
 	// admin is stopped after the queues: it answers while they drain.
 	admin *adminService
 	pipes *pipeline.Holder
@@ -289,6 +291,17 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 		}
 		listeners = append(listeners, listener{svc: pop3, cutOff: "closed POP3 connections still busy after the grace period"})
 	}
+	var web *webmail.Server
+	if len(cfg.Web.Listen) > 0 {
+		// The same Authenticator, and so the same throttle, as SMTP AUTH,
+		// IMAP and POP3: a password guessed over the web counts there too.
+		opts := webOptions(cfg)
+		opts.Store, opts.Auth, opts.TLS, opts.Logger = data.Store, authn, tlsConf, log
+		if web, err = webmail.New(opts); err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, listener{svc: web, cutOff: "closed web connections still busy after the grace period"})
+	}
 	if err := listenAll(listeners); err != nil {
 		return nil, err
 	}
@@ -315,7 +328,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 		log.Info("switched to the run_as user", "user", runAs.name, "uid", runAs.uid, "gid", runAs.gid)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, data: data, listeners: listeners, imap: imapSrv, pop3: pop3, admin: adm, pipes: holder, buildOpts: buildOpts, launcher: launcher, cancel: cancel}
+	s := &Server{cfg: cfg, log: log, data: data, listeners: listeners, imap: imapSrv, pop3: pop3, web: web, admin: adm, pipes: holder, buildOpts: buildOpts, launcher: launcher, cancel: cancel}
 	s.wg.Add(2)
 	go func() { defer s.wg.Done(); deliverer.Run(ctx) }()
 	go func() { defer s.wg.Done(); relay.Run(ctx) }()
@@ -371,6 +384,7 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 	check("smtp", a.SMTP, b.SMTP)
 	check("imap", a.IMAP, b.IMAP)
 	check("pop3", a.POP3, b.POP3)
+	check("web", a.Web, b.Web)
 	check("queue", a.Queue, b.Queue)
 	check("store", a.Store, b.Store)
 	check("auth", a.Auth, b.Auth)
@@ -383,6 +397,10 @@ func changedOutsidePipelines(a, b *config.Config) []string {
 // POP3 returns the POP3 server, or nil when no POP3 listener is
 // configured.
 func (s *Server) POP3() *pop3d.Server { return s.pop3 }
+
+// Web returns the web server, or nil when no web listener is
+// configured; for tests that need its addresses.
+func (s *Server) Web() *webmail.Server { return s.web }
 
 // IMAP returns the IMAP server, or nil when no IMAP listener is
 // configured; for tests that need its addresses.

@@ -10,10 +10,11 @@ import (
 	"github.com/sluice-mail/sluice/core/imapd"
 	"github.com/sluice-mail/sluice/core/pop3d"
 	"github.com/sluice-mail/sluice/core/smtpd"
+	"github.com/sluice-mail/sluice/core/webmail"
 )
 
 // Service is one of the server's listeners: SMTP (all three ports), IMAP,
-// POP3, the admin socket. Start and Shutdown run each the same way, so
+// POP3, the web interface, the admin socket. Start and Shutdown run each the same way, so
 // that another listener is one more entry in Start's list.
 //
 // Call order: Listen once, then Serve once, then Shutdown once. Shutdown
@@ -38,6 +39,7 @@ var (
 	_ Service = (*smtpd.Server)(nil)
 	_ Service = (*imapd.Server)(nil)
 	_ Service = (*pop3d.Server)(nil)
+	_ Service = (*webmail.Server)(nil)
 	_ Service = (*adminService)(nil)
 )
 

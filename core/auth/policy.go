@@ -52,7 +52,7 @@ func (p PasswordPolicy) Check(address, password string) error {
 		return weakPassword(fmt.Sprintf("auth: the password is too short: use at least %d characters (it has %d)", min, n))
 	}
 	if len(password) > MaxPasswordLength {
-		return weakPassword(fmt.Sprintf("auth: the password is too long: use at most %d bytes", MaxPasswordLength))
+		return weakPassword(fmt.Sprintf("auth: the password is longer than %d bytes: use a shorter one", MaxPasswordLength))
 	}
 	local := address
 	if i := strings.LastIndexByte(address, '@'); i >= 0 {

@@ -46,7 +46,7 @@ func TestClamAVOverSMTP(t *testing.T) {
 	t.Parallel()
 	clamd := clamdtest.Start(t)
 	in := newInstance(t, clamavPipeline(clamd.Addr, ""))
-	in.cli("pw\n", "user", "add", "alice@example.test", "--password-stdin")
+	in.cli("pw-long-enough\n", "user", "add", "alice@example.test", "--password-stdin")
 	in.start()
 	if got := sendRaw(t, in.mx, eicarMessage(), "alice@example.test"); !strings.HasPrefix(got, "554 5.7.1") {
 		t.Errorf("EICAR: %q, want 554 5.7.1", got)
@@ -70,7 +70,7 @@ func TestClamAVQuarantine(t *testing.T) {
 	t.Parallel()
 	clamd := clamdtest.Start(t)
 	in := newInstance(t, clamavPipeline(clamd.Addr, "quarantine"))
-	in.cli("pw\n", "user", "add", "alice@example.test", "--password-stdin")
+	in.cli("pw-long-enough\n", "user", "add", "alice@example.test", "--password-stdin")
 	in.start()
 	if got := sendRaw(t, in.mx, eicarMessage(), "alice@example.test"); !strings.HasPrefix(got, "250") {
 		t.Fatalf("EICAR with reject: quarantine: %q, want 250", got)
@@ -136,7 +136,7 @@ pipelines:
 // clamAVLoad runs sluice with the pipeline and sends the load.
 func clamAVLoad(t *testing.T, pipelineYAML string) {
 	in := newInstance(t, pipelineYAML)
-	in.cli("pw\n", "user", "add", "alice@example.test", "--password-stdin")
+	in.cli("pw-long-enough\n", "user", "add", "alice@example.test", "--password-stdin")
 	in.start()
 
 	const sessions, perSession, eicarEvery = 100, 10, 50

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sluice-mail/sluice/core/admin"
+	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
 	"github.com/sluice-mail/sluice/core/delivery/dsn"
 	"github.com/sluice-mail/sluice/core/server"
@@ -184,7 +185,8 @@ func (c *ctx) connect() (caller admin.Caller, close func(), err error) {
 		return nil, nil, err
 	}
 	bouncer := &dsn.Bouncer{Queue: data.Queue, Store: data.Store, Hostname: cfg.Hostname, MaxReturned: int64(cfg.Remote.MaxReturnedContent), Logger: log}
-	return &admin.Service{Store: data.Store, Queue: data.Queue, Bouncer: bouncer}, func() { data.Close() }, nil
+	return &admin.Service{Store: data.Store, Queue: data.Queue, Bouncer: bouncer,
+		PasswordPolicy: auth.PasswordPolicy{MinLength: cfg.Auth.MinPasswordLength}}, func() { data.Close() }, nil
 }
 
 // call runs one admin method.

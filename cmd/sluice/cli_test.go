@@ -155,7 +155,7 @@ func TestUserRemoveConfirm(t *testing.T) {
 		}
 	}
 	mustRun("", "added domain corp.test\n", "domain", "add", "corp.test")
-	mustRun("pw\n", "added alice@corp.test\n", "user", "add", "alice@corp.test", "--password-stdin")
+	mustRun("pw-long-enough\n", "added alice@corp.test\n", "user", "add", "alice@corp.test", "--password-stdin")
 	mustRun("", "alias team@corp.test: added alice@corp.test, friend@remote.test\n", "alias", "add", "team@corp.test", "alice@corp.test", "friend@remote.test")
 	mustRun("", "alias team@corp.test: removed friend@remote.test\n", "alias", "rm", "team@corp.test", "friend@remote.test")
 	mustRun("", "removed alias team@corp.test\n", "alias", "rm", "team@corp.test")
@@ -176,9 +176,54 @@ func TestUserRemoveConfirm(t *testing.T) {
 	}
 	mustRun("y\n", "removed alice@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "alice@corp.test")
 	stdinIsTerminal = func() bool { return false }
-	mustRun("pw\n", "added bob@corp.test\n", "user", "add", "bob@corp.test", "--password-stdin")
+	mustRun("pw-long-enough\n", "added bob@corp.test\n", "user", "add", "bob@corp.test", "--password-stdin")
 	mustRun("", "removed bob@corp.test and their mail (0 messages, 0 bytes, in 6 folders)\n", "user", "rm", "bob@corp.test", "--yes")
 	mustRun("", "removed domain corp.test\n", "domain", "rm", "corp.test")
+}
+
+// TestUserAddPasswordPolicy: user add and user passwd refuse a password
+// the policy refuses, print why on stderr, exit 1 and change nothing;
+// auth.min_password_length lowers the minimum.
+func TestUserAddPasswordPolicy(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	dd := []string{"--data-dir", dir}
+	run := func(stdin string, args ...string) (string, string, int) {
+		return runCLI(stdin, append(args, dd...)...)
+	}
+	if _, errOut, code := run("", "domain", "add", "corp.test"); code != 0 {
+		t.Fatalf("domain add: exit %d, %s", code, errOut)
+	}
+	for _, tc := range []struct{ pw, want string }{
+		{"x", "auth: the password is too short: use at least 10 characters (it has 1)"},
+		{"Alice@Corp.Test", "auth: the password is the address itself"},
+		{"alice", "too short"},
+		{"Qwertyuiop", "auth: the password is one of the most common passwords"},
+	} {
+		out, errOut, code := run(tc.pw+"\n", "user", "add", "alice@corp.test", "--password-stdin")
+		if code != 1 || out != "" || !strings.Contains(errOut, tc.want) {
+			t.Errorf("user add with %q: got exit %d, stdout %q, stderr %q; want exit 1 and %q", tc.pw, code, out, errOut, tc.want)
+		}
+	}
+	if out, _, _ := run("", "user", "ls"); strings.Contains(out, "alice") {
+		t.Errorf("user ls after refused user adds: got %q, want no alice", out)
+	}
+	if _, errOut, code := run("correct horse battery\n", "user", "add", "alice@corp.test", "--password-stdin"); code != 0 {
+		t.Fatalf("user add with the README's password: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := run("alice\n", "user", "passwd", "alice@corp.test", "--password-stdin"); code != 1 || !strings.Contains(errOut, "auth: the password is too short") {
+		t.Errorf("user passwd alice: got exit %d, stderr %q; want exit 1 and too short", code, errOut)
+	}
+
+	cfg := filepath.Join(t.TempDir(), "sluice.yaml")
+	if err := os.WriteFile(cfg, []byte("auth:\n  min_password_length: 4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := run("k9#\n", "-c", cfg, "user", "passwd", "alice@corp.test", "--password-stdin"); code != 1 || !strings.Contains(errOut, "at least 4 characters") {
+		t.Errorf("user passwd k9# with a minimum of 4: got exit %d, stderr %q; want exit 1 and at least 4", code, errOut)
+	}
+	if _, errOut, code := run("k9#z\n", "-c", cfg, "user", "passwd", "alice@corp.test", "--password-stdin"); code != 0 {
+		t.Errorf("user passwd k9#z with a minimum of 4: got exit %d, stderr %q; want 0", code, errOut)
+	}
 }
 
 // TestConfigDefaultsPlugin: 'config defaults --plugin NAME' prints what

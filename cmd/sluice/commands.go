@@ -68,7 +68,7 @@ var groups = map[string]map[string]command{
 		"rm":  {args: "domain rm DOMAIN", help: "Remove a local domain that has no users or aliases left.", exec: domainRemove, min: 1, max: 1},
 	},
 	"user": {
-		"add": {args: "user add ADDRESS", help: "Add a user; the password is read from the terminal, or with --password-stdin from stdin.",
+		"add": {args: "user add ADDRESS", help: "Add a user; the password is read from the terminal, or with --password-stdin from stdin. It needs auth.min_password_length characters (10 by default) and may not be the address, its part before @ or one of the most common passwords.",
 			setup: func(fs *flag.FlagSet) {
 				fs.Bool("password-stdin", false, "read the password from the first line of stdin")
 				fs.String("alternate", "", "alternate `address` for password recovery")
@@ -78,7 +78,7 @@ var groups = map[string]map[string]command{
 		"ls": {args: "user ls", help: "List the users.",
 			setup: func(fs *flag.FlagSet) { fs.String("domain", "", "only users of this `domain`") },
 			exec:  userList, max: 0},
-		"passwd": {args: "user passwd ADDRESS", help: "Set a user's password (from the terminal, or stdin with --password-stdin).",
+		"passwd": {args: "user passwd ADDRESS", help: "Set a user's password (from the terminal, or stdin with --password-stdin). The password policy of user add applies.",
 			setup: func(fs *flag.FlagSet) {
 				fs.Bool("password-stdin", false, "read the password from the first line of stdin")
 			},

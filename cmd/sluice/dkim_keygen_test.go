@@ -323,8 +323,8 @@ func TestDkimKeygenSigns(t *testing.T) {
 	}
 
 	in.start()
-	in.addUser("alice@example.test", "alice-pw")
-	id := queueRemote(t, in, "alice@example.test", "alice-pw")
+	in.addUser("alice@example.test", "alice-pw-long")
+	id := queueRemote(t, in, "alice@example.test", "alice-pw-long")
 	spool, err := os.ReadFile(filepath.Join(in.dir, "data", "queue", "spool", id))
 	if err != nil {
 		t.Fatal(err)

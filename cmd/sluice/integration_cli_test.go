@@ -45,14 +45,18 @@ var cliSequence = []cliStep{
 	step("domain", "ls"),
 	step("domain", "ls", "--json"),
 
-	stepIn("first-pw\n", "user", "add", "alice@corp.test", "--password-stdin", "--alternate", "alice@elsewhere.test", "--quota", "10MiB", "--json"),
-	stepIn("bob-pw\n", "user", "add", "Bob@Corp.Test", "--password-stdin"),
-	stepIn("dave-pw-1\n", "user", "add", "dave@example.test", "--password-stdin"),
-	{stdin: "again\n", args: []string{"user", "add", "alice@corp.test", "--password-stdin"}, code: 1, errHas: "already exists"},
-	{stdin: "pw\n", args: []string{"user", "add", "carol@nowhere.test", "--password-stdin"}, code: 1, errHas: "not local"},
-	{stdin: "pw\n", args: []string{"user", "add", "carol", "--password-stdin"}, code: 1, errHas: "not an email address"},
+	stepIn("first-pw-long\n", "user", "add", "alice@corp.test", "--password-stdin", "--alternate", "alice@elsewhere.test", "--quota", "10MiB", "--json"),
+	stepIn("bob-pw-long\n", "user", "add", "Bob@Corp.Test", "--password-stdin"),
+	stepIn("dave-pw-long-1\n", "user", "add", "dave@example.test", "--password-stdin"),
+	{stdin: "again-and-again\n", args: []string{"user", "add", "alice@corp.test", "--password-stdin"}, code: 1, errHas: "already exists"},
+	{stdin: "pw-long-enough\n", args: []string{"user", "add", "carol@nowhere.test", "--password-stdin"}, code: 1, errHas: "not local"},
+	{stdin: "pw-long-enough\n", args: []string{"user", "add", "carol", "--password-stdin"}, code: 1, errHas: "not an email address"},
 	{stdin: "", args: []string{"user", "add", "carol@corp.test", "--password-stdin"}, code: 1, errHas: "password"},
-	{stdin: "pw\n", args: []string{"user", "add", "carol+x@corp.test", "--password-stdin"}, code: 1, errHas: "delimiter"},
+	{stdin: "pw-long-enough\n", args: []string{"user", "add", "carol+x@corp.test", "--password-stdin"}, code: 1, errHas: "delimiter"},
+	{stdin: "x\n", args: []string{"user", "add", "carol@corp.test", "--password-stdin"}, code: 1, errHas: "auth: the password is too short: use at least 10 characters"},
+	{stdin: "CAROL@corp.test\n", args: []string{"user", "add", "carol@corp.test", "--password-stdin"}, code: 1, errHas: "the address itself"},
+	{stdin: "password123\n", args: []string{"user", "add", "carol@corp.test", "--password-stdin"}, code: 1, errHas: "one of the most common passwords"},
+	fails("not found", "user", "set-quota", "carol@corp.test", "1GiB"),
 	step("user", "ls"),
 	step("user", "ls", "--json"),
 	step("user", "ls", "--domain", "corp.test", "--json"),
@@ -60,9 +64,10 @@ var cliSequence = []cliStep{
 	step("user", "set-alternate", "bob@corp.test", "bob@elsewhere.test"),
 	fails("must differ", "user", "set-alternate", "bob@corp.test", "BOB@corp.test"),
 	fails("not found", "user", "set-quota", "nobody@corp.test", "1GiB"),
-	stepIn("second-pw\n", "user", "passwd", "alice@corp.test", "--password-stdin"),
-	stepIn("dave-pw-2\n", "user", "passwd", "dave@example.test", "--password-stdin"),
-	{stdin: "pw\n", args: []string{"user", "passwd", "nobody@corp.test", "--password-stdin"}, code: 1, errHas: "not found"},
+	stepIn("second-pw-long\n", "user", "passwd", "alice@corp.test", "--password-stdin"),
+	stepIn("dave-pw-long-2\n", "user", "passwd", "dave@example.test", "--password-stdin"),
+	{stdin: "pw-long-enough\n", args: []string{"user", "passwd", "nobody@corp.test", "--password-stdin"}, code: 1, errHas: "not found"},
+	{stdin: "x\n", args: []string{"user", "passwd", "alice@corp.test", "--password-stdin"}, code: 1, errHas: "auth: the password is too short"},
 	step("user", "ls", "--json"),
 
 	step("alias", "add", "postmaster@corp.test", "alice@corp.test"),
@@ -185,10 +190,10 @@ func TestIntegrationCLIOfflineOnline(t *testing.T) {
 	off.start()
 	on.start()
 	for _, in := range []*instance{off, on} {
-		in.addUser("sender@example.test", "sender-pw")
+		in.addUser("sender@example.test", "sender-pw-long")
 	}
-	offID := queueRemote(t, off, "sender@example.test", "sender-pw")
-	onID := queueRemote(t, on, "sender@example.test", "sender-pw")
+	offID := queueRemote(t, off, "sender@example.test", "sender-pw-long")
+	onID := queueRemote(t, on, "sender@example.test", "sender-pw-long")
 	off.stop()
 	if _, err := os.Stat(filepath.Join(off.dir, "data", "admin.sock")); !os.IsNotExist(err) {
 		t.Fatalf("admin.sock after a clean stop: got %v, want it removed", err)
@@ -252,18 +257,18 @@ func TestIntegrationCLIOfflineOnline(t *testing.T) {
 		where string
 		in    *instance
 	}{{"offline", off}, {"online", on}} {
-		r := swaks(t, c.in.subs, "--tlsc", "--auth", "PLAIN", "--auth-user", "dave@example.test", "--auth-password", "dave-pw-2",
+		r := swaks(t, c.in.subs, "--tlsc", "--auth", "PLAIN", "--auth-user", "dave@example.test", "--auth-password", "dave-pw-long-2",
 			"--from", "dave@example.test", "--to", "dave@example.test", "--header", "Subject: note to self")
 		r.queueID(t)
 		if ms := c.in.waitMsgs("dave@example.test", 1); ms[0].Subject != "note to self" {
 			t.Errorf("%s: dave's INBOX: got %+v, want the note to self", c.where, ms)
 		}
-		r = swaks(t, c.in.subs, "--tlsc", "--auth", "LOGIN", "--auth-user", "dave@example.test", "--auth-password", "dave-pw-1",
+		r = swaks(t, c.in.subs, "--tlsc", "--auth", "LOGIN", "--auth-user", "dave@example.test", "--auth-password", "dave-pw-long-1",
 			"--from", "dave@example.test", "--to", "dave@example.test")
 		if r.code != 28 || !r.hasReply("535 5.7.8") {
 			t.Errorf("%s: AUTH with the replaced password: got exit %d, replies %q, want exit 28 and 535 5.7.8", c.where, r.code, r.replies())
 		}
-		if py := smtplib(t, "ssl-login", c.in.subs, "dave@example.test", "dave-pw-2"); py.Exception != "" {
+		if py := smtplib(t, "ssl-login", c.in.subs, "dave@example.test", "dave-pw-long-2"); py.Exception != "" {
 			t.Errorf("%s: smtplib login with the new password: got %s, want success", c.where, py.raw)
 		}
 	}
@@ -310,7 +315,7 @@ func TestIntegrationCLIDataDir(t *testing.T) {
 	t.Parallel()
 	in := newIntegration(t, "")
 	in.start()
-	in.addUser("alice@example.test", "pw")
+	in.addUser("alice@example.test", "pw-long-enough")
 	other := filepath.Join(t.TempDir(), "other")
 	if err := os.MkdirAll(other, 0o700); err != nil {
 		t.Fatal(err)
@@ -327,8 +332,8 @@ func TestIntegrationCLIDataDir(t *testing.T) {
 		t.Errorf("domain ls --data-dir %s: got %+v, want only the config's example.test", other, domains)
 	}
 	in.cli("", "domain", "add", "other.test", "--data-dir", other)
-	in.cli("pw\n", "user", "add", "u@other.test", "--password-stdin", "--data-dir", other)
-	if _, errOut, code := in.cliCode("pw\n", "user", "add", "u@other.test", "--password-stdin"); code != 1 || !strings.Contains(errOut, "not local") {
+	in.cli("pw-long-enough\n", "user", "add", "u@other.test", "--password-stdin", "--data-dir", other)
+	if _, errOut, code := in.cliCode("pw-long-enough\n", "user", "add", "u@other.test", "--password-stdin"); code != 1 || !strings.Contains(errOut, "not local") {
 		t.Errorf("user add u@other.test without --data-dir: got exit %d, stderr %q, want exit 1, \"not local\"", code, errOut)
 	}
 	var users []struct {
@@ -473,7 +478,7 @@ func TestIntegrationCLIUserRmWithMail(t *testing.T) {
 	requireTool(t, "swaks")
 	in := newIntegration(t, "")
 	in.start()
-	in.addUser("bob@example.test", "pw")
+	in.addUser("bob@example.test", "pw-long-enough")
 	if r := swaks(t, in.mx, "--from", "carol@sender.test", "--to", "bob@example.test", "--header", "Subject: keep me"); r.code != 0 {
 		t.Fatalf("swaks: exit %d\n%s", r.code, r.out)
 	}

@@ -351,7 +351,7 @@ func TestGatewayDkimPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.start()
-	in.addUser("alice@example.test", "alice-pw")
+	in.addUser("alice@example.test", "alice-pw-long")
 
 	// Lines that SMTP must escape (a leading dot, a lone dot, two dots),
 	// a long line, and an empty line in the middle of the body.
@@ -384,7 +384,7 @@ func TestGatewayDkimPostfix(t *testing.T) {
 	if err := os.WriteFile(eml, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := swaks(t, in.subs, "--tlsc", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-pw",
+	r := swaks(t, in.subs, "--tlsc", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-pw-long",
 		"--from", "alice@example.test", "--to", "bob@corp.test,ghost@corp.test", "--data", "@"+eml)
 	id := r.queueID(t)
 	msgs := pf.waitMessages("bob@corp.test", 1)

@@ -142,9 +142,9 @@ func TestIntegrationShutdownKeepsQueue(t *testing.T) {
 	requireTool(t, "swaks")
 	in := newIntegration(t, "")
 	in.start()
-	in.addUser("alice@example.test", "alice-pw")
+	in.addUser("alice@example.test", "alice-pw-long")
 
-	remoteID := swaks(t, in.sub, "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-pw",
+	remoteID := swaks(t, in.sub, "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-pw-long",
 		"--from", "alice@example.test", "--to", "friend@remote.test", "--header", "Subject: for later").queueID(t)
 	localID := swaks(t, in.mx, "--from", "bob@remote.test", "--to", "alice@example.test", "--header", "Subject: just before stop").queueID(t)
 
@@ -243,7 +243,7 @@ func TestIntegrationShutdownGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.start()
-	in.addUser("alice@example.test", "alice-pw")
+	in.addUser("alice@example.test", "alice-pw-long")
 
 	stalled := dialSMTP(t, in.mx)
 	stalled.cmd("EHLO client.test", 250)

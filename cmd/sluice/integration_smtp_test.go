@@ -296,7 +296,7 @@ func TestIntegrationSmtplib(t *testing.T) {
 	requireTool(t, "python3")
 	in := newIntegration(t, "")
 	in.start()
-	const user, pass = "alice@example.test", "py-secret"
+	const user, pass = "alice@example.test", "py-secret-long"
 	in.addUser(user, pass)
 
 	// Checks on what the script reports.

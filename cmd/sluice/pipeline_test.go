@@ -68,7 +68,7 @@ pipelines:
 func TestPluginFaultsOverSMTP(t *testing.T) {
 	t.Parallel()
 	in := newInstance(t, faultyPipeline)
-	in.cli("pw\n", "user", "add", "alice@example.test", "--password-stdin")
+	in.cli("pw-long-enough\n", "user", "add", "alice@example.test", "--password-stdin")
 	in.start()
 	if got := send(t, in.mx, "hello", "body\r\n", "alice@example.test"); !strings.HasPrefix(got, "250") {
 		t.Fatalf("a clean message: %q", got)
@@ -131,7 +131,7 @@ pipelines:
     - {plugin: faulty, name: two}
     - {plugin: faulty, name: three}
 `)
-	in.cli("pw\n", "user", "add", "alice@example.test", "--password-stdin")
+	in.cli("pw-long-enough\n", "user", "add", "alice@example.test", "--password-stdin")
 	in.start()
 	line := strings.Repeat("x", 998) + "\r\n"
 	body := strings.Repeat(line, 30<<20/len(line))
@@ -159,7 +159,7 @@ pipelines:
     - plugin: faulty
       actions: {reject: quarantine}
 `)
-	in.cli("pw\n", "user", "add", "alice@example.test", "--password-stdin")
+	in.cli("pw-long-enough\n", "user", "add", "alice@example.test", "--password-stdin")
 	// pipeline test works without a running server (it starts the plugins).
 	eml := filepath.Join(in.dir, "msg.eml")
 	os.WriteFile(eml, []byte("Subject: reject\r\nFrom: a@remote.test\r\n\r\nbody\r\n"), 0o600)
@@ -222,7 +222,7 @@ pipelines:
 func TestReloadOnSIGHUP(t *testing.T) {
 	t.Parallel()
 	in := newInstance(t, "")
-	in.cli("pw\n", "user", "add", "alice@example.test", "--password-stdin")
+	in.cli("pw-long-enough\n", "user", "add", "alice@example.test", "--password-stdin")
 	in.start()
 	if got := send(t, in.mx, "reject", "body\r\n", "alice@example.test"); !strings.HasPrefix(got, "250") {
 		t.Fatalf("without filters: %q", got)

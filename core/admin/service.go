@@ -100,6 +100,10 @@ type Service struct {
 	Started time.Time
 	// Bouncer sends DSNs for queue.bounce.
 	Bouncer *dsn.Bouncer
+	// PasswordPolicy is what every password set through the service
+	// (user.add, user.passwd) must meet; the zero value is the default
+	// policy (auth.DefaultMinPasswordLength characters).
+	PasswordPolicy auth.PasswordPolicy
 }
 
 // method is one admin operation: it decodes its params from JSON.
@@ -297,9 +301,9 @@ func (s *Service) userAdd(ctx context.Context, raw json.RawMessage) (any, error)
 	if p.Quota != nil && *p.Quota < 0 {
 		return nil, &Error{Code: CodeInvalid, Message: "admin: negative quota"}
 	}
-	hash, err := auth.HashPassword(p.Password)
+	hash, err := s.newPasswordHash(p.Address, p.Password)
 	if err != nil {
-		return nil, &Error{Code: CodeInvalid, Message: err.Error()}
+		return nil, err
 	}
 	quota := int64(-1)
 	if p.Quota != nil {
@@ -350,11 +354,26 @@ func (s *Service) userPasswd(ctx context.Context, raw json.RawMessage) (any, err
 	if p.Password == "" {
 		return nil, &Error{Code: CodeInvalid, Message: "admin: a password is required"}
 	}
-	hash, err := auth.HashPassword(p.Password)
+	hash, err := s.newPasswordHash(p.Address, p.Password)
 	if err != nil {
-		return nil, &Error{Code: CodeInvalid, Message: err.Error()}
+		return nil, err
 	}
 	return nil, s.Store.SetPasswordHash(p.Address, hash)
+}
+
+// newPasswordHash checks a password about to be set for address against
+// s.PasswordPolicy and returns its hash. Every method that sets a
+// password goes through it; a refusal is CodeInvalid with the policy's
+// message, which says what to do.
+func (s *Service) newPasswordHash(address, password string) (string, error) {
+	if err := s.PasswordPolicy.Check(address, password); err != nil {
+		return "", &Error{Code: CodeInvalid, Message: err.Error()}
+	}
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		return "", &Error{Code: CodeInvalid, Message: err.Error()}
+	}
+	return hash, nil
 }
 
 func (s *Service) userRemove(ctx context.Context, raw json.RawMessage) (any, error) {

@@ -77,7 +77,8 @@ const testMessage = "From: <x@remote.test>\r\nTo: <alice@example.test>\r\nSubjec
 // adminCase is one call of a method: setup prepares the environment,
 // params (or paramsFn, for params that depend on the setup) is sent, and
 // either the call fails with code and a message containing msg, or check
-// looks at the result and the environment.
+// looks at the result and the environment. A failing case may have a
+// check too, which sees the environment after the failure (and no result).
 type adminCase struct {
 	name     string
 	setup    func(e *env)
@@ -107,6 +108,16 @@ func wantPassword(t *testing.T, e *env, addr, pw string, ok bool) {
 	got, err := auth.VerifyPassword(wantUser(t, e, addr).PasswordHash, pw)
 	if err != nil || got != ok {
 		t.Errorf("password %q of %s verifies: %v (%v), want %v", pw, addr, got, err, ok)
+	}
+}
+
+// wantNoUser checks that a refused user.add created nothing.
+func wantNoUser(addr string) func(t *testing.T, e *env, res json.RawMessage) {
+	return func(t *testing.T, e *env, res json.RawMessage) {
+		t.Helper()
+		if _, err := e.st.User(addr); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("user %s after a refused user.add: %v, want not found", addr, err)
+		}
 	}
 }
 
@@ -216,7 +227,7 @@ var adminCases = []adminCase{
 	{name: "domain.rm with an alias", setup: func(e *env) { e.st.AddAlias("info@example.test", []string{"x@remote.test"}) }, method: "domain.rm", params: DomainParams{Name: "example.test"}, code: CodeNotEmpty, msg: "info@example.test"},
 
 	// user.add
-	{name: "user.add", method: "user.add", params: UserAddParams{Address: "Alice@Example.TEST", Password: "s3cret"}, check: func(t *testing.T, e *env, res json.RawMessage) {
+	{name: "user.add", method: "user.add", params: UserAddParams{Address: "Alice@Example.TEST", Password: "s3cret and more"}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		if strings.Contains(string(res), "argon2") || strings.Contains(string(res), "password") {
 			t.Errorf("the result shows the password hash: %s", res)
 		}
@@ -224,40 +235,52 @@ var adminCases = []adminCase{
 		if u.ID == 0 || u.Address != "alice@example.test" || u.Quota != testQuota || u.Used != 0 || u.Created.IsZero() {
 			t.Errorf("user %+v", u)
 		}
-		wantPassword(t, e, "alice@example.test", "s3cret", true)
+		wantPassword(t, e, "alice@example.test", "s3cret and more", true)
 		mbs, err := e.st.Mailboxes(u.ID)
 		if err != nil || len(mbs) == 0 {
 			t.Errorf("mailboxes %v, %v", mbs, err)
 		}
 	}},
-	{name: "user.add without quota", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Quota: i64(0)}, check: func(t *testing.T, e *env, res json.RawMessage) {
+	{name: "user.add without quota", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "wide open fields", Quota: i64(0)}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		if u := unmarshal[UserView](t, res); u.Quota != 0 || wantUser(t, e, "alice@example.test").Quota != 0 {
 			t.Errorf("user %+v", u)
 		}
 	}},
-	{name: "user.add with quota", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Quota: i64(5000)}, check: func(t *testing.T, e *env, res json.RawMessage) {
+	{name: "user.add with quota", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "wide open fields", Quota: i64(5000)}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		if u := unmarshal[UserView](t, res); u.Quota != 5000 || wantUser(t, e, "alice@example.test").Quota != 5000 {
 			t.Errorf("user %+v", u)
 		}
 	}},
 	// A negative quota is refused, as by user.set-quota; it used to give
 	// the default quota without a word.
-	{name: "user.add negative quota", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Quota: i64(-1)}, code: CodeInvalid, msg: "admin: negative quota"},
-	{name: "user.add quota as text", method: "user.add", params: raw(`{"address":"alice@example.test","password":"pw","quota":"10M"}`), code: CodeInvalid, msg: "admin: bad parameters"},
-	{name: "user.add quota not whole", method: "user.add", params: raw(`{"address":"alice@example.test","password":"pw","quota":1.5}`), code: CodeInvalid, msg: "admin: bad parameters"},
-	{name: "user.add with alternate", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Alternate: "alice@remote.test"}, check: func(t *testing.T, e *env, res json.RawMessage) {
+	{name: "user.add negative quota", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "wide open fields", Quota: i64(-1)}, code: CodeInvalid, msg: "admin: negative quota"},
+	{name: "user.add quota as text", method: "user.add", params: raw(`{"address":"alice@example.test","password":"wide open fields","quota":"10M"}`), code: CodeInvalid, msg: "admin: bad parameters"},
+	{name: "user.add quota not whole", method: "user.add", params: raw(`{"address":"alice@example.test","password":"wide open fields","quota":1.5}`), code: CodeInvalid, msg: "admin: bad parameters"},
+	{name: "user.add with alternate", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "wide open fields", Alternate: "alice@remote.test"}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		if u := unmarshal[UserView](t, res); u.Alternate != "alice@remote.test" {
 			t.Errorf("user %+v", u)
 		}
 	}},
-	{name: "user.add bad alternate", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Alternate: "nonsense"}, code: CodeInvalid},
+	{name: "user.add bad alternate", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "wide open fields", Alternate: "nonsense"}, code: CodeInvalid},
 	{name: "user.add without password", method: "user.add", params: UserAddParams{Address: "alice@example.test"}, code: CodeInvalid, msg: "admin: a password is required"},
 	{name: "user.add password too long", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: strings.Repeat("x", auth.MaxPasswordLength+1)}, code: CodeInvalid, msg: "longer than"},
-	{name: "user.add duplicate", setup: func(e *env) { e.user("alice@example.test") }, method: "user.add", params: UserAddParams{Address: "ALICE@example.test", Password: "pw"}, code: CodeExists, msg: "alice@example.test"},
-	{name: "user.add over an alias", setup: func(e *env) { e.st.AddAlias("info@example.test", []string{"x@remote.test"}) }, method: "user.add", params: UserAddParams{Address: "info@example.test", Password: "pw"}, code: CodeExists, msg: "info@example.test"},
-	{name: "user.add domain not local", method: "user.add", params: UserAddParams{Address: "alice@elsewhere.test", Password: "pw"}, code: CodeNotLocal, msg: "elsewhere.test"},
-	{name: "user.add not an address", method: "user.add", params: UserAddParams{Address: "alice", Password: "pw"}, code: CodeInvalid},
-	{name: "user.add with the recipient delimiter", method: "user.add", params: UserAddParams{Address: "alice+x@example.test", Password: "pw"}, code: CodeInvalid, msg: "delimiter"},
+	{name: "user.add password too short", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "x"}, code: CodeInvalid, msg: "auth: the password is too short: use at least 10 characters (it has 1)", check: wantNoUser("alice@example.test")},
+	{name: "user.add password nine characters", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "wbq-7zk-p"}, code: CodeInvalid, msg: "too short", check: wantNoUser("alice@example.test")},
+	{name: "user.add password ten characters", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "wbq-7zk-pl"}, check: func(t *testing.T, e *env, res json.RawMessage) {
+		wantPassword(t, e, "alice@example.test", "wbq-7zk-pl", true)
+	}},
+	{name: "user.add password is the address", method: "user.add", params: UserAddParams{Address: "alice.smith@example.test", Password: "Alice.Smith@Example.test"}, code: CodeInvalid, msg: "auth: the password is the address itself", check: wantNoUser("alice.smith@example.test")},
+	{name: "user.add password is the local part", method: "user.add", params: UserAddParams{Address: "alice.smith@example.test", Password: "ALICE.SMITH"}, code: CodeInvalid, msg: "auth: the password is the address itself", check: wantNoUser("alice.smith@example.test")},
+	{name: "user.add common password", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "Password123"}, code: CodeInvalid, msg: "auth: the password is one of the most common passwords", check: wantNoUser("alice@example.test")},
+	{name: "user.add configured minimum", setup: func(e *env) { e.svc.PasswordPolicy.MinLength = 4 }, method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "k9#z"}, check: func(t *testing.T, e *env, res json.RawMessage) {
+		wantPassword(t, e, "alice@example.test", "k9#z", true)
+	}},
+	{name: "user.add configured minimum, shorter", setup: func(e *env) { e.svc.PasswordPolicy.MinLength = 4 }, method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "k9#"}, code: CodeInvalid, msg: "at least 4 characters", check: wantNoUser("alice@example.test")},
+	{name: "user.add duplicate", setup: func(e *env) { e.user("alice@example.test") }, method: "user.add", params: UserAddParams{Address: "ALICE@example.test", Password: "wide open fields"}, code: CodeExists, msg: "alice@example.test"},
+	{name: "user.add over an alias", setup: func(e *env) { e.st.AddAlias("info@example.test", []string{"x@remote.test"}) }, method: "user.add", params: UserAddParams{Address: "info@example.test", Password: "wide open fields"}, code: CodeExists, msg: "info@example.test"},
+	{name: "user.add domain not local", method: "user.add", params: UserAddParams{Address: "alice@elsewhere.test", Password: "wide open fields"}, code: CodeNotLocal, msg: "elsewhere.test"},
+	{name: "user.add not an address", method: "user.add", params: UserAddParams{Address: "alice", Password: "wide open fields"}, code: CodeInvalid},
+	{name: "user.add with the recipient delimiter", method: "user.add", params: UserAddParams{Address: "alice+x@example.test", Password: "wide open fields"}, code: CodeInvalid, msg: "delimiter"},
 
 	// user.ls
 	{name: "user.ls none", method: "user.ls", check: func(t *testing.T, e *env, res json.RawMessage) { wantRaw(t, res, "[]") }},
@@ -294,11 +317,20 @@ var adminCases = []adminCase{
 	}},
 
 	// user.passwd
-	{name: "user.passwd", setup: func(e *env) { e.user("alice@example.test") }, method: "user.passwd", params: UserParams{Address: "Alice@example.test", Password: "new one"}, check: func(t *testing.T, e *env, res json.RawMessage) {
-		wantPassword(t, e, "alice@example.test", "new one", true)
+	{name: "user.passwd", setup: func(e *env) { e.user("alice@example.test") }, method: "user.passwd", params: UserParams{Address: "Alice@example.test", Password: "a new one at last"}, check: func(t *testing.T, e *env, res json.RawMessage) {
+		wantPassword(t, e, "alice@example.test", "a new one at last", true)
 		wantPassword(t, e, "alice@example.test", testPassword, false)
 	}},
-	{name: "user.passwd unknown user", method: "user.passwd", params: UserParams{Address: "nobody@example.test", Password: "pw"}, code: CodeNotFound, msg: "nobody@example.test"},
+	{name: "user.passwd too short", setup: func(e *env) { e.user("alice@example.test") }, method: "user.passwd", params: UserParams{Address: "alice@example.test", Password: "x"}, code: CodeInvalid, msg: "auth: the password is too short: use at least 10 characters", check: func(t *testing.T, e *env, res json.RawMessage) {
+		wantPassword(t, e, "alice@example.test", testPassword, true)
+	}},
+	{name: "user.passwd the local part", setup: func(e *env) { e.user("alice.smith@example.test") }, method: "user.passwd", params: UserParams{Address: "alice.smith@example.test", Password: "Alice.Smith"}, code: CodeInvalid, msg: "the address itself", check: func(t *testing.T, e *env, res json.RawMessage) {
+		wantPassword(t, e, "alice.smith@example.test", testPassword, true)
+	}},
+	{name: "user.passwd common password", setup: func(e *env) { e.user("alice@example.test") }, method: "user.passwd", params: UserParams{Address: "alice@example.test", Password: "QWERTYUIOP"}, code: CodeInvalid, msg: "one of the most common passwords", check: func(t *testing.T, e *env, res json.RawMessage) {
+		wantPassword(t, e, "alice@example.test", testPassword, true)
+	}},
+	{name: "user.passwd unknown user", method: "user.passwd", params: UserParams{Address: "nobody@example.test", Password: "wide open fields"}, code: CodeNotFound, msg: "nobody@example.test"},
 	{name: "user.passwd empty", setup: func(e *env) { e.user("alice@example.test") }, method: "user.passwd", params: UserParams{Address: "alice@example.test"}, code: CodeInvalid, msg: "admin: a password is required"},
 	{name: "user.passwd unknown parameter", method: "user.passwd", params: raw(`{"address":"alice@example.test","passwd":"x"}`), code: CodeInvalid, msg: "admin: bad parameters"},
 
@@ -701,6 +733,9 @@ func TestMethods(t *testing.T) {
 					err := c.get(e).Call(context.Background(), tc.method, params, &res)
 					if tc.code != "" {
 						wantError(t, err, tc.code, tc.msg)
+						if tc.check != nil {
+							tc.check(t, e, nil)
+						}
 						return
 					}
 					if err != nil {

@@ -90,6 +90,8 @@ func (f fakeUsers) PasswordHash(_ context.Context, u string) (string, string, er
 }
 
 func TestAuthenticator(t *testing.T) {
+	// "pw" is far below the PasswordPolicy: the policy is for setting a
+	// password, and an account that has a weak one still logs in with it.
 	h, _ := HashPassword("pw")
 	a := &Authenticator{Users: fakeUsers{"alice@example.test": h}, Throttle: &Throttle{MaxPerIP: 2, MaxPerUser: 10, Window: time.Minute}}
 	ip := netip.MustParseAddr("192.0.2.1")

@@ -27,7 +27,7 @@ type Config struct {
 	SMTP  SMTP  `yaml:"smtp" doc:"The SMTP listeners and their limits."`
 	Queue Queue `yaml:"queue" doc:"The durable queue that holds accepted mail until it is delivered."`
 	Store Store `yaml:"store" doc:"Mailboxes and accounts."`
-	Auth  Auth  `yaml:"auth" doc:"Password checks and login throttling for SMTP AUTH, IMAP and POP3."`
+	Auth  Auth  `yaml:"auth" doc:"Password checks and login throttling for SMTP AUTH, IMAP and POP3, and the rules for new passwords."`
 	IMAP  IMAP  `yaml:"imap" doc:"Mailbox access over IMAP (RFC 9051 and RFC 3501)."`
 	POP3  POP3  `yaml:"pop3" doc:"Mailbox access over POP3 (RFC 1939): INBOX only."`
 	Web   Web   `yaml:"web" doc:"The web interface over HTTPS (in progress): so far, logging in and out with the same passwords and login throttling as IMAP and POP3."`
@@ -114,6 +114,7 @@ type Auth struct {
 	MaxFailuresPerUser int      `yaml:"max_failures_per_user" default:"20" doc:"Failed logins for one account within failure_window, after which further attempts for that account are refused until the window has passed."`
 	FailureWindow      Duration `yaml:"failure_window" default:"15m" doc:"The window over which failed logins are counted."`
 	KnownClientWindow  Duration `yaml:"known_client_window" default:"30d" doc:"An address (IPv6: its /64) from which an account logged in successfully within this time is exempt from that account's max_failures_per_user, so that strangers guessing its password cannot lock its owner out; max_failures_per_ip still applies. 0 turns the exemption off."`
+	MinPasswordLength  int      `yaml:"min_password_length" default:"10" doc:"The fewest characters (not bytes) a new password may have, wherever it is set: 'sluice user add', 'sluice user passwd' and the admin API behind them. New passwords are also refused when they are the user's address or its part before @ (ignoring case), or one of the most common passwords in the list shipped with Sluice. Existing passwords are not checked: their owners still log in. From 1 to 1024."`
 	PlaintextLoopback  bool     `yaml:"plaintext_loopback" default:"false" doc:"Let IMAP and POP3 clients connecting from a loopback address (127.0.0.0/8, ::1) log in without TLS. Elsewhere passwords are only accepted over TLS (STARTTLS, STLS or the implicit-TLS ports)."`
 }
 

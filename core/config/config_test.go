@@ -137,6 +137,8 @@ func TestParseErrors(t *testing.T) {
 		{"header size below minimum", "smtp:\n  max_header_size: 1KiB\n", "test.yaml:2:3: smtp.max_header_size: 1KiB is below the minimum of 64KiB"},
 		{"MIME depth below minimum", "smtp:\n  max_mime_depth: 2\n", "test.yaml:2:3: smtp.max_mime_depth: 2 is below the minimum of 10"},
 		{"bad delimiter", "store:\n  recipient_delimiter: \"@\"\n", "test.yaml:2:3: store.recipient_delimiter"},
+		{"password length zero", "auth:\n  min_password_length: 0\n", "test.yaml:2:3: auth.min_password_length: 0 is below the minimum of 1"},
+		{"password length too long", "auth:\n  min_password_length: 1025\n", "test.yaml:2:3: auth.min_password_length: 1025 is above the maximum of 1024"},
 		{"half a certificate", "tls:\n  cert_file: a.pem\n", "test.yaml:1:1: tls: cert_file and key_file must be set together"},
 		{"two documents", "hostname: a.test\n---\nhostname: b.test\n", "test.yaml:2: more than one YAML document"},
 	}

@@ -148,6 +148,10 @@ func (c *Config) Validate() error {
 	v.atLeast("auth.max_failures_per_ip", c.Auth.MaxFailuresPerIP, 1)
 	v.atLeast("auth.max_failures_per_user", c.Auth.MaxFailuresPerUser, 1)
 	v.positive("auth.failure_window", int64(c.Auth.FailureWindow))
+	v.atLeast("auth.min_password_length", c.Auth.MinPasswordLength, 1)
+	// 1024 is auth.MaxPasswordLength, the longest password in bytes
+	// (core/config does not import core/auth).
+	v.atMost("auth.min_password_length", c.Auth.MinPasswordLength, 1024)
 
 	v.pipelines()
 	v.delivery()
@@ -238,6 +242,12 @@ func texts[T any](vals []T) []string {
 func (v *validator) atLeast(key string, val, min int) {
 	if val < min {
 		v.errf(key, "%d is below the minimum of %d", val, min)
+	}
+}
+
+func (v *validator) atMost(key string, val, max int) {
+	if val > max {
+		v.errf(key, "%d is above the maximum of %d", val, max)
 	}
 }
 

@@ -297,7 +297,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 			shutdownAll(context.Background(), listeners, nil)
 		}
 	}()
-	adm := &adminService{path: SocketPath(cfg), svc: &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer}, log: log}
+	adm := &adminService{path: SocketPath(cfg), svc: &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer, Log: log}, log: log}
 	if err := adm.Listen(); err != nil {
 		return nil, err
 	}

@@ -8,7 +8,8 @@
 // "params": {...}}, answered with {"result": ...} or {"error": {"code":
 // ..., "message": ...}}. It is created mode 0600 inside the 0700 data
 // directory, and a connection from another user than the server's (or
-// root) is closed at once.
+// root) is closed at once. Every call that changes something is written
+// to the audit log with who made it (see Service.Call and WithCaller).
 package admin
 
 import (

@@ -485,7 +485,7 @@ func userSetAdmin(c *ctx) error {
 			return fmt.Errorf("user set-admin: %q is neither on nor off", c.args[1])
 		}
 	}
-	if err := c.call("user.set-admin", admin.UserParams{Address: c.args[0], Admin: on}, nil); err != nil {
+	if err := c.call("user.set-admin", admin.UserParams{Address: c.args[0], Admin: &on}, nil); err != nil {
 		return err
 	}
 	if on {

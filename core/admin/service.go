@@ -416,7 +416,9 @@ type UserParams struct {
 	Password  string `json:"password,omitempty"`
 	Alternate string `json:"alternate,omitempty"`
 	Quota     int64  `json:"quota,omitempty"`
-	Admin     bool   `json:"admin,omitempty"` // for user.set-admin
+	// Admin is for user.set-admin, which requires it: true gives the
+	// role, false takes it away.
+	Admin *bool `json:"admin,omitempty"`
 }
 
 func (s *Service) userPasswd(ctx context.Context, raw json.RawMessage) (any, error) {
@@ -464,7 +466,10 @@ func (s *Service) userSetAdmin(ctx context.Context, raw json.RawMessage) (any, e
 	if err != nil {
 		return nil, err
 	}
-	return nil, s.Store.SetAdmin(p.Address, p.Admin)
+	if p.Admin == nil {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: user.set-admin needs admin true or false"}
+	}
+	return nil, s.Store.SetAdmin(p.Address, *p.Admin)
 }
 
 // userDisable stops a user's logins (SMTP AUTH, IMAP, POP3); mail to

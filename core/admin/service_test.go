@@ -340,7 +340,7 @@ var adminCases = []adminCase{
 			t.Errorf("stored %+v, want admin", u)
 		}
 	}},
-	{name: "user.set-admin", setup: func(e *env) { e.user("alice@example.test") }, method: "user.set-admin", params: UserParams{Address: "Alice@example.test", Admin: true}, check: func(t *testing.T, e *env, res json.RawMessage) {
+	{name: "user.set-admin", setup: func(e *env) { e.user("alice@example.test") }, method: "user.set-admin", params: UserParams{Address: "Alice@example.test", Admin: ptr(true)}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		if u := wantUser(t, e, "alice@example.test"); !u.Admin {
 			t.Errorf("stored %+v, want admin", u)
 		}
@@ -353,7 +353,11 @@ var adminCases = []adminCase{
 			t.Errorf("stored %+v, want no admin", u)
 		}
 	}},
-	{name: "user.set-admin unknown user", method: "user.set-admin", params: UserParams{Address: "nobody@example.test", Admin: true}, code: CodeNotFound, msg: "nobody@example.test"},
+	{name: "user.set-admin unknown user", method: "user.set-admin", params: UserParams{Address: "nobody@example.test", Admin: ptr(true)}, code: CodeNotFound, msg: "nobody@example.test"},
+	{name: "user.set-admin without admin", setup: func(e *env) {
+		e.user("alice@example.test")
+		e.st.SetAdmin("alice@example.test", true)
+	}, method: "user.set-admin", params: UserParams{Address: "alice@example.test"}, code: CodeInvalid, msg: "admin true or false"},
 	{name: "user.disable", setup: func(e *env) { e.user("alice@example.test") }, method: "user.disable", params: UserParams{Address: "alice@example.test"}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		if u := wantUser(t, e, "alice@example.test"); !u.Disabled {
 			t.Errorf("stored %+v, want disabled", u)
@@ -807,7 +811,7 @@ func TestAuditLog(t *testing.T) {
 		{"user.add", UserAddParams{Address: "alice@example.test", Password: "s3cret-pw"}},
 		{"user.ls", nil},
 		{"user.passwd", UserParams{Address: "alice@example.test", Password: "other-pw"}},
-		{"user.set-admin", UserParams{Address: "alice@example.test", Admin: true}},
+		{"user.set-admin", UserParams{Address: "alice@example.test", Admin: ptr(true)}},
 		{"user.disable", UserParams{Address: "alice@example.test"}},
 		{"user.rm", UserParams{Address: "nobody@example.test"}},
 		{"alias.add", AliasParams{Address: "info@example.test", Targets: []string{"alice@example.test"}}},
@@ -843,3 +847,5 @@ func TestAuditLog(t *testing.T) {
 		t.Errorf("a password or a lookup logged:\n%s", log)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sluice-mail/sluice/core/admin"
 )
 
 func TestParseInterspersed(t *testing.T) {
@@ -254,5 +258,52 @@ func TestConfigDefaultsPlugin(t *testing.T) {
 	out, errOut, code = runCLI("", "-c", cfg, "config", "defaults", "--plugin", "faulty")
 	if code != 1 || out != "" || !strings.Contains(errOut, "plugin faulty") {
 		t.Errorf("config defaults --plugin faulty: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// TestUserAdminDisable: user add --admin, user set-admin (on, off, --off),
+// user disable and enable say what they did, and user ls shows the state,
+// in its table and with --json.
+func TestUserAdminDisable(t *testing.T) {
+	dd := []string{"--data-dir", filepath.Join(t.TempDir(), "data")}
+	mustRun := func(stdin, want string, args ...string) {
+		t.Helper()
+		out, errOut, code := runCLI(stdin, append(args, dd...)...)
+		if code != 0 || out != want {
+			t.Fatalf("sluice %s: got exit %d, stdout %q, stderr %q; want 0 and %q", strings.Join(args, " "), code, out, errOut, want)
+		}
+	}
+	mustRun("", "added domain corp.test\n", "domain", "add", "corp.test")
+	mustRun("pw\n", "added alice@corp.test with the admin role\n", "user", "add", "alice@corp.test", "--admin", "--password-stdin")
+	mustRun("pw\n", "added bob@corp.test\n", "user", "add", "bob@corp.test", "--password-stdin")
+	mustRun("pw\n", "added carol@corp.test\n", "user", "add", "carol@corp.test", "--password-stdin")
+	mustRun("", "bob@corp.test: admin role on\n", "user", "set-admin", "bob@corp.test")
+	mustRun("", "bob@corp.test: admin role off\n", "user", "set-admin", "bob@corp.test", "--off")
+	mustRun("", "carol@corp.test: admin role on\n", "user", "set-admin", "carol@corp.test", "on")
+	mustRun("", "carol@corp.test: admin role off\n", "user", "set-admin", "carol@corp.test", "off")
+	mustRun("", "disabled bob@corp.test: logins are refused; mail is still delivered\n", "user", "disable", "bob@corp.test")
+	mustRun("", "disabled alice@corp.test: logins are refused; mail is still delivered\n", "user", "disable", "alice@corp.test")
+	mustRun("", "enabled alice@corp.test: logins are allowed again\n", "user", "enable", "alice@corp.test")
+	out, _, _ := runCLI("", append([]string{"user", "ls"}, dd...)...)
+	for _, re := range []string{`(?m)^USER +USED +QUOTA +ALTERNATE +STATE$`, `(?m)^alice@corp\.test +.* admin$`, `(?m)^bob@corp\.test +.* disabled$`, `(?m)^carol@corp\.test +.* -$`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("user ls: got\n%s\nwant a line matching %s", out, re)
+		}
+	}
+	out, _, _ = runCLI("", append([]string{"user", "ls", "--json"}, dd...)...)
+	var us []admin.UserView
+	if err := json.Unmarshal([]byte(out), &us); err != nil || len(us) != 3 || !us[0].Admin || us[0].Disabled || us[1].Admin || !us[1].Disabled {
+		t.Errorf("user ls --json: got %s (%v), want alice admin and bob disabled", out, err)
+	}
+	for _, args := range [][]string{{"user", "set-admin", "bob@corp.test", "maybe"}, {"user", "set-admin", "bob@corp.test", "on", "--off"}, {"user", "disable", "nobody@corp.test"}} {
+		if out, errOut, code := runCLI("", append(args, dd...)...); code != 1 || out != "" || errOut == "" {
+			t.Errorf("sluice %s: got exit %d, stdout %q, stderr %q; want exit 1 and an error", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	if out, _, _ := runCLI("", "user", "disable", "--help"); !strings.Contains(out, "still delivered") {
+		t.Errorf("user disable --help: got %q, want it to say mail is still delivered", out)
+	}
+	if out, _, _ := runCLI("", "user", "set-admin", "--help"); !strings.Contains(out, "-off") {
+		t.Errorf("user set-admin --help: got %q, want --off", out)
 	}
 }

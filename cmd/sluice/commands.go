@@ -73,9 +73,10 @@ var groups = map[string]map[string]command{
 				fs.Bool("password-stdin", false, "read the password from the first line of stdin")
 				fs.String("alternate", "", "alternate `address` for password recovery")
 				fs.String("quota", "", "mailbox quota, such as 2GiB; 0 for none (default: store.default_quota)")
+				fs.Bool("admin", false, "give the user the admin role (the web admin pages)")
 			},
 			exec: userAdd, min: 1, max: 1},
-		"ls": {args: "user ls", help: "List the users.",
+		"ls": {args: "user ls", help: "List the users, with their usage, quota, alternate address and state (admin, disabled).",
 			setup: func(fs *flag.FlagSet) { fs.String("domain", "", "only users of this `domain`") },
 			exec:  userList, max: 0},
 		"passwd": {args: "user passwd ADDRESS", help: "Set a user's password (from the terminal, or stdin with --password-stdin). The password policy of user add applies.",
@@ -92,6 +93,11 @@ var groups = map[string]map[string]command{
 			exec: userRemove, min: 1, max: 1},
 		"set-alternate": {args: "user set-alternate ADDRESS ALTERNATE", help: "Set the alternate address for password recovery (\"\" clears it); it is stored, recovery itself is not built yet.", exec: userSetAlternate, min: 2, max: 2},
 		"set-quota":     {args: "user set-quota ADDRESS SIZE", help: "Set a user's quota, such as 2GiB (0 for none).", exec: userSetQuota, min: 2, max: 2},
+		"set-admin": {args: "user set-admin ADDRESS [on|off]", help: "Give a user the admin role (on, the default), which lets them use the web admin pages, or take it away (off, or --off).",
+			setup: func(fs *flag.FlagSet) { fs.Bool("off", false, "take the admin role away (as with off)") },
+			exec:  userSetAdmin, min: 1, max: 2},
+		"disable": {args: "user disable ADDRESS", help: "Refuse a user's logins (SMTP AUTH, IMAP, POP3) with the reply a wrong password gets; mail to them is still delivered.\n'user enable' lets them log in again.", exec: userDisable, min: 1, max: 1},
+		"enable":  {args: "user enable ADDRESS", help: "Let a disabled user log in again.", exec: userEnable, min: 1, max: 1},
 	},
 	"alias": {
 		"add": {args: "alias add ADDRESS TARGET...", help: "Make ADDRESS deliver to the targets (local or remote). @domain is the domain's catch-all.\nAdding to an existing alias adds targets.", exec: aliasAdd, min: 2, max: -1},
@@ -372,7 +378,7 @@ func (c *ctx) str(name string) string { return c.fs.Lookup(name).Value.String() 
 func (c *ctx) boolFlag(name string) bool { return c.fs.Lookup(name).Value.String() == "true" }
 
 func userAdd(c *ctx) error {
-	p := admin.UserAddParams{Address: c.args[0], Alternate: c.str("alternate")}
+	p := admin.UserAddParams{Address: c.args[0], Alternate: c.str("alternate"), Admin: c.boolFlag("admin")}
 	if q := c.str("quota"); q != "" {
 		size, err := config.ParseSize(q)
 		if err != nil {
@@ -396,6 +402,10 @@ func userAdd(c *ctx) error {
 	}
 	if c.jsonOut {
 		return c.printJSON(u)
+	}
+	if u.Admin {
+		fmt.Fprintf(c.stdout, "added %s with the admin role\n", u.Address)
+		return nil
 	}
 	fmt.Fprintf(c.stdout, "added %s\n", u.Address)
 	return nil
@@ -459,6 +469,64 @@ func userSetQuota(c *ctx) error {
 	return c.call("user.set-quota", admin.UserParams{Address: c.args[0], Quota: int64(size)}, nil)
 }
 
+// userSetAdmin gives or takes away the admin role: on unless the second
+// argument is off or --off is given.
+func userSetAdmin(c *ctx) error {
+	on := !c.boolFlag("off")
+	if len(c.args) == 2 {
+		switch strings.ToLower(c.args[1]) {
+		case "on":
+			if !on {
+				return errors.New("user set-admin: on and --off contradict each other")
+			}
+		case "off":
+			on = false
+		default:
+			return fmt.Errorf("user set-admin: %q is neither on nor off", c.args[1])
+		}
+	}
+	if err := c.call("user.set-admin", admin.UserParams{Address: c.args[0], Admin: &on}, nil); err != nil {
+		return err
+	}
+	if on {
+		fmt.Fprintf(c.stdout, "%s: admin role on\n", c.args[0])
+	} else {
+		fmt.Fprintf(c.stdout, "%s: admin role off\n", c.args[0])
+	}
+	return nil
+}
+
+func userDisable(c *ctx) error {
+	if err := c.call("user.disable", admin.UserParams{Address: c.args[0]}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "disabled %s: logins are refused; mail is still delivered\n", c.args[0])
+	return nil
+}
+
+func userEnable(c *ctx) error {
+	if err := c.call("user.enable", admin.UserParams{Address: c.args[0]}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "enabled %s: logins are allowed again\n", c.args[0])
+	return nil
+}
+
+// userState is the STATE column of user ls.
+func userState(u admin.UserView) string {
+	var s []string
+	if u.Admin {
+		s = append(s, "admin")
+	}
+	if u.Disabled {
+		s = append(s, "disabled")
+	}
+	if len(s) == 0 {
+		return "-"
+	}
+	return strings.Join(s, ",")
+}
+
 func userList(c *ctx) error {
 	var us []admin.UserView
 	if err := c.call("user.ls", admin.UserListParams{Domain: c.str("domain")}, &us); err != nil {
@@ -473,9 +541,9 @@ func userList(c *ctx) error {
 		if u.Quota > 0 {
 			quota = config.Size(u.Quota).String()
 		}
-		rows = append(rows, []string{u.Address, humanSize(u.Used), quota, u.Alternate})
+		rows = append(rows, []string{u.Address, humanSize(u.Used), quota, u.Alternate, userState(u)})
 	}
-	c.table("USER\tUSED\tQUOTA\tALTERNATE", rows)
+	c.table("USER\tUSED\tQUOTA\tALTERNATE\tSTATE", rows)
 	return nil
 }
 

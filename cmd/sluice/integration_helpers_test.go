@@ -88,10 +88,11 @@ func exitCode(err error) int {
 	return -1
 }
 
-var adminLine = regexp.MustCompile(`(?m)\bmsg=admin method=(\S+)$`)
+var adminLine = regexp.MustCompile(`(?m)\bmsg="admin action" caller=\S+ method=(\S+) target=\S* result=ok$`)
 
 // adminCalls returns how many changes with the given method ("" for any)
-// went through the admin socket, as the server logs them.
+// went through the admin socket and succeeded, as the server's audit log
+// shows them.
 func (in *instance) adminCalls(method string) int {
 	n := 0
 	for _, m := range adminLine.FindAllStringSubmatch(in.logs(), -1) {

@@ -8,7 +8,8 @@
 // "params": {...}}, answered with {"result": ...} or {"error": {"code":
 // ..., "message": ...}}. It is created mode 0600 inside the 0700 data
 // directory, and a connection from another user than the server's (or
-// root) is closed at once.
+// root) is closed at once. Every call that changes something is written
+// to the audit log with who made it (see Service.Call and WithCaller).
 package admin
 
 import (
@@ -18,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -104,7 +106,28 @@ type Service struct {
 	// (user.add, user.passwd) must meet; the zero value is the default
 	// policy (auth.DefaultMinPasswordLength characters).
 	PasswordPolicy auth.PasswordPolicy
+	// Log receives the audit log: one line per call of a method that
+	// changes state (see Call). Nil means no audit log.
+	Log *slog.Logger
 }
+
+// WithCaller returns ctx carrying who calls the admin methods run under
+// it, for the audit log: the socket sets "unix:NAME(UID)" from the peer's
+// credentials; the web admin passes, say, "web:alice@example.test".
+func WithCaller(ctx context.Context, who string) context.Context {
+	return context.WithValue(ctx, callerKey{}, who)
+}
+
+// CallerOf returns the caller set by WithCaller, or "local" (a command
+// run in this process on the data directory).
+func CallerOf(ctx context.Context) string {
+	if who, ok := ctx.Value(callerKey{}).(string); ok && who != "" {
+		return who
+	}
+	return "local"
+}
+
+type callerKey struct{}
 
 // method is one admin operation: it decodes its params from JSON.
 type method func(s *Service, ctx context.Context, params json.RawMessage) (any, error)
@@ -120,6 +143,9 @@ var methods = map[string]method{
 	"user.rm":            (*Service).userRemove,
 	"user.set-alternate": (*Service).userSetAlternate,
 	"user.set-quota":     (*Service).userSetQuota,
+	"user.set-admin":     (*Service).userSetAdmin,
+	"user.disable":       (*Service).userDisable,
+	"user.enable":        (*Service).userEnable,
 	"alias.add":          (*Service).aliasAdd,
 	"alias.ls":           (*Service).aliasList,
 	"alias.rm":           (*Service).aliasRemove,
@@ -140,6 +166,12 @@ var methods = map[string]method{
 // Call implements Caller by running the method in this process. params is
 // marshalled to JSON and the result unmarshalled into result, exactly as
 // over the socket, so both paths see the same types.
+//
+// Every call of a method that changes state, whether it succeeds or not,
+// is written to Log as one line "admin action" with the attributes caller
+// (CallerOf ctx), method, target (the user, alias, domain or queue ID the
+// call names, or "" for none) and result ("ok" or "error", then with code
+// and err). Passwords and other parameters are never logged.
 func (s *Service) Call(ctx context.Context, name string, params, result any) error {
 	raw, err := json.Marshal(params)
 	if err != nil {
@@ -165,10 +197,50 @@ func (s *Service) call(ctx context.Context, name string, raw json.RawMessage) (a
 		return nil, &Error{Code: CodeNoMethod, Message: fmt.Sprintf("admin: unknown method %q", name)}
 	}
 	out, err := m(s, ctx, raw)
+	var aerr *Error
 	if err != nil {
-		return nil, toError(err)
+		aerr = toError(err)
+	}
+	if s.Log != nil && isChange(name) {
+		attrs := []any{"caller", CallerOf(ctx), "method", name, "target", target(raw)}
+		if aerr == nil {
+			s.Log.Info("admin action", append(attrs, "result", "ok")...)
+		} else {
+			s.Log.Warn("admin action", append(attrs, "result", "error", "code", aerr.Code, "err", aerr.Message)...)
+		}
+	}
+	if aerr != nil {
+		return nil, aerr
 	}
 	return out, nil
+}
+
+// isChange reports whether a method changes state, so that its calls go
+// to the audit log.
+func isChange(method string) bool {
+	switch method {
+	case "status", "domain.ls", "user.ls", "alias.ls", "mailbox.ls", "mailbox.msgs", "queue.ls", "queue.show":
+		return false
+	}
+	return true
+}
+
+// target is what a call's params name, for the audit log: the first of
+// the fields address, name, id, user and domain that is set; only these
+// fields are read, so no password reaches the log.
+func target(raw json.RawMessage) string {
+	var p struct {
+		Address, Name, ID, User, Domain string
+	}
+	if json.Unmarshal(raw, &p) != nil {
+		return ""
+	}
+	for _, v := range []string{p.Address, p.Name, p.ID, p.User, p.Domain} {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 func decode[T any](raw json.RawMessage) (T, error) {
@@ -274,6 +346,8 @@ type UserAddParams struct {
 	// Quota in bytes; nil means the configured default, 0 none; a
 	// negative quota is refused.
 	Quota *int64 `json:"quota,omitempty"`
+	// Admin gives the new user the admin role.
+	Admin bool `json:"admin,omitempty"`
 }
 
 // UserView is a user as listings show it: without the password hash.
@@ -284,10 +358,12 @@ type UserView struct {
 	Quota     int64     `json:"quota"`
 	Used      int64     `json:"used"`
 	Created   time.Time `json:"created"`
+	Admin     bool      `json:"admin"`    // has the admin role
+	Disabled  bool      `json:"disabled"` // cannot log in; still receives mail
 }
 
 func viewUser(u store.User, used int64) UserView {
-	return UserView{ID: u.ID, Address: u.Address, Alternate: u.Alternate, Quota: u.Quota, Used: used, Created: u.Created}
+	return UserView{ID: u.ID, Address: u.Address, Alternate: u.Alternate, Quota: u.Quota, Used: used, Created: u.Created, Admin: u.Admin, Disabled: u.Disabled}
 }
 
 func (s *Service) userAdd(ctx context.Context, raw json.RawMessage) (any, error) {
@@ -309,7 +385,7 @@ func (s *Service) userAdd(ctx context.Context, raw json.RawMessage) (any, error)
 	if p.Quota != nil {
 		quota = *p.Quota
 	}
-	u, err := s.Store.AddUser(store.NewUser{Address: p.Address, PasswordHash: hash, Alternate: p.Alternate, Quota: quota})
+	u, err := s.Store.AddUser(store.NewUser{Address: p.Address, PasswordHash: hash, Alternate: p.Alternate, Quota: quota, Admin: p.Admin})
 	if err != nil {
 		return nil, err
 	}
@@ -337,13 +413,16 @@ func (s *Service) userList(ctx context.Context, raw json.RawMessage) (any, error
 	return out, nil
 }
 
-// UserParams names a user, with a new password, alternate address or
-// quota where the method takes one.
+// UserParams names a user, with a new password, alternate address,
+// quota or admin role where the method takes one.
 type UserParams struct {
 	Address   string `json:"address"`
 	Password  string `json:"password,omitempty"`
 	Alternate string `json:"alternate,omitempty"`
 	Quota     int64  `json:"quota,omitempty"`
+	// Admin is for user.set-admin, which requires it: true gives the
+	// role, false takes it away.
+	Admin *bool `json:"admin,omitempty"`
 }
 
 func (s *Service) userPasswd(ctx context.Context, raw json.RawMessage) (any, error) {
@@ -398,6 +477,36 @@ func (s *Service) userSetQuota(ctx context.Context, raw json.RawMessage) (any, e
 		return nil, err
 	}
 	return nil, s.Store.SetQuota(p.Address, p.Quota)
+}
+
+// userSetAdmin gives (admin true) or takes away a user's admin role.
+func (s *Service) userSetAdmin(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	if p.Admin == nil {
+		return nil, &Error{Code: CodeInvalid, Message: "admin: user.set-admin needs admin true or false"}
+	}
+	return nil, s.Store.SetAdmin(p.Address, *p.Admin)
+}
+
+// userDisable stops a user's logins (SMTP AUTH, IMAP, POP3); mail to
+// them is still delivered.
+func (s *Service) userDisable(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Store.SetDisabled(p.Address, true)
+}
+
+func (s *Service) userEnable(ctx context.Context, raw json.RawMessage) (any, error) {
+	p, err := decode[UserParams](raw)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.Store.SetDisabled(p.Address, false)
 }
 
 // AliasParams names an alias and, for alias.add and alias.rm, targets.

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -359,6 +361,71 @@ var adminCases = []adminCase{
 	}},
 	{name: "user.set-alternate own address", setup: func(e *env) { e.user("alice@example.test") }, method: "user.set-alternate", params: UserParams{Address: "alice@example.test", Alternate: "ALICE@example.test"}, code: CodeInvalid, msg: "differ"},
 	{name: "user.set-alternate unknown user", method: "user.set-alternate", params: UserParams{Address: "nobody@example.test", Alternate: "x@remote.test"}, code: CodeNotFound, msg: "nobody@example.test"},
+
+	// user.add --admin, user.set-admin, user.disable and user.enable, and
+	// what user.ls shows of them
+	{name: "user.add admin", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Admin: true}, check: func(t *testing.T, e *env, res json.RawMessage) {
+		if u := unmarshal[UserView](t, res); !u.Admin || u.Disabled {
+			t.Errorf("result %+v, want admin", u)
+		}
+		if u := wantUser(t, e, "alice@example.test"); !u.Admin {
+			t.Errorf("stored %+v, want admin", u)
+		}
+	}},
+	{name: "user.set-admin", setup: func(e *env) { e.user("alice@example.test") }, method: "user.set-admin", params: UserParams{Address: "Alice@example.test", Admin: ptr(true)}, check: func(t *testing.T, e *env, res json.RawMessage) {
+		if u := wantUser(t, e, "alice@example.test"); !u.Admin {
+			t.Errorf("stored %+v, want admin", u)
+		}
+	}},
+	{name: "user.set-admin off", setup: func(e *env) {
+		e.user("alice@example.test")
+		e.st.SetAdmin("alice@example.test", true)
+	}, method: "user.set-admin", params: raw(`{"address":"alice@example.test","admin":false}`), check: func(t *testing.T, e *env, res json.RawMessage) {
+		if u := wantUser(t, e, "alice@example.test"); u.Admin {
+			t.Errorf("stored %+v, want no admin", u)
+		}
+	}},
+	{name: "user.set-admin unknown user", method: "user.set-admin", params: UserParams{Address: "nobody@example.test", Admin: ptr(true)}, code: CodeNotFound, msg: "nobody@example.test"},
+	{name: "user.set-admin without admin", setup: func(e *env) {
+		e.user("alice@example.test")
+		e.st.SetAdmin("alice@example.test", true)
+	}, method: "user.set-admin", params: UserParams{Address: "alice@example.test"}, code: CodeInvalid, msg: "admin true or false"},
+	{name: "user.disable", setup: func(e *env) { e.user("alice@example.test") }, method: "user.disable", params: UserParams{Address: "alice@example.test"}, check: func(t *testing.T, e *env, res json.RawMessage) {
+		if u := wantUser(t, e, "alice@example.test"); !u.Disabled {
+			t.Errorf("stored %+v, want disabled", u)
+		}
+		a := &auth.Authenticator{Users: e.st}
+		if _, err := a.Authenticate(context.Background(), netip.MustParseAddr("127.0.0.1"), "alice@example.test", testPassword); !errors.Is(err, auth.ErrInvalidCredentials) {
+			t.Errorf("login of a disabled user = %v, want ErrInvalidCredentials", err)
+		}
+	}},
+	{name: "user.enable", setup: func(e *env) {
+		e.user("alice@example.test")
+		e.st.SetDisabled("alice@example.test", true)
+	}, method: "user.enable", params: UserParams{Address: "alice@example.test"}, check: func(t *testing.T, e *env, res json.RawMessage) {
+		if u := wantUser(t, e, "alice@example.test"); u.Disabled {
+			t.Errorf("stored %+v, want enabled", u)
+		}
+		a := &auth.Authenticator{Users: e.st}
+		if _, err := a.Authenticate(context.Background(), netip.MustParseAddr("127.0.0.1"), "alice@example.test", testPassword); err != nil {
+			t.Errorf("login of an enabled user = %v", err)
+		}
+	}},
+	{name: "user.disable unknown user", method: "user.disable", params: UserParams{Address: "nobody@example.test"}, code: CodeNotFound, msg: "nobody@example.test"},
+	{name: "user.ls admin and disabled", setup: func(e *env) {
+		e.user("alice@example.test")
+		e.user("bob@example.test")
+		e.st.SetAdmin("alice@example.test", true)
+		e.st.SetDisabled("bob@example.test", true)
+	}, method: "user.ls", check: func(t *testing.T, e *env, res json.RawMessage) {
+		us := unmarshal[[]UserView](t, res)
+		if len(us) != 2 || !us[0].Admin || us[0].Disabled || us[1].Admin || !us[1].Disabled {
+			t.Errorf("users %+v, want alice admin and bob disabled", us)
+		}
+		if !strings.Contains(string(res), `"admin":false`) || !strings.Contains(string(res), `"disabled":false`) {
+			t.Errorf("result %s does not show both fields for every user", res)
+		}
+	}},
 
 	// user.set-quota
 	{name: "user.set-quota", setup: func(e *env) { e.user("alice@example.test") }, method: "user.set-quota", params: UserParams{Address: "alice@example.test", Quota: 2048}, check: func(t *testing.T, e *env, res json.RawMessage) {
@@ -763,3 +830,57 @@ func TestMethodsCovered(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditLog checks that each call of a method that changes state is
+// logged once, with who called it, the method, its target and the
+// result, and that lookups and passwords are not.
+func TestAuditLog(t *testing.T) {
+	e := newEnv(t)
+	var buf syncBuffer
+	e.svc.Log = slog.New(slog.NewTextHandler(&buf, nil))
+	ctx := WithCaller(context.Background(), "web:root@example.test")
+	calls := []struct {
+		method string
+		params any
+	}{
+		{"user.add", UserAddParams{Address: "alice@example.test", Password: "s3cret-pw"}},
+		{"user.ls", nil},
+		{"user.passwd", UserParams{Address: "alice@example.test", Password: "other-pw"}},
+		{"user.set-admin", UserParams{Address: "alice@example.test", Admin: ptr(true)}},
+		{"user.disable", UserParams{Address: "alice@example.test"}},
+		{"user.rm", UserParams{Address: "nobody@example.test"}},
+		{"alias.add", AliasParams{Address: "info@example.test", Targets: []string{"alice@example.test"}}},
+		{"domain.add", DomainParams{Name: "other.test"}},
+		{"queue.hold", QueueParams{ID: "no-such-id"}},
+	}
+	for _, c := range calls {
+		e.svc.Call(ctx, c.method, c.params, nil)
+	}
+	e.svc.Call(context.Background(), "domain.rm", DomainParams{Name: "other.test"}, nil)
+	log := buf.String()
+	want := []string{
+		`level=INFO msg="admin action" caller=web:root@example.test method=user.add target=alice@example.test result=ok`,
+		`level=INFO msg="admin action" caller=web:root@example.test method=user.passwd target=alice@example.test result=ok`,
+		`level=INFO msg="admin action" caller=web:root@example.test method=user.set-admin target=alice@example.test result=ok`,
+		`level=INFO msg="admin action" caller=web:root@example.test method=user.disable target=alice@example.test result=ok`,
+		`level=WARN msg="admin action" caller=web:root@example.test method=user.rm target=nobody@example.test result=error code=not_found err=`,
+		`level=INFO msg="admin action" caller=web:root@example.test method=alias.add target=info@example.test result=ok`,
+		`level=INFO msg="admin action" caller=web:root@example.test method=domain.add target=other.test result=ok`,
+		`level=WARN msg="admin action" caller=web:root@example.test method=queue.hold target=no-such-id result=error code=not_found err=`,
+		`level=INFO msg="admin action" caller=local method=domain.rm target=other.test result=ok`,
+	}
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines logged, want %d:\n%s", len(lines), len(want), log)
+	}
+	for i, w := range want {
+		if _, rest, ok := strings.Cut(lines[i], " "); !ok || !strings.HasPrefix(rest, w) {
+			t.Errorf("line %d = %s\nwant %s...", i, lines[i], w)
+		}
+	}
+	if strings.Contains(log, "pw") || strings.Contains(log, "user.ls") {
+		t.Errorf("a password or a lookup logged:\n%s", log)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -62,7 +64,13 @@ func Listen(path string, svc *Service, log *slog.Logger) (*Server, error) {
 	s := &Server{svc: svc, log: log, path: path, ln: &peerCheck{Listener: ln, log: log}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/call", s.handle)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*peerConn); ok {
+				return WithCaller(ctx, pc.who)
+			}
+			return ctx
+		}}
 	return s, nil
 }
 
@@ -100,20 +108,26 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		} else if resp.Result, err = json.Marshal(out); err != nil {
 			resp.Error = toError(err)
 		}
-		if aerr == nil && isChange(req.Method) {
-			s.log.Info("admin", "method", req.Method)
-		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
 }
 
-func isChange(method string) bool {
-	switch method {
-	case "status", "domain.ls", "user.ls", "alias.ls", "mailbox.ls", "mailbox.msgs", "queue.ls", "queue.show":
-		return false
+// peerConn is a connection accepted by peerCheck, with who is at the
+// other end, as the audit log names them.
+type peerConn struct {
+	net.Conn
+	who string
+}
+
+// peerName names the user with the given uid: "unix:NAME(UID)", or
+// "unix:UID" when the name cannot be looked up.
+func peerName(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil {
+		return "unix:" + u.Username + "(" + id + ")"
 	}
-	return true
+	return "unix:" + id
 }
 
 // peerCheck refuses connections from other users than the server's own
@@ -145,7 +159,7 @@ func (p *peerCheck) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		return c, nil
+		return &peerConn{Conn: c, who: peerName(cred.Uid)}, nil
 	}
 }
 

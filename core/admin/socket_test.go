@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -189,8 +190,8 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// TestSocketLog checks that changes are logged with their method, and
-// lookups and failures are not.
+// TestSocketLog checks that changes are logged with their method and
+// the socket's peer as the caller, and lookups are not.
 func TestSocketLog(t *testing.T) {
 	e := newEnv(t)
 	var buf syncBuffer
@@ -200,7 +201,9 @@ func TestSocketLog(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, SocketName)
-	srv, err := Listen(path, e.svc, slog.New(slog.NewTextHandler(&buf, nil)))
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	e.svc.Log = log
+	srv, err := Listen(path, e.svc, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,12 +224,20 @@ func TestSocketLog(t *testing.T) {
 	c.Call(ctx, "domain.ls", nil, nil)
 	c.Call(ctx, "domain.add", DomainParams{Name: "other.test"}, nil)
 	c.Call(ctx, "domain.add", DomainParams{Name: "other.test"}, nil) // exists
-	log := buf.String()
-	if n := strings.Count(log, "method=domain.add"); n != 1 {
-		t.Errorf("domain.add logged %d times, want once:\n%s", n, log)
+	out := buf.String()
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if strings.Contains(log, "domain.ls") || strings.Contains(log, "method=status") {
-		t.Errorf("lookups logged:\n%s", log)
+	who := "caller=unix:" + me.Username + "(" + me.Uid + ") method=domain.add target=other.test"
+	if n := strings.Count(out, who+" result=ok"); n != 1 {
+		t.Errorf("domain.add logged %d times as ok by %s, want once:\n%s", n, who, out)
+	}
+	if n := strings.Count(out, who+" result=error code=exists"); n != 1 {
+		t.Errorf("the second domain.add logged %d times as an error, want once:\n%s", n, out)
+	}
+	if strings.Contains(out, "domain.ls") || strings.Contains(out, "method=status") {
+		t.Errorf("lookups logged:\n%s", out)
 	}
 }
 

@@ -196,3 +196,19 @@ func TestThrottleKnownClient(t *testing.T) {
 		t.Error("exemption outlived KnownWindow")
 	}
 }
+
+type disabledUsers struct{ hash string }
+
+func (d disabledUsers) PasswordHash(_ context.Context, u string) (string, string, error) {
+	return u, d.hash, ErrDisabled
+}
+
+// A disabled user's right password fails as a wrong one does.
+func TestAuthenticateDisabled(t *testing.T) {
+	h, _ := HashPassword("pw")
+	a := &Authenticator{Users: disabledUsers{h}}
+	u, err := a.Authenticate(context.Background(), netip.MustParseAddr("127.0.0.1"), "alice@example.test", "pw")
+	if u != "" || !errors.Is(err, ErrInvalidCredentials) {
+		t.Errorf("Authenticate(disabled, right password) = %q, %v; want ErrInvalidCredentials", u, err)
+	}
+}

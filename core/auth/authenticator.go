@@ -24,10 +24,17 @@ var (
 // user. Authenticate turns it into ErrInvalidCredentials.
 var ErrNoSuchUser = errors.New("auth: no such user")
 
+// ErrDisabled is what a Users implementation returns, with the user's
+// canonical name and hash, for a user whose logins are disabled.
+// Authenticate still verifies the password, so that a disabled user costs
+// the same time as any other, and then fails with ErrInvalidCredentials:
+// the reply does not reveal that the account is disabled.
+var ErrDisabled = errors.New("auth: user disabled")
+
 // Users looks up password hashes. core/store implements it.
 type Users interface {
 	// PasswordHash returns the canonical name of the user and the PHC
-	// hash of their password, or ErrNoSuchUser.
+	// hash of their password, or ErrNoSuchUser; or both with ErrDisabled.
 	PasswordHash(ctx context.Context, username string) (canonical, hash string, err error)
 }
 
@@ -45,7 +52,10 @@ func (a *Authenticator) Authenticate(ctx context.Context, ip netip.Addr, usernam
 		return "", ErrThrottled
 	}
 	canonical, hash, err := a.Users.PasswordHash(ctx, username)
+	disabled := false
 	switch {
+	case errors.Is(err, ErrDisabled):
+		disabled = true
 	case errors.Is(err, ErrNoSuchUser):
 		hash, canonical = dummyHash(), ""
 	case err != nil:
@@ -55,7 +65,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, ip netip.Addr, usernam
 	if err != nil {
 		return "", fmt.Errorf("auth: stored hash of %q: %w", username, err)
 	}
-	if !ok || canonical == "" {
+	if !ok || canonical == "" || disabled {
 		a.Throttle.Failed(ip, username)
 		return "", ErrInvalidCredentials
 	}

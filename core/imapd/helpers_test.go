@@ -117,6 +117,11 @@ func newEnv(t testing.TB, options ...func(*config.Config)) *testEnv {
 		}
 		e.users[u.addr] = user
 	}
+	// dora is disabled: she has bob's password but cannot log in.
+	if _, err := st.AddUser(store.NewUser{Address: "dora@example.test", PasswordHash: testHashes[bobPass]}); err != nil {
+		t.Fatal(err)
+	}
+	st.SetDisabled("dora@example.test", true)
 	authn := &auth.Authenticator{Users: st, Throttle: &auth.Throttle{MaxPerIP: 5, MaxPerUser: 5, Window: time.Minute}}
 	srv, err := New(Options{
 		MaxConnections:      cfg.IMAP.MaxConnections,

@@ -99,6 +99,11 @@ func newServer(t *testing.T, options ...func(*config.Config)) *testEnv {
 			t.Fatal(err)
 		}
 	}
+	// dora is disabled: she has bob's password but cannot log in.
+	if _, err := st.AddUser(store.NewUser{Address: "dora@example.test", PasswordHash: testHashes[bobPass]}); err != nil {
+		t.Fatal(err)
+	}
+	st.SetDisabled("dora@example.test", true)
 	srv, err := New(Options{
 		Hostname: cfg.Hostname, MaxConnections: cfg.POP3.MaxConnections, MaxConnectionsPerIP: cfg.POP3.MaxConnectionsPerIP,
 		ReadTimeout: cfg.POP3.ReadTimeout.D(), PlaintextLoopback: cfg.Auth.PlaintextLoopback,

@@ -311,7 +311,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 		}
 	}()
 	adm := &adminService{path: SocketPath(cfg), svc: &admin.Service{Store: data.Store, Queue: data.Queue, Pipelines: holder, Hostname: cfg.Hostname, Started: started, Bouncer: bouncer,
-		PasswordPolicy: auth.PasswordPolicy{MinLength: cfg.Auth.MinPasswordLength}}, log: log}
+		PasswordPolicy: auth.PasswordPolicy{MinLength: cfg.Auth.MinPasswordLength}, Log: log}, log: log}
 	if err := adm.Listen(); err != nil {
 		return nil, err
 	}

@@ -172,6 +172,11 @@ func newServer(t *testing.T, options ...any) *testEnv {
 			t.Fatal(err)
 		}
 	}
+	// dora is disabled: she has bob's password but cannot log in.
+	if _, err := st.AddUser(store.NewUser{Address: "dora@example.test", PasswordHash: testHashes[bobPass]}); err != nil {
+		t.Fatal(err)
+	}
+	st.SetDisabled("dora@example.test", true)
 	st.AddAlias("team@example.test", []string{"alice@example.test", "carol@remote.test"})
 	var ld LocalDeliverer
 	if cfg.Queue.LocalWorkers > 0 && directDelivery[t.Name()] {

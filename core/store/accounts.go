@@ -30,6 +30,12 @@ type User struct {
 	Alternate    string    `json:"alternate,omitempty"` // for password recovery
 	Quota        int64     `json:"quota"`               // bytes; 0 means none
 	Created      time.Time `json:"created"`
+	// Admin gives the user the admin role (the web admin pages). A
+	// record written before the field existed has none.
+	Admin bool `json:"admin,omitempty"`
+	// Disabled users cannot log in (PasswordHash reports
+	// auth.ErrDisabled) but still receive mail.
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // UserInfo is a User with its current usage, for listings.
@@ -168,6 +174,7 @@ type NewUser struct {
 	Alternate    string // optional
 	// Quota in bytes; negative means the store's default quota, 0 none.
 	Quota int64
+	Admin bool // the admin role
 }
 
 // AddUser creates a user in a local domain, with the default mailboxes.
@@ -190,7 +197,7 @@ func (s *Store) AddUser(nu NewUser) (User, error) {
 	if quota < 0 {
 		quota = s.opts.DefaultQuota
 	}
-	u := User{Address: a.String(), PasswordHash: nu.PasswordHash, Alternate: alt, Quota: quota, Created: time.Now().UTC()}
+	u := User{Address: a.String(), PasswordHash: nu.PasswordHash, Alternate: alt, Quota: quota, Created: time.Now().UTC(), Admin: nu.Admin}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bDomains).Get([]byte(a.Domain)) == nil {
 			return fmt.Errorf("%w: %s (add it with 'sluice domain add %s')", ErrNotLocal, a.Domain, a.Domain)
@@ -279,7 +286,8 @@ func userByID(tx *bolt.Tx, id uint64) (User, error) {
 }
 
 // PasswordHash implements auth.Users. The username is an address; its
-// case does not matter.
+// case does not matter. For a disabled user it returns the hash with
+// auth.ErrDisabled.
 func (s *Store) PasswordHash(_ context.Context, username string) (string, string, error) {
 	u, err := s.User(username)
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
@@ -287,6 +295,9 @@ func (s *Store) PasswordHash(_ context.Context, username string) (string, string
 	}
 	if err != nil {
 		return "", "", err
+	}
+	if u.Disabled {
+		return u.Address, u.PasswordHash, auth.ErrDisabled
 	}
 	return u.Address, u.PasswordHash, nil
 }
@@ -366,6 +377,17 @@ func (s *Store) SetQuota(addr string, quota int64) error {
 		return fmt.Errorf("%w: negative quota", ErrInvalid)
 	}
 	return s.updateUser(addr, func(u *User) error { u.Quota = quota; return nil })
+}
+
+// SetAdmin gives (true) or takes away (false) a user's admin role.
+func (s *Store) SetAdmin(addr string, admin bool) error {
+	return s.updateUser(addr, func(u *User) error { u.Admin = admin; return nil })
+}
+
+// SetDisabled disables (true) or enables (false) a user's logins; mail
+// to a disabled user is still delivered.
+func (s *Store) SetDisabled(addr string, disabled bool) error {
+	return s.updateUser(addr, func(u *User) error { u.Disabled = disabled; return nil })
 }
 
 // RemoveUser deletes a user with all their mailboxes and messages.

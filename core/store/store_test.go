@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/sluice-mail/sluice/core/address"
+	"github.com/sluice-mail/sluice/core/auth"
 )
 
 func openStore(t *testing.T) *Store {
@@ -368,5 +371,57 @@ func TestSummaryHeaderPolicy(t *testing.T) {
 	big := "Subject: Hi\r\n" + strings.Repeat("X-Filler: "+strings.Repeat("x", 990)+"\r\n", maxSummaryHeader/1000+1) + "From: a@example.test\r\n\r\n"
 	if s := ParseSummary(strings.NewReader(big)); s.Subject != "Hi" || s.From != "" {
 		t.Errorf("ParseSummary(a huge header) = %+v", s)
+	}
+}
+
+// The admin role and the disabled state: a record written before they
+// existed has neither; a disabled user's PasswordHash says so, and mail
+// to them still resolves to them.
+func TestUserAdminDisabled(t *testing.T) {
+	s := withUsers(t)
+	old := `{"id":99,"address":"old@example.test","password_hash":"x","quota":0,"created":"2026-01-01T00:00:00Z"}`
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bUsers).Put([]byte("old@example.test"), []byte(old))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := s.User("old@example.test"); err != nil || u.Admin || u.Disabled {
+		t.Errorf("old record = %+v, %v; want neither admin nor disabled", u, err)
+	}
+	u, err := s.AddUser(NewUser{Address: "root@example.test", PasswordHash: "x", Admin: true})
+	if err != nil || !u.Admin {
+		t.Fatalf("AddUser(Admin) = %+v, %v", u, err)
+	}
+	if err := s.SetAdmin("ROOT@example.test", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetAdmin("alice@example.test", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetDisabled("alice@example.test", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetAdmin("nobody@example.test", true); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetAdmin(unknown) = %v, want ErrNotFound", err)
+	}
+	us, _ := s.Users("")
+	got := map[string][2]bool{}
+	for _, u := range us {
+		got[u.Address] = [2]bool{u.Admin, u.Disabled}
+	}
+	if got["alice@example.test"] != [2]bool{true, true} || got["root@example.test"] != [2]bool{} || got["bob@example.test"] != [2]bool{} {
+		t.Errorf("Users: admin, disabled = %v", got)
+	}
+	if c, h, err := s.PasswordHash(context.Background(), "alice@example.test"); c != "alice@example.test" || h != "x" || !errors.Is(err, auth.ErrDisabled) {
+		t.Errorf("PasswordHash(disabled) = %q, %q, %v; want auth.ErrDisabled", c, h, err)
+	}
+	if ts, err := s.Resolve(address.MustParse("alice@example.test")); err != nil || len(ts) != 1 || ts[0].UserID == 0 {
+		t.Errorf("Resolve(disabled) = %+v, %v; want alice", ts, err)
+	}
+	if err := s.SetDisabled("alice@example.test", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.PasswordHash(context.Background(), "alice@example.test"); err != nil {
+		t.Errorf("PasswordHash(enabled again) = %v", err)
 	}
 }

@@ -364,7 +364,7 @@ var adminCases = []adminCase{
 
 	// user.add --admin, user.set-admin, user.disable and user.enable, and
 	// what user.ls shows of them
-	{name: "user.add admin", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw", Admin: true}, check: func(t *testing.T, e *env, res json.RawMessage) {
+	{name: "user.add admin", method: "user.add", params: UserAddParams{Address: "alice@example.test", Password: "pw-long-enough", Admin: true}, check: func(t *testing.T, e *env, res json.RawMessage) {
 		if u := unmarshal[UserView](t, res); !u.Admin || u.Disabled {
 			t.Errorf("result %+v, want admin", u)
 		}
@@ -843,9 +843,9 @@ func TestAuditLog(t *testing.T) {
 		method string
 		params any
 	}{
-		{"user.add", UserAddParams{Address: "alice@example.test", Password: "s3cret-pw"}},
+		{"user.add", UserAddParams{Address: "alice@example.test", Password: "s3cret-pw-long"}},
 		{"user.ls", nil},
-		{"user.passwd", UserParams{Address: "alice@example.test", Password: "other-pw"}},
+		{"user.passwd", UserParams{Address: "alice@example.test", Password: "other-pw-long"}},
 		{"user.set-admin", UserParams{Address: "alice@example.test", Admin: ptr(true)}},
 		{"user.disable", UserParams{Address: "alice@example.test"}},
 		{"user.rm", UserParams{Address: "nobody@example.test"}},

@@ -274,9 +274,9 @@ func TestUserAdminDisable(t *testing.T) {
 		}
 	}
 	mustRun("", "added domain corp.test\n", "domain", "add", "corp.test")
-	mustRun("pw\n", "added alice@corp.test with the admin role\n", "user", "add", "alice@corp.test", "--admin", "--password-stdin")
-	mustRun("pw\n", "added bob@corp.test\n", "user", "add", "bob@corp.test", "--password-stdin")
-	mustRun("pw\n", "added carol@corp.test\n", "user", "add", "carol@corp.test", "--password-stdin")
+	mustRun("pw-long-enough\n", "added alice@corp.test with the admin role\n", "user", "add", "alice@corp.test", "--admin", "--password-stdin")
+	mustRun("pw-long-enough\n", "added bob@corp.test\n", "user", "add", "bob@corp.test", "--password-stdin")
+	mustRun("pw-long-enough\n", "added carol@corp.test\n", "user", "add", "carol@corp.test", "--password-stdin")
 	mustRun("", "bob@corp.test: admin role on\n", "user", "set-admin", "bob@corp.test")
 	mustRun("", "bob@corp.test: admin role off\n", "user", "set-admin", "bob@corp.test", "--off")
 	mustRun("", "carol@corp.test: admin role on\n", "user", "set-admin", "carol@corp.test", "on")

@@ -3,6 +3,7 @@ package webmail
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"embed"
 	"errors"
 	"html/template"
@@ -207,7 +208,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if old := sessionID(r); old != "" {
 		s.sessions.remove(old)
 	}
-	id := s.sessions.create(user)
+	acct, err := s.opts.Store.User(user)
+	if err != nil {
+		log.Error("web: reading the user who logged in", "user", user, "err", err)
+		form.Error = "Logging in is not possible right now. Try again later."
+		s.render(w, http.StatusServiceUnavailable, "login.html", form)
+		return
+	}
+	id := s.sessions.create(user, credentials(acct))
 	http.SetCookie(w, &http.Cookie{
 		Name:     cookieName,
 		Value:    id,
@@ -252,6 +260,14 @@ func (s *Server) account(w http.ResponseWriter, r *http.Request) (u store.User, 
 	if err != nil {
 		s.log.Error("web: reading the logged-in user", "user", addr, "err", err)
 		s.errorPage(w, r, http.StatusServiceUnavailable, "Your account cannot be read right now.")
+		return u, false
+	}
+	if u.Disabled || credentials(u) != s.sessions.stamp(sessionID(r)) {
+		// Disabled, or the password changed (by the user, the
+		// administrator or a reset) since login: the session ends.
+		s.log.Info("web: session ended: account disabled or password changed since login", "user", addr)
+		s.sessions.remove(sessionID(r))
+		http.Redirect(w, r, loginPath(r), http.StatusSeeOther)
 		return u, false
 	}
 	return u, true
@@ -338,4 +354,9 @@ func humanSize(n int64) string {
 		return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + " KiB"
 	}
 	return strconv.FormatInt(n, 10) + " B"
+}
+
+// credentials is the stamp of u's credentials as they are now.
+func credentials(u store.User) [sha256.Size]byte {
+	return sha256.Sum256([]byte(u.PasswordHash))
 }

@@ -15,7 +15,10 @@ const cookieName = "__Host-sluice_session"
 
 // session is one logged-in browser.
 type session struct {
-	user     string // canonical address
+	user string // canonical address
+	// stamp is the SHA-256 of the user's password hash at login: a
+	// password changed since (passwd, a reset) ends the session.
+	stamp    [sha256.Size]byte
 	created  time.Time
 	lastSeen time.Time
 }
@@ -35,16 +38,17 @@ func newSessions(idle, max time.Duration) *sessions {
 	return &sessions{idle: idle, max: max, now: time.Now, byHash: map[[sha256.Size]byte]*session{}}
 }
 
-// create starts a session for user under a new random 256-bit ID and
-// returns the ID, which goes into the cookie.
-func (ss *sessions) create(user string) string {
+// create starts a session for user, whose credentials are stamp (see
+// session.stamp), under a new random 256-bit ID and returns the ID, which
+// goes into the cookie.
+func (ss *sessions) create(user string, stamp [sha256.Size]byte) string {
 	var b [32]byte
 	rand.Read(b[:]) // never fails (crypto/rand)
 	id := base64.RawURLEncoding.EncodeToString(b[:])
 	now := ss.now()
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	ss.byHash[sha256.Sum256([]byte(id))] = &session{user: user, created: now, lastSeen: now}
+	ss.byHash[sha256.Sum256([]byte(id))] = &session{user: user, stamp: stamp, created: now, lastSeen: now}
 	if now.Sub(ss.sweep) > ss.idle {
 		ss.sweep = now
 		for k, s := range ss.byHash {
@@ -76,6 +80,18 @@ func (ss *sessions) get(id string) string {
 	}
 	s.lastSeen = now
 	return s.user
+}
+
+// stamp returns the credentials stamp the session id was created with
+// (the zero value without a session).
+func (ss *sessions) stamp(id string) [sha256.Size]byte {
+	h := sha256.Sum256([]byte(id))
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if s := ss.byHash[h]; s != nil {
+		return s.stamp
+	}
+	return [sha256.Size]byte{}
 }
 
 // remove ends the session id, if there is one.

@@ -708,3 +708,49 @@ func TestRemovedUserLoggedOut(t *testing.T) {
 		t.Errorf("the session of a removed user is still kept, for %q", user)
 	}
 }
+
+// TestPasswordChangeOrDisableEndsSessions: a password changed since login
+// (by the user elsewhere, the administrator or a reset), or the account
+// disabled, ends the web sessions of that account at their next request;
+// logging in again with the new password works.
+func TestPasswordChangeOrDisableEndsSessions(t *testing.T) {
+	e := newEnv(t, nil)
+	cookie := e.login(t, "")
+	other := e.login(t, "")
+	if !e.loggedIn(t, cookie) || !e.loggedIn(t, other) {
+		t.Fatal("not logged in")
+	}
+	hash, err := auth.HashPassword("a whole new password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.SetPasswordHash(alice, hash); err != nil {
+		t.Fatal(err)
+	}
+	if e.loggedIn(t, cookie) || e.loggedIn(t, other) {
+		t.Errorf("sessions from before a password change still show the folders")
+	}
+	if user := e.srv.sessions.get(cookie); user != "" {
+		t.Errorf("the session from before the password change is still kept, for %q", user)
+	}
+
+	// Set the old password back: a session started since is kept
+	// across a change that is no change at all, and ends when the
+	// account is disabled.
+	if err := e.st.SetPasswordHash(alice, aliceHash); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.login(t, "")
+	if err := e.st.SetPasswordHash(alice, aliceHash); err != nil {
+		t.Fatal(err)
+	}
+	if !e.loggedIn(t, fresh) {
+		t.Fatal("a session ended although the password is the same")
+	}
+	if err := e.st.SetDisabled(alice, true); err != nil {
+		t.Fatal(err)
+	}
+	if e.loggedIn(t, fresh) {
+		t.Errorf("the session of a disabled user still shows the folders")
+	}
+}

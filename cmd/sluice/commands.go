@@ -73,7 +73,7 @@ var groups = map[string]map[string]command{
 				fs.Bool("password-stdin", false, "read the password from the first line of stdin")
 				fs.String("alternate", "", "alternate `address` for password recovery")
 				fs.String("quota", "", "mailbox quota, such as 2GiB; 0 for none (default: store.default_quota)")
-				fs.Bool("admin", false, "give the user the admin role (the web admin pages)")
+				fs.Bool("admin", false, "give the user the admin role (for the web admin pages, which are not built yet)")
 			},
 			exec: userAdd, min: 1, max: 1},
 		"ls": {args: "user ls", help: "List the users, with their usage, quota, alternate address and state (admin, disabled).",
@@ -93,7 +93,7 @@ var groups = map[string]map[string]command{
 			exec: userRemove, min: 1, max: 1},
 		"set-alternate": {args: "user set-alternate ADDRESS ALTERNATE", help: "Set the alternate address for password recovery (\"\" clears it); it is stored, recovery itself is not built yet.", exec: userSetAlternate, min: 2, max: 2},
 		"set-quota":     {args: "user set-quota ADDRESS SIZE", help: "Set a user's quota, such as 2GiB (0 for none).", exec: userSetQuota, min: 2, max: 2},
-		"set-admin": {args: "user set-admin ADDRESS [on|off]", help: "Give a user the admin role (on, the default), which lets them use the web admin pages, or take it away (off, or --off).",
+		"set-admin": {args: "user set-admin ADDRESS [on|off]", help: "Give a user the admin role (on, the default), for the web admin pages (not built yet), or take it away (off, or --off).",
 			setup: func(fs *flag.FlagSet) { fs.Bool("off", false, "take the admin role away (as with off)") },
 			exec:  userSetAdmin, min: 1, max: 2},
 		"disable": {args: "user disable ADDRESS", help: "Refuse a user's logins (SMTP AUTH, IMAP, POP3) with the reply a wrong password gets; mail to them is still delivered.\n'user enable' lets them log in again.", exec: userDisable, min: 1, max: 1},

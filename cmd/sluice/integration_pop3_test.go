@@ -230,7 +230,7 @@ func TestIntegrationPOP3Fetchmail(t *testing.T) {
 	for _, tc := range []struct {
 		name, addr, options string
 	}{
-		// Implicit TLS (port 995), as in the template of PEERS.md.
+		// Implicit TLS (port 995), the way a fetchmailrc usually says it.
 		{"implicit TLS", in.pop3s, "ssl no sslcertck"},
 		// STLS, required by sslproto.
 		{"STLS", in.pop3, "sslproto tls1.2+ no sslcertck"},

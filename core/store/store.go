@@ -56,6 +56,7 @@ var (
 	bMailboxes = []byte("mailboxes") // user id + name -> mailbox id
 	bMbox      = []byte("mbox")      // mailbox id -> Mailbox
 	bMsgs      = []byte("msgs")      // nested: mailbox id -> (uid -> Message)
+	bResets    = []byte("resets")    // SHA-256 of a reset token -> resetRecord
 
 	kVersion     = []byte("version")
 	kUIDValidity = []byte("uidvalidity")
@@ -126,7 +127,7 @@ func Open(opts Options) (*Store, error) {
 
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bDomains, bUsers, bUserIDs, bUsage, bAliases, bMailboxes, bMbox, bMsgs} {
+		for _, b := range [][]byte{bMeta, bDomains, bUsers, bUserIDs, bUsage, bAliases, bMailboxes, bMbox, bMsgs, bResets} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("store: %w", err)
 			}

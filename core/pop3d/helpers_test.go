@@ -16,8 +16,8 @@ import (
 
 	"github.com/sluice-mail/sluice/core/auth"
 	"github.com/sluice-mail/sluice/core/config"
+	"github.com/sluice-mail/sluice/core/internal/testenv"
 	"github.com/sluice-mail/sluice/core/store"
-	"github.com/sluice-mail/sluice/core/tlscert"
 	"github.com/sluice-mail/sluice/sdk/proctest"
 )
 
@@ -36,19 +36,8 @@ var (
 
 func TestMain(m *testing.M) {
 	proctest.Main(m, proctest.Options{
-		Setup: func(string) error {
-			for _, pw := range []string{alicePass, bobPass} {
-				h, err := auth.HashPassword(pw)
-				if err != nil {
-					return err
-				}
-				testHashes[pw] = h
-			}
-			certPEM, keyPEM, err := tlscert.SelfSigned("mx.example.test")
-			if err != nil {
-				return err
-			}
-			testCert, err = tls.X509KeyPair(certPEM, keyPEM)
+		Setup: func(string) (err error) {
+			testCert, err = testenv.Fixtures(testHashes, alicePass, bobPass)
 			return err
 		},
 		After: func() error {

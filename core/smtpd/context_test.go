@@ -81,12 +81,7 @@ func TestHangupCancelsDataCheck(t *testing.T) {
 	f := newBlockingFilter()
 	e := newServer(t, f.set(verdict.HookData))
 	t.Cleanup(f.free)
-	c := e.dial(t, KindMX)
-	c.expect("220")
-	c.cmd("EHLO client.remote.test", "250")
-	c.cmd("MAIL FROM:<x@remote.test>", "250")
-	c.cmd("RCPT TO:<alice@example.test>", "250")
-	c.cmd("DATA", "354")
+	c := e.toData(t)
 	c.send("Subject: slow\r\n\r\nbody\r\n.\r\n")
 	waitFor(t, f.started, "the data check started")
 	c.conn.Close()
@@ -158,12 +153,7 @@ func TestShutdownCancelsCheck(t *testing.T) {
 	f := newBlockingFilter()
 	e := newServer(t, f.set(verdict.HookData))
 	t.Cleanup(f.free)
-	c := e.dial(t, KindMX)
-	c.expect("220")
-	c.cmd("EHLO client.remote.test", "250")
-	c.cmd("MAIL FROM:<x@remote.test>", "250")
-	c.cmd("RCPT TO:<alice@example.test>", "250")
-	c.cmd("DATA", "354")
+	c := e.toData(t)
 	c.send("Subject: slow\r\n\r\nbody\r\n.\r\n")
 	waitFor(t, f.started, "the data check started")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -184,12 +174,7 @@ func TestAcceptedSurvivesHangup(t *testing.T) {
 	f := newBlockingFilter()
 	f.free() // the check passes at once
 	e := newServer(t, f.set(verdict.HookData))
-	c := e.dial(t, KindMX)
-	c.expect("220")
-	c.cmd("EHLO client.remote.test", "250")
-	c.cmd("MAIL FROM:<x@remote.test>", "250")
-	c.cmd("RCPT TO:<alice@example.test>", "250")
-	c.cmd("DATA", "354")
+	c := e.toData(t)
 	c.send("Subject: kept\r\n\r\nbody\r\n.\r\n")
 	c.expect("250")
 	c.conn.Close()
@@ -198,4 +183,17 @@ func TestAcceptedSurvivesHangup(t *testing.T) {
 	if msgs, _ := e.store.Messages(mb.ID); len(msgs) != 1 || msgs[0].Subject != "kept" {
 		t.Errorf("INBOX after the 250 and a hang-up = %+v, want the message", msgs)
 	}
+}
+
+// toData opens an MX session and brings it to the 354 of DATA, with alice
+// as the recipient.
+func (e *testEnv) toData(t *testing.T) *rawConn {
+	t.Helper()
+	c := e.dial(t, KindMX)
+	c.expect("220")
+	c.cmd("EHLO client.remote.test", "250")
+	c.cmd("MAIL FROM:<x@remote.test>", "250")
+	c.cmd("RCPT TO:<alice@example.test>", "250")
+	c.cmd("DATA", "354")
+	return c
 }

@@ -55,21 +55,10 @@ func buildNoop(t *testing.T) string {
 // host started it.
 func TestServeExitsWhenHostDies(t *testing.T) {
 	noop := buildNoop(t)
-	host := exec.Command(os.Args[0])
-	host.Env = append(os.Environ(), "SDK_TEST_HOST="+noop)
-	host.Stderr = os.Stderr
-	out, err := host.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := host.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { host.Process.Kill(); host.Wait() }()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	pid, _ := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || pid == 0 {
-		t.Fatalf("the host printed %q, %v", line, err)
+	host, line := proctest.StartSelf(t, "SDK_TEST_HOST="+noop)
+	pid, _ := strconv.Atoi(line)
+	if pid == 0 {
+		t.Fatalf("the host printed %q", line)
 	}
 	time.Sleep(200 * time.Millisecond)
 	if !proctest.Alive(pid) {

@@ -1,15 +1,12 @@
 package pluginhost
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -22,21 +19,10 @@ import (
 // them (the faulty plugin does not use the SDK's Serve, so it is the
 // parent-death signal alone that ends it).
 func TestHostKilledTakesPluginAlong(t *testing.T) {
-	host := exec.Command(os.Args[0])
-	host.Env = append(os.Environ(), "PLUGINHOST_TEST_HOST="+faultyBin)
-	host.Stderr = os.Stderr
-	out, err := host.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := host.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { host.Process.Kill(); host.Wait() }()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	pid, _ := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || pid == 0 {
-		t.Fatalf("the host printed %q, %v", line, err)
+	host, line := proctest.StartSelf(t, "PLUGINHOST_TEST_HOST="+faultyBin)
+	pid, _ := strconv.Atoi(line)
+	if pid == 0 {
+		t.Fatalf("the host printed %q", line)
 	}
 	if !proctest.Alive(pid) {
 		t.Fatalf("plugin %d not running", pid)
@@ -58,20 +44,9 @@ func TestHostKilledTakesLauncherAlong(t *testing.T) {
 	if err := os.Chmod(filepath.Dir(faultyBin), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	host := exec.Command(os.Args[0])
-	host.Env = append(os.Environ(), "PLUGINHOST_TEST_HOST="+faultyBin, "PLUGINHOST_TEST_LAUNCHER=1")
-	host.Stderr = os.Stderr
-	out, err := host.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := host.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { host.Process.Kill(); host.Wait() }()
-	line, err := bufio.NewReader(out).ReadString('\n')
+	host, line := proctest.StartSelf(t, "PLUGINHOST_TEST_HOST="+faultyBin, "PLUGINHOST_TEST_LAUNCHER=1")
 	var plugin, launcher int
-	if _, serr := fmt.Sscan(line, &plugin, &launcher); err != nil || serr != nil || plugin == 0 || launcher == 0 {
+	if _, err := fmt.Sscan(line, &plugin, &launcher); err != nil || plugin == 0 || launcher == 0 {
 		t.Fatalf("the host printed %q, %v", line, err)
 	}
 	if uid, _ := procIDs(t, plugin); uid != "65534" {

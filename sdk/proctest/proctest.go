@@ -19,6 +19,7 @@
 package proctest
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
@@ -252,4 +253,28 @@ func WaitGone(t testing.TB, pid int, within time.Duration, what string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// StartSelf runs this test binary again with env added (one of
+// Options.Helpers), and returns it with the first line it prints
+// on stdout, such as the PIDs of what it started. The process is killed
+// when the test ends.
+func StartSelf(t testing.TB, env ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("%s %v printed %q: %v", os.Args[0], env, line, err)
+	}
+	return cmd, strings.TrimSpace(line)
 }
